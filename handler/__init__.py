@@ -1,0 +1,1 @@
+"""Model-side code: the TorchServe handler and the archive builder."""

@@ -1,0 +1,83 @@
+"""Build model_store/<name>-<version>.mar with torch-model-archiver.
+
+    python -m handler.archive --version 1.0 --weights auto
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from handler import weights as weights_mod
+
+HANDLER_DIR = Path(__file__).resolve().parent
+MODEL_NAME = "resnet18"
+
+
+def archive_path(export_dir: Path, version: str, name: str = MODEL_NAME) -> Path:
+    return export_dir / f"{name}-{version}.mar"
+
+
+def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
+          force: bool = False) -> Path:
+    """Write the archive and return its path; never overwrites unless forced."""
+    target = archive_path(export_dir, version)
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to rebuild it")
+    export_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        torch.save(weights.state_dict, work / "resnet18.pt")
+        categories = weights_mod.IMAGENET.meta["categories"]
+        (work / "index_to_name.json").write_text(
+            json.dumps({str(i): name for i, name in enumerate(categories)})
+        )
+        (work / "weights.json").write_text(
+            json.dumps({"source": weights.source, "sha256": weights.sha256,
+                        "seed": weights.seed})
+        )
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("torch-model-archiver")),
+                "--model-name", MODEL_NAME,
+                "--version", version,
+                "--serialized-file", str(work / "resnet18.pt"),
+                "--handler", str(HANDLER_DIR / "resnet18_handler.py"),
+                "--extra-files", f"{work / 'index_to_name.json'},{work / 'weights.json'}",
+                "--config-file", str(HANDLER_DIR / "model-config.yaml"),
+                "--export-path", str(work),
+            ],
+            check=True,
+        )
+        shutil.move(work / f"{MODEL_NAME}.mar", target)
+    return target
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", default="1.0", help="model version (default 1.0)")
+    parser.add_argument("--weights", default="auto",
+                        help="imagenet | random | auto | PATH to a .pth state dict")
+    parser.add_argument("--seed", type=int, default=weights_mod.DEFAULT_SEED,
+                        help="seed for --weights random")
+    parser.add_argument("--export-path", type=Path, default=Path("model_store"))
+    parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
+    args = parser.parse_args(argv)
+    try:
+        resolved = weights_mod.resolve(args.weights, args.seed)
+        target = build(args.version, resolved, args.export_path, args.force)
+    except (weights_mod.WeightsError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"built {target} (weights: {resolved.source}, sha256 {resolved.sha256})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""TorchServe handler for an eager-mode torchvision ResNet-18.
+
+Self-contained on purpose: TorchServe copies this file into the worker's model
+directory and imports it as a top-level module, so it may import only torch,
+torchvision, Pillow, numpy and the standard library. TorchServe also requires
+exactly one class in the module, hence ValueError and plain dicts below.
+"""
+
+import io
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision import transforms
+from torchvision.models import resnet18
+from ts.torch_handler.base_handler import BaseHandler
+
+logger = logging.getLogger(__name__)
+
+# Largest decoded image we accept (40 MP, e.g. 8000x5000). Pillow's own
+# decompression-bomb guard stays on with the same limit.
+MAX_IMAGE_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+TOP_K = 5
+
+IMAGENET_TRANSFORM = transforms.Compose(
+    [
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ]
+)
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite an image with transparency onto white, as a viewer shows it."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    """Scale 16/32-bit greyscale to 8 bits (a plain convert would clip to white)."""
+    values = np.asarray(img, dtype=np.float64)
+    peak = 65535.0 if values.max(initial=0) <= 65535 else float(values.max())
+    scaled = np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def decode_image(payload: bytes) -> Image.Image:
+    """Decode upload bytes into an upright RGB image or raise ValueError."""
+    if not payload:
+        raise ValueError("empty image")
+    try:
+        img = Image.open(io.BytesIO(payload))
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"image has {width * height} pixels, the limit is {MAX_IMAGE_PIXELS}"
+            )
+        img = ImageOps.exif_transpose(img)
+        img.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"not a decodable image: {exc}") from exc
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"corrupt image: {exc}") from exc
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        img = _high_depth_to_l(img)
+    if img.mode in ("RGBA", "LA", "PA") or (
+        img.mode == "P" and "transparency" in img.info
+    ):
+        return _flatten_alpha(img)
+    return img.convert("RGB")
+
+
+def _payload(row) -> bytes:
+    """The raw bytes of one request, whether sent as a body or a form field."""
+    for key in ("data", "body", "file"):
+        value = row.get(key)
+        if value is not None:
+            break
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    raise ValueError("request carries no image bytes")
+
+
+class ResNet18Handler(BaseHandler):
+    """Classifies images with ResNet-18; one bad image never fails its batch."""
+
+    def initialize(self, context):
+        self.context = context
+        self.manifest = context.manifest
+        model_dir = context.system_properties["model_dir"]
+        settings = (context.model_yaml_config or {}).get("handler", {})
+        # One worker per pod/machine uses every core for intra-op parallelism;
+        # more workers would each get a share (see model-config.yaml).
+        torch.set_num_threads(int(settings.get("torch_threads", 1)))
+        self.device = torch.device("cpu")
+        state_dict = torch.load(
+            os.path.join(model_dir, self.manifest["model"]["serializedFile"]),
+            map_location="cpu",
+            weights_only=True,
+        )
+        model = resnet18(weights=None)
+        model.load_state_dict(state_dict)
+        self.model = model.eval()
+        with open(os.path.join(model_dir, "index_to_name.json"), encoding="utf-8") as f:
+            self.mapping = {int(k): v for k, v in json.load(f).items()}
+        with open(os.path.join(model_dir, "weights.json"), encoding="utf-8") as f:
+            self.weights = json.load(f)
+        self.model_info = {
+            "model_name": self.manifest["model"]["modelName"],
+            "model_version": self.manifest["model"].get("modelVersion", ""),
+            "weights": {k: self.weights[k] for k in ("source", "sha256")},
+        }
+        if self.weights["source"] == "random":
+            logger.warning(
+                "MODEL %s %s SERVES RANDOM WEIGHTS (seed %s): predictions are meaningless",
+                self.model_info["model_name"],
+                self.model_info["model_version"],
+                self.weights.get("seed"),
+            )
+        self.initialized = True
+
+    def preprocess(self, data):
+        """-> {"size", "tensor" (good images stacked, or None), "good", "errors"}."""
+        tensors, good, errors = [], [], {}
+        for idx, row in enumerate(data):
+            try:
+                tensors.append(IMAGENET_TRANSFORM(decode_image(_payload(row))))
+                good.append(idx)
+            except ValueError as exc:
+                errors[idx] = str(exc)
+        tensor = torch.stack(tensors) if tensors else None
+        return {"size": len(data), "tensor": tensor, "good": good, "errors": errors}
+
+    def inference(self, data, *args, **kwargs):
+        if data["tensor"] is None:
+            return data, None
+        with torch.inference_mode():
+            probabilities = torch.softmax(self.model(data["tensor"]), dim=1)
+        return data, probabilities
+
+    def postprocess(self, data):
+        batch, probabilities = data
+        results = [None] * batch["size"]
+        for idx, message in batch["errors"].items():
+            if self.context is not None:
+                self.context.set_response_status(422, message, idx)
+            results[idx] = {"error": message, **self.model_info}
+        if probabilities is not None:
+            top_p, top_i = probabilities.topk(TOP_K, dim=1)
+            for row, idx in enumerate(batch["good"]):
+                results[idx] = {
+                    "predictions": [
+                        {
+                            "class_id": int(c),
+                            "category_name": self.mapping[int(c)],
+                            "probability": float(p),
+                        }
+                        for p, c in zip(top_p[row].tolist(), top_i[row].tolist())
+                    ],
+                    **self.model_info,
+                }
+        return results

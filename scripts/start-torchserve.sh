@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Start TorchServe in the foreground with config/config.properties plus the
+# per-deployment settings below. Used by `make run`, the tests and Dockerfile.serve.
+#
+#   TS_BIND_HOST        address all three APIs listen on    (127.0.0.1)
+#   TS_INFERENCE_PORT   inference API                       (8080)
+#   TS_MANAGEMENT_PORT  management API                      (8081)
+#   TS_METRICS_PORT     Prometheus metrics                  (8082)
+#   MODEL_STORE         directory of .mar files             (./model_store)
+#   TS_LOAD_MODELS      archives loaded at start            (resnet18-1.0.mar)
+#   TS_RUN_DIR          logs, temp files, generated config  (./run/torchserve)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+host="${TS_BIND_HOST:-127.0.0.1}"
+store="$(cd "${MODEL_STORE:-$here/model_store}" && pwd)"
+run_dir="${TS_RUN_DIR:-$here/run/torchserve}"
+mkdir -p "$run_dir/logs" "$run_dir/tmp"
+run_dir="$(cd "$run_dir" && pwd)"
+
+if ! command -v java >/dev/null 2>&1; then
+  echo "error: TorchServe needs Java 11+ and 'java' is not on PATH." >&2
+  echo "       Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless" >&2
+  exit 1
+fi
+
+config="$run_dir/config.properties"
+{
+  cat "$here/config/config.properties"
+  echo "inference_address=http://$host:${TS_INFERENCE_PORT:-8080}"
+  echo "management_address=http://$host:${TS_MANAGEMENT_PORT:-8081}"
+  echo "metrics_address=http://$host:${TS_METRICS_PORT:-8082}"
+  echo "model_store=$store"
+  # Only archives inside the model store; never http(s) (CVE-2023-43654).
+  echo "allowed_urls=file://$store/[^/]*[.]mar"
+  echo "load_models=${TS_LOAD_MODELS:-resnet18-1.0.mar}"
+} >"$config"
+
+# TorchServe keeps its pid file in the temp dir; a private one lets several
+# instances (make run, tests) live side by side.
+export TMPDIR="$run_dir/tmp" TEMP="$run_dir/tmp"
+export LOG_LOCATION="$run_dir/logs" METRICS_LOCATION="$run_dir/logs"
+cd "$run_dir"
+
+# The torchserve launcher does not forward signals to the Java frontend it starts:
+# stop it explicitly so `docker stop`, Kubernetes and the tests shut down cleanly.
+stop() { torchserve --stop --foreground >/dev/null 2>&1 || true; }
+trap stop TERM INT
+torchserve --start --foreground --ncs --ts-config "$config" --model-store "$store" &
+launcher=$!
+wait "$launcher" || true
+wait "$launcher" 2>/dev/null || true
