@@ -23,6 +23,18 @@ def archive_path(export_dir: Path, version: str, name: str = MODEL_NAME) -> Path
     return export_dir / f"{name}-{version}.mar"
 
 
+def write_model_files(weights: weights_mod.ResolvedWeights, work: Path) -> None:
+    """The files the handler reads from its model directory."""
+    torch.save(weights.state_dict, work / "resnet18.pt")
+    categories = weights_mod.IMAGENET.meta["categories"]
+    (work / "index_to_name.json").write_text(
+        json.dumps({str(i): name for i, name in enumerate(categories)})
+    )
+    (work / "weights.json").write_text(
+        json.dumps({"source": weights.source, "sha256": weights.sha256, "seed": weights.seed})
+    )
+
+
 def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
           force: bool = False) -> Path:
     """Write the archive and return its path; never overwrites unless forced."""
@@ -32,15 +44,7 @@ def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
     export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        torch.save(weights.state_dict, work / "resnet18.pt")
-        categories = weights_mod.IMAGENET.meta["categories"]
-        (work / "index_to_name.json").write_text(
-            json.dumps({str(i): name for i, name in enumerate(categories)})
-        )
-        (work / "weights.json").write_text(
-            json.dumps({"source": weights.source, "sha256": weights.sha256,
-                        "seed": weights.seed})
-        )
+        write_model_files(weights, work)
         subprocess.run(
             [
                 str(Path(sys.executable).with_name("torch-model-archiver")),

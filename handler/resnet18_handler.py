@@ -64,8 +64,10 @@ def decode_image(payload: bytes) -> Image.Image:
             )
         img = ImageOps.exif_transpose(img)
         img.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a decodable image: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ValueError("not an image in a format Pillow can decode") from exc
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large: {exc}") from exc
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"corrupt image: {exc}") from exc
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):

@@ -6,6 +6,7 @@
 #   TS_INFERENCE_PORT   inference API                       (8080)
 #   TS_MANAGEMENT_PORT  management API                      (8081)
 #   TS_METRICS_PORT     Prometheus metrics                  (8082)
+#   TS_GRPC_PORTS       gRPC inference,management (loopback only)  (7070,7071)
 #   MODEL_STORE         directory of .mar files             (./model_store)
 #   TS_LOAD_MODELS      archives loaded at start            (resnet18-1.0.mar)
 #   TS_RUN_DIR          logs, temp files, generated config  (./run/torchserve)
@@ -15,6 +16,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 host="${TS_BIND_HOST:-127.0.0.1}"
 store="$(cd "${MODEL_STORE:-$here/model_store}" && pwd)"
 run_dir="${TS_RUN_DIR:-$here/run/torchserve}"
+TS_GRPC_PORTS="${TS_GRPC_PORTS:-7070,7071}"
 mkdir -p "$run_dir/logs" "$run_dir/tmp"
 run_dir="$(cd "$run_dir" && pwd)"
 
@@ -30,6 +32,8 @@ config="$run_dir/config.properties"
   echo "inference_address=http://$host:${TS_INFERENCE_PORT:-8080}"
   echo "management_address=http://$host:${TS_MANAGEMENT_PORT:-8081}"
   echo "metrics_address=http://$host:${TS_METRICS_PORT:-8082}"
+  echo "grpc_inference_port=${TS_GRPC_PORTS%%,*}"
+  echo "grpc_management_port=${TS_GRPC_PORTS##*,}"
   echo "model_store=$store"
   # Only archives inside the model store; never http(s) (CVE-2023-43654).
   echo "allowed_urls=file://$store/[^/]*[.]mar"

@@ -1,0 +1,35 @@
+"""gunicorn settings for the gateway, used by scripts/start-gateway.sh.
+
+The gateway is an I/O-bound proxy: a request spends most of its time waiting on
+TorchServe, so threads (gthread) carry the concurrency cheaply. One process with
+16 threads is the default because the login rate limit then lives in memory; run
+more processes (GATEWAY_WORKERS) only with RATE_LIMIT_STORAGE_URI pointing at a
+shared store such as redis://, which the check below enforces.
+"""
+
+import os
+
+bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GATEWAY_WORKERS", "1"))
+threads = int(os.environ.get("GATEWAY_THREADS", "16"))
+worker_class = "gthread"
+# Longer than the upstream read timeout (35 s), so TorchServe's answer always wins.
+timeout = 60
+graceful_timeout = 30
+keepalive = 5
+# Bounded request line and headers; bodies are bounded by MAX_UPLOAD_BYTES in the app.
+limit_request_line = 8190
+limit_request_fields = 100
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
+
+if workers > 1 and os.environ.get("RATE_LIMIT_STORAGE_URI", "memory://").startswith("memory://"):
+    raise SystemExit(
+        "GATEWAY_WORKERS > 1 needs RATE_LIMIT_STORAGE_URI=redis://... so the login "
+        "rate limit is shared by every worker (memory:// is per process)."
+    )
+
+# gunicorn's control socket defaults to one path in $HOME shared by every
+# instance; we do not use it.
+control_socket_disable = True

@@ -1,0 +1,49 @@
+"""One error shape for every failure: JSON {"detail": "..."} with the right status."""
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, detail, {"WWW-Authenticate": "Bearer"})
+
+
+def unavailable(detail: str, retry_after: int = 5) -> ApiError:
+    return ApiError(503, detail, {"Retry-After": str(retry_after)})
+
+
+def error_response(status: int, detail: str, headers: dict | None = None):
+    response = jsonify(detail=detail)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.detail, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        headers = {}
+        if exc.code == 405 and exc.valid_methods:
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        return error_response(exc.code or 500, exc.description or exc.name, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error")
+        return error_response(500, "internal server error")

@@ -1,0 +1,40 @@
+"""Liveness, readiness (the model's workers, not TorchServe's /ping) and the index."""
+
+from flask import Blueprint, current_app
+
+from gateway.errors import ApiError, error_response
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/")
+def index():
+    return {
+        "name": "image-classifier-gateway",
+        "model": current_app.extensions["gateway"].settings.model_name,
+        "links": {"docs": "/docs", "openapi": "/openapi.json", "token": "/token",
+                  "predict": "/predict", "health": "/healthz", "ready": "/readyz"},
+    }
+
+
+@bp.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    services = current_app.extensions["gateway"]
+    try:
+        default = services.torchserve.describe()[0]
+    except ApiError as exc:
+        return error_response(503, f"not ready: {exc.detail}", {"Retry-After": "5"})
+    except IndexError:
+        return error_response(503, "not ready: model has no default version")
+    ready = sum(1 for w in default.get("workers", []) if w.get("status") == "READY")
+    if not ready:
+        return error_response(
+            503, f"not ready: {default.get('modelName')} {default.get('modelVersion')} "
+                 "has no READY worker", {"Retry-After": "5"})
+    return {"status": "ready", "model_name": default.get("modelName"),
+            "model_version": default.get("modelVersion"), "ready_workers": ready}

@@ -1,0 +1,67 @@
+"""Every gateway setting, read once from the environment into one object."""
+
+import os
+from dataclasses import dataclass, fields
+
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(RuntimeError):
+    """The environment does not describe a gateway that may start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    jwt_secret: str
+    torchserve_url: str = "http://127.0.0.1:8080"
+    torchserve_management_url: str = "http://127.0.0.1:8081"
+    model_name: str = "resnet18"
+    model_store: str = "model_store"
+    users_file: str = "config/users.json"
+    jwt_ttl_seconds: int = 1800
+    jwt_issuer: str = "image-classifier-gateway"
+    jwt_audience: str = "image-classifier"
+    max_upload_bytes: int = 10_000_000
+    max_image_pixels: int = 40_000_000
+    upstream_connect_timeout: float = 2.0
+    upstream_read_timeout: float = 35.0
+    upstream_pool_size: int = 32
+    rate_limit_storage_uri: str = "memory://"
+    login_rate_limit: str = "5 per minute"
+    database_url: str = "sqlite:///run/predictions.db"
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Build from VARIABLE_NAME = field name upper-cased; overrides win."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[f.name] = f.type(raw)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"{f.name.upper()}={raw!r} is not a valid {f.type.__name__}"
+                ) from exc
+        values.update(overrides)
+        if "jwt_secret" not in values:
+            raise SettingsError(
+                "JWT_SECRET is not set. Generate one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
+                f"(got {len(self.jwt_secret.encode())})"
+            )
+        if self.jwt_ttl_seconds <= 0:
+            raise SettingsError("JWT_TTL_SECONDS must be positive")
+        if self.max_upload_bytes <= 0 or self.max_image_pixels <= 0:
+            raise SettingsError("MAX_UPLOAD_BYTES and MAX_IMAGE_PIXELS must be positive")

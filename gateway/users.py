@@ -1,0 +1,171 @@
+"""The users file (username -> bcrypt hash and role) and its command line.
+
+    python -m gateway.users add alice --role admin      # password from prompt or stdin
+    python -m gateway.users passwd alice
+    python -m gateway.users remove alice
+    python -m gateway.users list
+    python -m gateway.users add-admin admin             # generated password, printed once
+
+Passwords never travel in argv. bcrypt only reads the first 72 bytes of a
+password, so we refuse longer ones when they are set instead of silently
+ignoring the tail; at login a longer password simply cannot match.
+"""
+
+import argparse
+import getpass
+import json
+import os
+import secrets
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+ROLES = ("user", "admin")
+BCRYPT_ROUNDS = 12
+BCRYPT_MAX_BYTES = 72
+MIN_PASSWORD_CHARS = 8
+# Checked when the user does not exist, so both answers take the same time.
+_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(BCRYPT_ROUNDS))
+
+
+class UserError(ValueError):
+    """A user or password that the store refuses."""
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: str
+    password_hash: str
+
+
+def hash_password(password: str) -> str:
+    encoded = password.encode("utf-8")
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise UserError(f"password must have at least {MIN_PASSWORD_CHARS} characters")
+    if len(encoded) > BCRYPT_MAX_BYTES:
+        raise UserError(f"password must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8 (bcrypt's limit)")
+    return bcrypt.hashpw(encoded, bcrypt.gensalt(BCRYPT_ROUNDS)).decode("ascii")
+
+
+class UserStore:
+    """A JSON users file, re-read whenever it changes on disk (CLI edits apply live)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp = None
+        self._users: dict[str, User] = {}
+
+    def _load(self) -> dict[str, User]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        with self._lock:
+            if stamp != self._stamp:
+                raw = json.loads(self.path.read_text(encoding="utf-8"))
+                self._users = {
+                    name: User(name, entry["role"], entry["password_hash"])
+                    for name, entry in raw.get("users", {}).items()
+                }
+                self._stamp = stamp
+            return self._users
+
+    def get(self, username: str) -> User | None:
+        return self._load().get(username)
+
+    def all(self) -> list[User]:
+        return sorted(self._load().values(), key=lambda u: u.username)
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        """The user if the password matches; constant work whether or not they exist."""
+        user = self.get(username)
+        candidate = password.encode("utf-8", "surrogateescape")
+        stored = user.password_hash.encode("ascii") if user else _DUMMY_HASH
+        if len(candidate) > BCRYPT_MAX_BYTES:
+            bcrypt.checkpw(b"", stored)  # same cost, cannot match
+            return None
+        return user if bcrypt.checkpw(candidate, stored) and user else None
+
+    def save(self, users: dict[str, User]) -> None:
+        payload = {"users": {u.username: {"role": u.role, "password_hash": u.password_hash}
+                             for u in sorted(users.values(), key=lambda u: u.username)}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def set_user(self, username: str, password: str, role: str) -> None:
+        if role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}")
+        if not username or len(username) > 64 or not username.isprintable():
+            raise UserError("username must be 1-64 printable characters")
+        users = dict(self._load())
+        users[username] = User(username, role, hash_password(password))
+        self.save(users)
+
+    def remove(self, username: str) -> None:
+        users = dict(self._load())
+        if users.pop(username, None) is None:
+            raise UserError(f"no user {username!r}")
+        self.save(users)
+
+
+def _read_password(confirm: bool = True) -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Repeat password: ") != password:
+        raise UserError("passwords do not match")
+    return password
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.users", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--file", default=os.environ.get("USERS_FILE", "config/users.json"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add", help="add or replace a user")
+    add.add_argument("username")
+    add.add_argument("--role", choices=ROLES, default="user")
+    sub.add_parser("passwd", help="reset a password").add_argument("username")
+    sub.add_parser("remove", help="delete a user").add_argument("username")
+    sub.add_parser("list", help="list users and roles")
+    admin = sub.add_parser("add-admin", help="create an admin with a generated password")
+    admin.add_argument("username", nargs="?", default="admin")
+    args = parser.parse_args(argv)
+    store = UserStore(args.file)
+    try:
+        if args.command == "add":
+            store.set_user(args.username, _read_password(), args.role)
+        elif args.command == "passwd":
+            user = store.get(args.username)
+            if user is None:
+                raise UserError(f"no user {args.username!r}")
+            store.set_user(user.username, _read_password(), user.role)
+        elif args.command == "remove":
+            store.remove(args.username)
+        elif args.command == "add-admin":
+            password = secrets.token_urlsafe(18)
+            store.set_user(args.username, password, "admin")
+            print(f"admin user {args.username!r} password (shown once): {password}")
+        else:
+            for user in store.all():
+                print(f"{user.username}\t{user.role}")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Real TorchServe and gunicorn processes on free loopback ports, through our start scripts."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from model_ready import default_version_ready  # noqa: E402
+
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(extra: dict) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Process:
+    """A start script run in its own process group, stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, script: str, env: dict, log_path: Path):
+        self.script, self.env, self.log_path = script, env, log_path
+        self.proc = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(ROOT / "scripts" / self.script)], env=_env(self.env),
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def stop(self, timeout: float = 30):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        # The launcher's children (Java frontend, Python workers) share the group.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+class TorchServeServer(Process):
+    def __init__(self, model_store: Path, run_dir: Path, load_models: str = "resnet18-1.0.mar"):
+        self.inference_port, self.management_port, self.metrics_port = (
+            free_port(), free_port(), free_port())
+        run_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__("start-torchserve.sh", {
+            "TS_INFERENCE_PORT": self.inference_port,
+            "TS_MANAGEMENT_PORT": self.management_port,
+            "TS_METRICS_PORT": self.metrics_port,
+            "TS_GRPC_PORTS": f"{free_port()},{free_port()}",
+            "MODEL_STORE": model_store,
+            "TS_RUN_DIR": run_dir,
+            "TS_LOAD_MODELS": load_models,
+        }, run_dir / "stdout.log")
+        self.run_dir = run_dir
+        self.url = f"http://127.0.0.1:{self.inference_port}"
+        self.management_url = f"http://127.0.0.1:{self.management_port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Seconds until the default version has a READY worker."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"TorchServe exited:\n{self.log_tail()}")
+            if default_version_ready(self.management_url, "resnet18")[0]:
+                return time.monotonic() - start
+            time.sleep(0.3)
+        raise TimeoutError(f"TorchServe not READY after {timeout}s:\n{self.log_tail()}")
+
+
+class GatewayServer(Process):
+    def __init__(self, torchserve: TorchServeServer, run_dir: Path, **settings):
+        self.port = free_port()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            "GATEWAY_BIND": f"127.0.0.1:{self.port}",
+            "TORCHSERVE_URL": torchserve.url,
+            "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url,
+            "MODEL_STORE": torchserve.env["MODEL_STORE"],
+            "DATABASE_URL": f"sqlite:///{run_dir / 'predictions.db'}",
+        }
+        env.update({k.upper(): v for k, v in settings.items()})
+        super().__init__("start-gateway.sh", env, run_dir / "gateway.log")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_up(self, timeout: float = 30):
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{self.log_tail()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"gateway not up after {timeout}s:\n{self.log_tail()}")

@@ -1,0 +1,182 @@
+"""The Flask app with a fake TorchServe: validation, error mapping, JSON errors."""
+
+import io
+import json
+
+import pytest
+import requests
+
+from gateway import create_app
+from gateway.settings import Settings
+from gateway.users import UserStore
+from support import images
+
+PREDICTION = {
+    "model_name": "resnet18", "model_version": "1.0",
+    "predictions": [{"class_id": i, "category_name": f"c{i}", "probability": p}
+                    for i, p in enumerate([0.876, 0.05, 0.03, 0.02, 0.01])],
+}
+
+
+def fake_response(status: int, body) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps(body).encode()
+    return response
+
+
+class FakeSession:
+    """Answers every call with the next scripted response or exception."""
+
+    def __init__(self):
+        self.outcome = fake_response(200, PREDICTION)
+        self.calls = []
+
+    def request(self, method, url, **kwargs):
+        self.calls.append((method, url, kwargs))
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.fixture
+def app(tmp_path):
+    users = tmp_path / "users.json"
+    UserStore(users).set_user("alice", "alice-password", "user")
+    app = create_app(Settings(jwt_secret="k" * 40, users_file=str(users),
+                              max_upload_bytes=200_000, max_image_pixels=1_000_000))
+    app.extensions["gateway"].torchserve.session = FakeSession()
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def auth(client):
+    token = client.post("/token", data={"username": "alice", "password": "alice-password"}).json
+    return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+def upload(client, auth, data, name="cat.jpg", query=""):
+    return client.post("/predict" + query, headers=auth,
+                       data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+
+
+def test_prediction_keeps_the_old_contract(client, auth, app):
+    response = upload(client, auth, images.jpeg(), name="Cat.JPG")
+    assert response.status_code == 200
+    body = response.json
+    for key in ("username", "filename", "extension", "date", "class_id", "category_name",
+                "score", "success"):
+        assert key in body
+    assert body["username"] == "alice" and body["filename"] == "Cat.JPG"
+    assert body["extension"] == "jpg" and body["score"] == 88 and body["success"] is True
+    assert body["model_version"] == "1.0" and len(body["top_k"]) == 5
+    method, url, kwargs = app.extensions["gateway"].torchserve.session.calls[-1]
+    assert url.endswith("/predictions/resnet18")
+    assert kwargs["headers"]["X-Request-ID"] == response.headers["X-Request-ID"]
+    assert kwargs["timeout"] == (2.0, 35.0)
+
+
+def test_pinned_version_goes_to_the_versioned_url(client, auth, app):
+    assert upload(client, auth, images.png(), query="?model_version=2.0").status_code == 200
+    assert app.extensions["gateway"].torchserve.session.calls[-1][1].endswith("/resnet18/2.0")
+    assert upload(client, auth, images.png(), query="?model_version=../x").status_code == 422
+
+
+@pytest.mark.parametrize("outcome,status", [
+    (requests.ConnectionError("refused"), 503),
+    (requests.ConnectTimeout("slow connect"), 503),
+    (requests.ReadTimeout("slow read"), 504),
+    (fake_response(503, {"code": 503, "message": "no worker"}), 503),
+    (fake_response(500, {"code": 500, "message": "worker died"}), 503),
+    (fake_response(404, {"code": 404, "message": "Model not found"}), 404),
+    (fake_response(422, {"error": "corrupt image: broken data stream"}), 422),
+    (fake_response(418, {}), 502),
+])
+def test_upstream_failures_map_to_clear_answers(client, auth, app, outcome, status):
+    app.extensions["gateway"].torchserve.session.outcome = outcome
+    response = upload(client, auth, images.jpeg())
+    assert response.status_code == status
+    assert set(response.json) == {"detail"}
+    if status == 503:
+        assert response.headers["Retry-After"] == "5"
+    if status == 422:
+        assert response.json["detail"] == "corrupt image: broken data stream"
+
+
+@pytest.mark.parametrize("data,status,detail", [
+    (b"", 422, "file is empty"),
+    (b"hello world", 415, "not an image"),
+    (images.truncated_jpeg(), 422, "corrupt"),
+    (images.png_bad_crc(), 422, "corrupt"),
+    (images.bomb_png(2000, 2000), 422, "pixels"),
+    (b"\xff" * 200_001, 413, "larger than"),
+])
+def test_bad_uploads_never_reach_torchserve(client, auth, app, data, status, detail):
+    response = upload(client, auth, data)
+    assert response.status_code == status, response.json
+    assert detail in response.json["detail"]
+    assert app.extensions["gateway"].torchserve.session.calls == []
+
+
+def test_form_shape_errors(client, auth):
+    assert client.post("/predict", headers=auth).status_code == 422
+    response = client.post("/predict", headers=auth, content_type="multipart/form-data",
+                           data={"file": [(io.BytesIO(images.png()), "a.png"),
+                                          (io.BytesIO(images.png()), "b.png")]})
+    assert response.status_code == 422 and "exactly one" in response.json["detail"]
+
+
+def test_token_errors(client):
+    assert client.post("/token", data={"username": "alice"}).status_code == 422
+    bad = client.post("/token", data={"username": "alice", "password": "nope-nope"})
+    unknown = client.post("/token", data={"username": "zed", "password": "nope-nope"})
+    assert bad.status_code == unknown.status_code == 401
+    assert bad.json == unknown.json
+    assert bad.headers["WWW-Authenticate"] == "Bearer"
+    grant = client.post("/token", data={"username": "alice", "password": "alice-password",
+                                        "grant_type": "client_credentials"})
+    assert grant.status_code == 422
+
+
+def test_missing_and_bad_tokens(client):
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer a.b.c"},
+                    {"Authorization": "Basic abc"}):
+        response = upload(client, headers, images.png())
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+        assert set(response.json) == {"detail"}
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert client.get("/nope").status_code == 404
+    assert set(client.get("/nope").json) == {"detail"}
+    response = client.get("/predict")
+    assert response.status_code == 405 and set(response.json) == {"detail"}
+
+
+def test_filenames_are_sanitised(client, auth):
+    body = upload(client, auth, images.png(), name="../../etc/pass\x00wd.png").json
+    assert body["filename"] == "passwd.png" and body["extension"] == "png"
+    long_name = "a" * 1000 + ".png"
+    assert len(upload(client, auth, images.png(), name=long_name).json["filename"]) == 255
+
+
+def test_request_id_is_echoed_or_made(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "abc"}).headers["X-Request-ID"] == "abc"
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id <script>"}).headers["X-Request-ID"]
+    assert made != "bad id <script>" and len(made) == 32
+
+
+def test_openapi_declares_the_password_flow(client):
+    spec = client.get("/openapi.json").json
+    flow = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]
+    assert flow["tokenUrl"] == "/token"
+    assert {"/token", "/predict", "/healthz", "/readyz"} <= set(spec["paths"])
+    docs = client.get("/docs/")
+    assert docs.status_code == 200 and b"swagger-ui-bundle.js" in docs.data
+    assert b"//cdn" not in docs.data and b"https://" not in docs.data
+    assert client.get("/docs/swagger-ui-bundle.js").status_code == 200

@@ -1,0 +1,122 @@
+"""ResNet18Handler called directly: every upload mode, batches with bad images."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from handler import archive, weights
+from handler import resnet18_handler as mod
+from support import images
+
+
+class FakeContext(SimpleNamespace):
+    def set_response_status(self, code, phrase, idx):
+        self.statuses[idx] = (code, phrase)
+
+
+@pytest.fixture(scope="module")
+def handler(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("model")
+    archive.write_model_files(weights.random_weights(0), model_dir)
+    config = yaml.safe_load((archive.HANDLER_DIR / "model-config.yaml").read_text())
+    context = FakeContext(
+        system_properties={"model_dir": str(model_dir)},
+        manifest={"model": {"modelName": "resnet18", "modelVersion": "1.0",
+                            "serializedFile": "resnet18.pt"}},
+        model_yaml_config=config,
+        statuses={},
+    )
+    h = mod.ResNet18Handler()
+    h.initialize(context)
+    return h
+
+
+def run(handler, rows):
+    handler.context.statuses = {}
+    return handler.postprocess(handler.inference(handler.preprocess(rows)))
+
+
+GOOD = {
+    "rgb_jpeg": images.jpeg, "rgb_png": images.png, "grey_L": images.grey_png,
+    "LA": images.la_png, "palette_P": images.palette_png, "RGBA": images.rgba_png,
+    "CMYK_jpeg": images.cmyk_jpeg, "png_16bit": images.png16,
+    "exif_rotated": images.exif_rotated_jpeg, "one_pixel": images.tiny,
+    "animated_gif": images.gif_animated,
+}
+
+
+@pytest.mark.parametrize("make", GOOD.values(), ids=GOOD.keys())
+def test_every_upload_mode_gets_five_predictions(handler, make):
+    [result] = run(handler, [{"data": bytearray(make())}])
+    assert "error" not in result
+    preds = result["predictions"]
+    assert len(preds) == 5
+    assert all(0.0 <= p["probability"] <= 1.0 for p in preds)
+    assert [p["probability"] for p in preds] == sorted((p["probability"] for p in preds), reverse=True)
+    assert all(handler.mapping[p["class_id"]] == p["category_name"] for p in preds)
+    assert result["model_name"] == "resnet18" and result["model_version"] == "1.0"
+    assert result["weights"]["source"] == "random"
+
+
+def test_preprocess_gives_imagenet_shape(handler):
+    batch = handler.preprocess([{"body": images.jpeg((800, 600))}, {"data": images.grey_png()}])
+    assert tuple(batch["tensor"].shape) == (2, 3, 224, 224)
+
+
+def test_exif_orientation_is_applied():
+    upright = mod.decode_image(images.exif_rotated_jpeg(6))
+    assert upright.size == (160, 320)  # stored 320x160, EXIF says rotate 90 degrees
+
+
+def test_16bit_png_is_scaled_not_clipped():
+    img = mod.decode_image(images.png16())
+    lo, hi = img.convert("L").getextrema()
+    assert hi < 255 or lo < 250, "a plain convert would clip every pixel to white"
+    assert hi - lo > 100
+
+
+def test_rgba_is_composited_on_white():
+    img = mod.decode_image(images.rgba_png())
+    assert img.mode == "RGB"
+
+
+def test_bad_image_in_batch_does_not_fail_the_others(handler):
+    rows = [{"data": images.jpeg()}, {"data": b"not an image"}, {"data": images.png()},
+            {"data": images.truncated_jpeg()}]
+    results = run(handler, rows)
+    assert "predictions" in results[0] and "predictions" in results[2]
+    assert "error" in results[1] and "error" in results[3]
+    assert set(handler.context.statuses) == {1, 3}
+    assert all(code == 422 for code, _ in handler.context.statuses.values())
+    # The good images give the same answer alone as in a mixed batch.
+    [alone] = run(handler, [{"data": images.jpeg()}])
+    assert alone["predictions"][0]["class_id"] == results[0]["predictions"][0]["class_id"]
+
+
+def test_batch_of_only_bad_images(handler):
+    results = run(handler, [{"data": b""}, {"data": None}, {"data": "text"}])
+    assert [("error" in r) for r in results] == [True, True, True]
+
+
+def test_pixel_cap_rejects_bombs():
+    with pytest.raises(ValueError, match="pixels"):
+        mod.decode_image(images.bomb_png())
+
+
+def test_labels_are_the_1000_imagenet_classes(handler):
+    assert len(handler.mapping) == 1000
+    assert set(handler.mapping) == set(range(1000))
+    assert handler.mapping[0] == "tench"
+
+
+def test_thread_count_follows_model_config(handler):
+    import torch
+
+    assert torch.get_num_threads() == handler.context.model_yaml_config["handler"]["torch_threads"]
+
+
+def test_weights_record_is_readable(handler):
+    assert json.dumps(handler.model_info)
+    assert len(handler.model_info["weights"]["sha256"]) == 64
