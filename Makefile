@@ -40,6 +40,21 @@ secrets: install run/jwt_secret
 run: check-java install archive run/jwt_secret
 	JWT_SECRET="$${JWT_SECRET:-$$(cat run/jwt_secret)}" scripts/run-local.sh
 
+# Model versions, straight to the management API on loopback (see README).
+MODELCTL = $(BIN)/python -m gateway.modelctl --management-url $(MANAGEMENT_URL)
+register: install
+	$(MODELCTL) register resnet18-$(VERSION).mar
+promote: install
+	$(MODELCTL) promote $(VERSION)
+rollback: install
+	$(MODELCTL) rollback
+versions: install
+	$(MODELCTL) list
+
+# Create (or reset) a local admin user; prints a generated password once.
+admin: install
+	$(BIN)/python -m gateway.users add-admin $(or $(ADMIN),admin)
+
 stop:
 	-pkill -f 'gunicorn --config $(CURDIR)/config/gunicorn.conf.py'
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop

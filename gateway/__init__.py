@@ -8,7 +8,7 @@ from flask import Flask, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from gateway import auth, docs, health, predict
+from gateway import admin, auth, docs, health, predict
 from gateway.errors import register_error_handlers
 from gateway.settings import Settings
 from gateway.upstream import TorchServe
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["gateway"] = Services(settings, UserStore(settings.users_file),
-                                         TorchServe(settings))
+                                         TorchServe.from_settings(settings))
     limiter = Limiter(get_remote_address, app=app)
 
     @app.before_request
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(auth.create_blueprint(limiter))
     app.register_blueprint(predict.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.spec_bp)
     app.register_blueprint(docs.swagger_ui_blueprint())

@@ -5,6 +5,7 @@
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,9 @@ def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
                 "--export-path", str(work),
             ],
             check=True,
+            # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR
+            # keeps concurrent builds from trampling each other.
+            env={**os.environ, "TMPDIR": str(work)},
         )
         shutil.move(work / f"{MODEL_NAME}.mar", target)
     return target

@@ -169,3 +169,7 @@ class ResNet18Handler(BaseHandler):
                     **self.model_info,
                 }
         return results
+
+    def describe_handle(self):
+        """Management API `GET /models/{name}?customized=true`: which weights run here."""
+        return json.dumps(self.model_info)

@@ -63,6 +63,16 @@ def stack(tmp_path_factory, model_store, users_file, jwt_secret):
                 server.stop()
 
 
+@pytest.fixture(scope="module")
+def private_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+    """A TorchServe + gateway of the module's own, for tests that stop or reconfigure them."""
+    torchserve, gateway = start_stack(tmp_path_factory.mktemp("private"), model_store,
+                                      users_file, jwt_secret, upstream_connect_timeout=1)
+    yield torchserve, gateway
+    gateway.stop()
+    torchserve.stop()
+
+
 @pytest.fixture(scope="session")
 def torchserve(stack):
     return stack[0]

@@ -5,19 +5,10 @@ import time
 import pytest
 import requests
 
-from conftest import get_token, start_stack
+from conftest import get_token
 from support import images
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def own_stack(tmp_path_factory, model_store, users_file, jwt_secret):
-    torchserve, gateway = start_stack(tmp_path_factory.mktemp("outage"), model_store,
-                                      users_file, jwt_secret, upstream_connect_timeout=1)
-    yield torchserve, gateway
-    gateway.stop()
-    torchserve.stop()
 
 
 def predict(gateway, token):
@@ -25,8 +16,8 @@ def predict(gateway, token):
                          files={"file": ("a.png", images.png())}, timeout=30)
 
 
-def test_outage_and_recovery(own_stack):
-    torchserve, gateway = own_stack
+def test_outage_and_recovery(private_stack):
+    torchserve, gateway = private_stack
     token = get_token(gateway)
     assert predict(gateway, token).status_code == 200
     assert requests.get(gateway.url + "/readyz", timeout=10).status_code == 200

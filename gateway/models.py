@@ -1,0 +1,97 @@
+"""Model versioning on TorchServe's management API: list, register, promote, unregister, roll back.
+
+Shared by the admin routes and the operator CLI (python -m gateway.modelctl).
+"""
+
+import re
+
+from gateway.errors import ApiError
+from gateway.upstream import TorchServe
+
+# A plain archive file name in the model store: no URL, no path, no "..".
+ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.mar$")
+REGISTER_TIMEOUT = 180  # s: TorchServe answers a synchronous register once workers are up
+
+
+def version_key(version: str) -> tuple:
+    """1.10 sorts after 1.9: numeric parts compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.-]", version))
+
+
+def _raise_for(status: int, body: dict, context: str):
+    message = body.get("message") if isinstance(body, dict) else None
+    if status == 404:
+        raise ApiError(404, message or f"{context}: not found")
+    if status == 409:
+        raise ApiError(409, message or f"{context}: conflict")
+    raise ApiError(502, f"{context}: management API answered {status}: {message}")
+
+
+class ModelVersions:
+    def __init__(self, torchserve: TorchServe):
+        self.ts = torchserve
+        self.name = torchserve.model_name
+
+    def check_name(self, name: str) -> None:
+        if name != self.name:
+            raise ApiError(404, f"model {name} is not served here (this gateway serves {self.name})")
+
+    def default_version(self) -> str:
+        return self.ts.describe()[0]["modelVersion"]
+
+    def overview(self) -> dict:
+        """Every version with workers, default flag and recorded weights."""
+        default = self.default_version()
+        versions = []
+        for entry in sorted(self.ts.describe("all"), key=lambda v: version_key(v["modelVersion"])):
+            version = entry["modelVersion"]
+            status, body = self.ts.management(
+                "GET", f"/models/{self.name}/{version}", params={"customized": "true"})
+            custom = body[0].get("customizedMetadata") if status == 200 and body else None
+            workers = [{"id": w.get("id"), "status": w.get("status"), "pid": w.get("pid")}
+                       for w in entry.get("workers", [])]
+            versions.append({
+                "version": version,
+                "default": version == default,
+                "archive": entry.get("modelUrl"),
+                "workers": workers,
+                "ready_workers": sum(w["status"] == "READY" for w in workers),
+                "weights": custom.get("weights") if isinstance(custom, dict) else None,
+            })
+        return {"model_name": self.name, "default_version": default, "versions": versions}
+
+    def register(self, archive) -> dict:
+        if not isinstance(archive, str) or not ARCHIVE_PATTERN.match(archive):
+            raise ApiError(400, "archive must be the plain file name of a .mar in the model "
+                                "store (no URL, no path, no '..')")
+        status, body = self.ts.management(
+            "POST", "/models", timeout=REGISTER_TIMEOUT,
+            params={"url": archive, "initial_workers": 1, "synchronous": "true"})
+        if status == 404:
+            raise ApiError(400, f"archive {archive} is not in the model store")
+        if status != 200:
+            _raise_for(status, body, f"register {archive}")
+        return {"status": body.get("status"), **self.overview()}
+
+    def promote(self, version: str) -> dict:
+        status, body = self.ts.management("PUT", f"/models/{self.name}/{version}/set-default")
+        if status != 200:
+            _raise_for(status, body, f"promote {version}")
+        return {"model_name": self.name, "default_version": version}
+
+    def unregister(self, version: str) -> dict:
+        if version == self.default_version():
+            raise ApiError(409, f"version {version} is the default: promote another one first")
+        status, body = self.ts.management("DELETE", f"/models/{self.name}/{version}", timeout=60)
+        if status != 200:
+            _raise_for(status, body, f"unregister {version}")
+        return {"model_name": self.name, "unregistered": version}
+
+    def rollback(self) -> dict:
+        """Make the newest registered version older than the default the default."""
+        current = self.default_version()
+        older = [v["modelVersion"] for v in self.ts.describe("all")
+                 if version_key(v["modelVersion"]) < version_key(current)]
+        if not older:
+            raise ApiError(409, f"no registered version older than the default {current}")
+        return self.promote(max(older, key=version_key))

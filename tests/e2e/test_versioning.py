@@ -1,0 +1,142 @@
+"""Register, pin, promote, roll back, unregister: with predictions running throughout."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import ADMIN_PASSWORD, ADMIN_USER, get_token
+from support import images
+from support.servers import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+class Client:
+    def __init__(self, gateway, token):
+        self.url, self.headers = gateway.url, {"Authorization": f"Bearer {token}"}
+
+    def call(self, method, path, **kwargs):
+        return requests.request(method, self.url + path, headers=self.headers,
+                                timeout=kwargs.pop("timeout", 200), **kwargs)
+
+    def predict(self, version=None):
+        params = {"model_version": version} if version else {}
+        return self.call("POST", "/predict", params=params,
+                         files={"file": ("cat.jpg", images.jpeg())}, timeout=60)
+
+
+class BackgroundPredictions(threading.Thread):
+    """Unpinned predictions in a loop until stopped; every status is kept."""
+
+    def __init__(self, client):
+        super().__init__(daemon=True)
+        self.client, self.stop_event, self.results = client, threading.Event(), []
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                response = self.client.predict()
+                self.results.append((response.status_code, response.json().get("model_version")))
+            except requests.RequestException as exc:
+                self.results.append((type(exc).__name__, None))
+
+    def wait_for_more(self, count: int, timeout: float = 60):
+        """Let at least `count` more predictions complete."""
+        target = len(self.results) + count
+        deadline = time.monotonic() + timeout
+        while len(self.results) < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(60)
+
+
+def modelctl(torchserve, *args):
+    return subprocess.run([sys.executable, "-m", "gateway.modelctl", "--management-url",
+                           torchserve.management_url, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=200)
+
+
+def test_admin_routes_need_the_admin_role(private_stack):
+    _, gateway = private_stack
+    user = Client(gateway, get_token(gateway))
+    anonymous = Client(gateway, "")
+    anonymous.headers = {}
+    routes = [("GET", "/models/resnet18"), ("POST", "/models/resnet18/versions"),
+              ("PUT", "/models/resnet18/versions/1.0/default"),
+              ("DELETE", "/models/resnet18/versions/1.0")]
+    for method, path in routes:
+        assert user.call(method, path, json={"archive": "resnet18-2.0.mar"}).status_code == 403
+        assert anonymous.call(method, path, json={"archive": "resnet18-2.0.mar"}).status_code == 401
+
+
+def test_register_refuses_urls_and_paths(private_stack):
+    _, gateway = private_stack
+    admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
+    for archive in ("https://evil.example/x.mar", "http://127.0.0.1:9/x.mar", "/etc/x.mar",
+                    "../x.mar", "sub/x.mar", "file:///tmp/x.mar", "x.mar/..", 42):
+        response = admin.call("POST", "/models/resnet18/versions", json={"archive": archive})
+        assert response.status_code == 400, (archive, response.text)
+    missing = admin.call("POST", "/models/resnet18/versions", json={"archive": "resnet18-9.9.mar"})
+    assert missing.status_code == 400 and "not in the model store" in missing.json()["detail"]
+    assert admin.call("POST", "/models/resnet18/versions", data="x").status_code == 422
+    assert admin.call("GET", "/models/other").status_code == 404
+
+
+def test_ship_pin_promote_rollback_without_downtime(private_stack):
+    torchserve, gateway = private_stack
+    admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
+    user = Client(gateway, get_token(gateway))
+
+    before = admin.call("GET", "/models/resnet18").json()
+    assert before["default_version"] == "1.0"
+    assert [v["version"] for v in before["versions"]] == ["1.0"]
+    assert before["versions"][0]["weights"]["source"] == "random"
+
+    registered = admin.call("POST", "/models/resnet18/versions",
+                            json={"archive": "resnet18-2.0.mar"})
+    assert registered.status_code == 201, registered.text
+    versions = {v["version"]: v for v in registered.json()["versions"]}
+    assert versions["2.0"]["ready_workers"] == 1 and not versions["2.0"]["default"]
+    assert versions["2.0"]["weights"]["sha256"] != versions["1.0"]["weights"]["sha256"]
+    again = admin.call("POST", "/models/resnet18/versions", json={"archive": "resnet18-2.0.mar"})
+    assert again.status_code == 409
+
+    v1, v2 = user.predict("1.0").json(), user.predict("2.0").json()
+    assert v1["model_version"] == "1.0" and v2["model_version"] == "2.0"
+    assert v1["top_k"] != v2["top_k"]
+    assert user.predict().json()["model_version"] == "1.0"
+
+    background = BackgroundPredictions(user)
+    background.start()
+    try:
+        background.wait_for_more(10)
+        promoted = admin.call("PUT", "/models/resnet18/versions/2.0/default")
+        assert promoted.status_code == 200
+        assert user.predict().json()["model_version"] == "2.0"
+        background.wait_for_more(10)
+        refused = admin.call("DELETE", "/models/resnet18/versions/2.0")
+        assert refused.status_code == 409 and "default" in refused.json()["detail"]
+        rolled = modelctl(torchserve, "rollback")
+        assert rolled.returncode == 0, rolled.stderr
+        assert user.predict().json()["model_version"] == "1.0"
+        background.wait_for_more(10)
+    finally:
+        background.stop()
+    statuses = [status for status, _ in background.results]
+    failures = [s for s in statuses if s != 200]
+    served = {version for _, version in background.results}
+    print(f"zero-downtime: {len(statuses)} predictions during promote/rollback, "
+          f"{len(failures)} failed, versions seen {sorted(served)}")
+    assert len(statuses) >= 30
+    assert served == {"1.0", "2.0"}
+    assert failures == []
+
+    assert admin.call("DELETE", "/models/resnet18/versions/2.0").status_code == 200
+    assert user.predict("2.0").status_code == 404
+    assert admin.call("PUT", "/models/resnet18/versions/2.0/default").status_code == 404
