@@ -8,6 +8,8 @@ shared store such as redis://, which the check below enforces.
 """
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GATEWAY_WORKERS", "1"))
@@ -33,3 +35,29 @@ if workers > 1 and os.environ.get("RATE_LIMIT_STORAGE_URI", "memory://").startsw
 # gunicorn's control socket defaults to one path in $HOME shared by every
 # instance; we do not use it.
 control_socket_disable = True
+
+# Prometheus multiprocess mode: each worker writes its samples under this
+# directory and /metrics aggregates them all. Emptied when the master starts.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
+
+
+def on_starting(server):
+    """In the master, before any worker: fresh metrics files, and the database schema."""
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
+    from gateway.audit import PredictionLog
+    from gateway.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:  # a bad environment stops here, with a clear message
+        raise SystemExit(f"gateway: {exc}") from None
+    if settings.prediction_log:
+        PredictionLog(settings.database_url).engine.dispose()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,20 +1,18 @@
 """Flask auth gateway in front of TorchServe. Entry point: create_app(settings)."""
 
-import re
-import uuid
 from dataclasses import dataclass
 
-from flask import Flask, g, request
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from gateway import admin, auth, docs, health, predict
+from gateway import admin, auth, docs, health, history, metrics, observability, predict
+from gateway.audit import PredictionLog
 from gateway.errors import register_error_handlers
 from gateway.settings import Settings
 from gateway.upstream import TorchServe
 from gateway.users import UserStore
 
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Multipart framing around the file, on top of MAX_UPLOAD_BYTES.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -26,6 +24,7 @@ class Services:
     settings: Settings
     users: UserStore
     torchserve: TorchServe
+    prediction_log: PredictionLog | None
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -37,24 +36,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         RATELIMIT_HEADERS_ENABLED=True,
         JSON_SORT_KEYS=False,
     )
-    app.extensions["gateway"] = Services(settings, UserStore(settings.users_file),
-                                         TorchServe.from_settings(settings))
+    app.extensions["gateway"] = Services(
+        settings, UserStore(settings.users_file), TorchServe.from_settings(settings),
+        PredictionLog(settings.database_url) if settings.prediction_log else None)
     limiter = Limiter(get_remote_address, app=app)
-
-    @app.before_request
-    def assign_request_id():
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
-
-    @app.after_request
-    def return_request_id(response):
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        return response
-
+    observability.init_app(app)
     register_error_handlers(app)
     app.register_blueprint(auth.create_blueprint(limiter))
     app.register_blueprint(predict.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(history.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.spec_bp)
     app.register_blueprint(docs.swagger_ui_blueprint())

@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from gateway import tokens
+from gateway import metrics, tokens
 from gateway.errors import ApiError, unauthorized
 from gateway.users import User
 
@@ -21,15 +21,19 @@ def authenticate(required_role: str | None = None) -> User:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
+        metrics.AUTH_FAILURES.labels("missing_token").inc()
         raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
     try:
         claims = tokens.verify(services.settings, token)
     except tokens.TokenError as exc:
+        metrics.AUTH_FAILURES.labels("invalid_token").inc()
         raise unauthorized(str(exc)) from None
     user = services.users.get(claims["sub"])
     if user is None:
+        metrics.AUTH_FAILURES.labels("deleted_user").inc()
         raise unauthorized("user no longer exists")
     if required_role and user.role != required_role:
+        metrics.AUTH_FAILURES.labels("forbidden").inc()
         raise ApiError(403, f"this needs the {required_role} role")
     g.user = user.username
     return user
@@ -55,6 +59,7 @@ def create_blueprint(limiter: Limiter) -> Blueprint:
             raise ApiError(422, "grant_type must be 'password'")
         user = services.users.authenticate(username, password)
         if user is None:
+            metrics.AUTH_FAILURES.labels("bad_credentials").inc()
             raise unauthorized(INVALID_CREDENTIALS)
         g.user = user.username
         return {

@@ -1,16 +1,22 @@
-"""POST /predict: validate the upload, ask TorchServe, answer in the old contract."""
+"""POST /predict: validate the upload, ask TorchServe, answer in the old contract, log it."""
 
+import hashlib
+import logging
 import re
+import time
 from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, g, request
+from werkzeug.exceptions import HTTPException
 
+from gateway import metrics
 from gateway.auth import authenticate
-from gateway.errors import ApiError
+from gateway.errors import ApiError, unavailable
 from gateway.imagecheck import check_upload
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 MAX_FILENAME_CHARS = 255
+logger = logging.getLogger(__name__)
 
 
 def safe_filename(raw: str | None) -> str:
@@ -25,12 +31,10 @@ def extension_of(filename: str) -> str:
     return ext.lower() if dot and stem else ""
 
 
-bp = Blueprint("predict", __name__)
-
-
-@bp.post("/predict")
-def predict():
+def _classify(record: dict) -> dict:
+    """The prediction answer; fills `record` with what the prediction log keeps."""
     user = authenticate()
+    record["username"] = user.username
     services = current_app.extensions["gateway"]
     settings = services.settings
     version = request.args.get("model_version")
@@ -44,15 +48,22 @@ def predict():
     upload = files[0]
     filename = safe_filename(upload.filename)
     data = upload.read(settings.max_upload_bytes + 1)
+    record.update(filename=filename, extension=extension_of(filename),
+                  upload_sha256=hashlib.sha256(data).hexdigest(), upload_bytes=len(data))
+    metrics.UPLOAD_BYTES.observe(len(data))
     check_upload(data, settings.max_upload_bytes, settings.max_image_pixels)
-    result = services.torchserve.predict(data, version, g.request_id)
-    g.model_version = result.get("model_version")
+    started = time.perf_counter()
+    try:
+        result = services.torchserve.predict(data, version, g.request_id)
+    finally:
+        g.upstream_seconds = time.perf_counter() - started
+        metrics.UPSTREAM_LATENCY.observe(g.upstream_seconds)
     top = result["predictions"][0]
-    return {
+    answer = {
         "username": user.username,
         "filename": filename,
-        "extension": extension_of(filename),
-        "date": datetime.now(timezone.utc).isoformat(),
+        "extension": record["extension"],
+        "date": record["created_at"].isoformat(),
         "class_id": top["class_id"],
         "category_name": top["category_name"],
         "score": round(top["probability"] * 100),
@@ -61,3 +72,45 @@ def predict():
         "model_version": result.get("model_version"),
         "top_k": result["predictions"],
     }
+    g.model_version = answer["model_version"]
+    metrics.PREDICTIONS.labels(answer["model_version"], str(answer["class_id"])).inc()
+    record.update(class_id=answer["class_id"], category_name=answer["category_name"],
+                  score=answer["score"], model_version=answer["model_version"])
+    return answer
+
+
+bp = Blueprint("predict", __name__)
+
+
+@bp.post("/predict")
+def predict():
+    services = current_app.extensions["gateway"]
+    record = {"request_id": g.request_id, "created_at": datetime.now(timezone.utc),
+              "model_version": request.args.get("model_version", "")[:32] or None}
+    started = time.perf_counter()
+    try:
+        answer = _classify(record)
+        record.update(success=True, status_code=200)
+        return answer
+    except ApiError as exc:
+        record.update(success=False, status_code=exc.status, error_detail=exc.detail)
+        raise
+    except HTTPException as exc:
+        record.update(success=False, status_code=exc.code, error_detail=exc.description)
+        raise
+    except Exception as exc:
+        record.update(success=False, status_code=500, error_detail=f"internal error: {exc!r}")
+        raise
+    finally:
+        record["latency_ms"] = round((time.perf_counter() - started) * 1000)
+        if services.prediction_log is not None:
+            _store(services.prediction_log, record)
+
+
+def _store(prediction_log, record: dict) -> None:
+    """Write the row before answering; if that fails the client must not think it was kept."""
+    try:
+        prediction_log.record(record)
+    except Exception as exc:
+        logger.exception("prediction log write failed for %s", record["request_id"])
+        raise unavailable("prediction log is unavailable, try again") from exc

@@ -10,6 +10,15 @@ class SettingsError(RuntimeError):
     """The environment does not describe a gateway that may start."""
 
 
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     jwt_secret: str
@@ -29,6 +38,7 @@ class Settings:
     rate_limit_storage_uri: str = "memory://"
     login_rate_limit: str = "5 per minute"
     database_url: str = "sqlite:///run/predictions.db"
+    prediction_log: bool = True
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -40,7 +50,7 @@ class Settings:
             if raw is None:
                 continue
             try:
-                values[f.name] = f.type(raw)
+                values[f.name] = _parse_bool(raw) if f.type is bool else f.type(raw)
             except ValueError as exc:
                 raise SettingsError(
                     f"{f.name.upper()}={raw!r} is not a valid {f.type.__name__}"

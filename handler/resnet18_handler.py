@@ -131,12 +131,16 @@ class ResNet18Handler(BaseHandler):
     def preprocess(self, data):
         """-> {"size", "tensor" (good images stacked, or None), "good", "errors"}."""
         tensors, good, errors = [], [], {}
+        # The gateway's X-Request-ID, so this log joins the gateway's.
+        request_ids = [self.context.get_request_header(i, "X-Request-ID") for i in range(len(data))]
+        logger.info("batch of %d, request ids %s", len(data), request_ids)
         for idx, row in enumerate(data):
             try:
                 tensors.append(IMAGENET_TRANSFORM(decode_image(_payload(row))))
                 good.append(idx)
             except ValueError as exc:
                 errors[idx] = str(exc)
+                logger.info("request %s: %s", request_ids[idx], exc)
         tensor = torch.stack(tensors) if tensors else None
         return {"size": len(data), "tensor": tensor, "good": good, "errors": errors}
 

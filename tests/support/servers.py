@@ -103,10 +103,12 @@ class GatewayServer(Process):
             "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url,
             "MODEL_STORE": torchserve.env["MODEL_STORE"],
             "DATABASE_URL": f"sqlite:///{run_dir / 'predictions.db'}",
+            "PROMETHEUS_MULTIPROC_DIR": run_dir / "metrics",
         }
         env.update({k.upper(): v for k, v in settings.items()})
         super().__init__("start-gateway.sh", env, run_dir / "gateway.log")
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_dir = run_dir / "metrics"
 
     def wait_up(self, timeout: float = 30):
         start = time.monotonic()

@@ -44,7 +44,8 @@ def app(tmp_path):
     users = tmp_path / "users.json"
     UserStore(users).set_user("alice", "alice-password", "user")
     app = create_app(Settings(jwt_secret="k" * 40, users_file=str(users),
-                              max_upload_bytes=200_000, max_image_pixels=1_000_000))
+                              max_upload_bytes=200_000, max_image_pixels=1_000_000,
+                              database_url=f"sqlite:///{tmp_path / 'log.db'}"))
     app.extensions["gateway"].torchserve.session = FakeSession()
     return app
 
@@ -180,3 +181,10 @@ def test_openapi_declares_the_password_flow(client):
     assert docs.status_code == 200 and b"swagger-ui-bundle.js" in docs.data
     assert b"//cdn" not in docs.data and b"https://" not in docs.data
     assert client.get("/docs/swagger-ui-bundle.js").status_code == 200
+
+
+def test_every_route_is_in_the_openapi_spec(app, client):
+    spec_paths = set(client.get("/openapi.json").json["paths"])
+    routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
+              if not rule.rule.startswith(("/docs", "/static"))}
+    assert routes == spec_paths

@@ -15,6 +15,9 @@ class FakeContext(SimpleNamespace):
     def set_response_status(self, code, phrase, idx):
         self.statuses[idx] = (code, phrase)
 
+    def get_request_header(self, idx, key):
+        return f"req-{idx}" if key == "X-Request-ID" else None
+
 
 @pytest.fixture(scope="module")
 def handler(tmp_path_factory):

@@ -1,0 +1,76 @@
+"""The prediction log: one row per /predict request, success or failure.
+
+SQLAlchemy Core on DATABASE_URL: a SQLite file by default (WAL mode, so readers
+never block the single writer and several gunicorn processes can share it),
+PostgreSQL in Kubernetes. The row is written before the response is sent, in its
+own short transaction from the connection pool.
+"""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (Boolean, Column, DateTime, Integer, MetaData, String, Table, Text,
+                        create_engine, event, insert, select)
+from sqlalchemy.engine import make_url
+
+metadata = MetaData()
+predictions = Table(
+    "predictions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False),
+    Column("username", String(64), index=True),
+    Column("filename", String(255)),
+    Column("extension", String(255)),
+    Column("upload_sha256", String(64)),
+    Column("upload_bytes", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("success", Boolean, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("class_id", Integer),
+    Column("category_name", String(255)),
+    Column("score", Integer),
+    Column("model_version", String(32)),
+    Column("latency_ms", Integer),
+    Column("error_detail", Text),
+)
+FIELDS = [c.name for c in predictions.columns if c.name != "id"]
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")  # wait for the writer lock, never fail
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint
+    cursor.close()
+
+
+class PredictionLog:
+    def __init__(self, database_url: str):
+        url = make_url(database_url)
+        kwargs = {"pool_pre_ping": True}
+        if url.get_backend_name() == "sqlite":
+            if url.database:
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10)
+        self.engine = create_engine(url, **kwargs)
+        if url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine, checkfirst=True)
+
+    def record(self, row: dict) -> None:
+        values = {name: row.get(name) for name in FIELDS}
+        values["created_at"] = values["created_at"] or datetime.now(timezone.utc)
+        with self.engine.begin() as connection:
+            connection.execute(insert(predictions).values(**values))
+
+    def page(self, username: str | None, limit: int, before: int | None) -> list[dict]:
+        """Newest first; `before` is the id to continue below."""
+        query = select(predictions).order_by(predictions.c.id.desc()).limit(limit)
+        if username is not None:
+            query = query.where(predictions.c.username == username)
+        if before is not None:
+            query = query.where(predictions.c.id < before)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]

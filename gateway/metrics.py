@@ -1,0 +1,41 @@
+"""Prometheus metrics for the gateway, and GET /metrics.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set by config/gunicorn.conf.py) makes every
+worker write its samples to files there, and a scrape aggregates all of them, so
+one scrape sees every worker, not one at random.
+"""
+
+import os
+
+from flask import Blueprint, Response
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
+                               Histogram, generate_latest, multiprocess)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+REQUESTS = Counter("gateway_requests_total", "HTTP requests answered",
+                   ["route", "method", "status"])
+REQUEST_LATENCY = Histogram("gateway_request_duration_seconds", "Time to answer a request",
+                            ["route", "method"], buckets=LATENCY_BUCKETS)
+UPSTREAM_LATENCY = Histogram("gateway_upstream_duration_seconds",
+                             "Time TorchServe took to answer a prediction",
+                             buckets=LATENCY_BUCKETS)
+PREDICTIONS = Counter("gateway_predictions_total", "Successful predictions",
+                      ["model_version", "class_id"])
+AUTH_FAILURES = Counter("gateway_auth_failures_total", "Refused logins and tokens", ["reason"])
+RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by a rate limit",
+                       ["route"])
+UPLOAD_BYTES = Histogram("gateway_upload_bytes", "Size of uploaded images",
+                         buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7))
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+"""Per-request observability: request id, one JSON log line, request metrics."""
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from flask import Flask, g, request
+
+from gateway import metrics
+
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("gateway.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: the record's message dict plus time and level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+                 "level": record.levelname.lower(), "logger": record.name}
+        if isinstance(record.msg, dict):
+            entry.update(record.msg)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr for every gateway logger (idempotent)."""
+    logger = logging.getLogger("gateway")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def init_app(app: Flask) -> None:
+    configure_logging()
+
+    @app.before_request
+    def start_request():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish_request(response):
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        metrics.REQUEST_LATENCY.labels(route, request.method).observe(elapsed)
+        if response.status_code == 429:
+            metrics.RATE_LIMITED.labels(route).inc()
+        upstream = g.get("upstream_seconds")
+        access_log.info({
+            "event": "request", "request_id": g.get("request_id"), "user": g.get("user"),
+            "method": request.method, "route": route, "path": request.path,
+            "status": response.status_code, "latency_ms": round(elapsed * 1000, 2),
+            "model_version": g.get("model_version"),
+            "upstream_ms": round(upstream * 1000, 2) if upstream is not None else None,
+        })
+        return response
