@@ -55,6 +55,48 @@ versions: install
 admin: install
 	$(BIN)/python -m gateway.users add-admin $(or $(ADMIN),admin)
 
+# ---- containers and Kubernetes -------------------------------------------------
+SECRET = $(PYTHON) -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(48))'
+K8S_WEIGHTS ?= imagenet
+KUBECTL ?= kubectl
+NAMESPACE := image-classifier
+
+# Compose secrets: an untracked .env with generated values (see .env.example).
+.env:
+	umask 077 && { echo "JWT_SECRET=$$($(SECRET))"; echo "POSTGRES_PASSWORD=$$($(SECRET))"; \
+	  echo "WEIGHTS=$(K8S_WEIGHTS)"; echo "USERS_FILE_HOST=./config/users.json"; } > $@
+
+compose-up: .env
+	docker compose up --build --detach --wait
+	@echo "gateway: http://localhost:8000  (docker compose ps; docker compose logs -f gateway)"
+
+compose-down:
+	docker compose down
+
+# Kubernetes secrets: untracked files under k8s/secrets/ that kustomize turns into Secrets.
+k8s-secrets:
+	mkdir -p k8s/secrets
+	umask 077 && test -s k8s/secrets/jwt-secret || $(SECRET) > k8s/secrets/jwt-secret
+	umask 077 && test -s k8s/secrets/postgres-password || $(SECRET) > k8s/secrets/postgres-password
+	test -s k8s/secrets/users.json || cp config/users.json k8s/secrets/users.json
+
+deploy: k8s-secrets
+	minikube image build -t image-classifier-serve:1.0 -f Dockerfile.serve --build-opt=build-arg=WEIGHTS=$(K8S_WEIGHTS) .
+	minikube image build -t image-classifier-gateway:1.0 -f Dockerfile.gateway .
+	$(KUBECTL) apply -k k8s/
+	$(KUBECTL) -n $(NAMESPACE) rollout status statefulset/postgres --timeout=300s
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/redis --timeout=300s
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/serve --timeout=900s
+	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/gateway --timeout=300s
+	minikube service -n $(NAMESPACE) gateway --url
+
+undeploy:
+	$(KUBECTL) delete -k k8s/ --ignore-not-found
+
+# The static checks of the container and Kubernetes files (also part of `make test`).
+lint-containers: install
+	$(BIN)/pytest -q tests/static
+
 stop:
 	-pkill -f 'gunicorn --config $(CURDIR)/config/gunicorn.conf.py'
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop

@@ -25,7 +25,6 @@ class Settings:
     torchserve_url: str = "http://127.0.0.1:8080"
     torchserve_management_url: str = "http://127.0.0.1:8081"
     model_name: str = "resnet18"
-    model_store: str = "model_store"
     users_file: str = "config/users.json"
     jwt_ttl_seconds: int = 1800
     jwt_issuer: str = "image-classifier-gateway"

@@ -101,7 +101,6 @@ class GatewayServer(Process):
             "GATEWAY_BIND": f"127.0.0.1:{self.port}",
             "TORCHSERVE_URL": torchserve.url,
             "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url,
-            "MODEL_STORE": torchserve.env["MODEL_STORE"],
             "DATABASE_URL": f"sqlite:///{run_dir / 'predictions.db'}",
             "PROMETHEUS_MULTIPROC_DIR": run_dir / "metrics",
         }

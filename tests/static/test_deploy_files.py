@@ -1,0 +1,242 @@
+"""Dockerfiles, Compose and Kubernetes files: linted, rendered, validated, consistent.
+
+No Docker engine or cluster runs here, so these files are checked statically.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.settings import Settings
+from support.servers import ROOT
+
+BIN = Path(sys.executable).parent
+K8S_VERSION = "1.37.0"
+GUNICORN_VARS = set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', (ROOT / "config/gunicorn.conf.py").read_text()))
+GUNICORN_VARS |= set(re.findall(r'os\.environ\.setdefault\("([A-Z_]+)"', (ROOT / "config/gunicorn.conf.py").read_text()))
+SETTINGS_VARS = {name.upper() for name in Settings.__dataclass_fields__}
+GATEWAY_VARS = SETTINGS_VARS | GUNICORN_VARS | {"POSTGRES_PASSWORD"}  # used to build DATABASE_URL
+TS_SCRIPT = (ROOT / "scripts/start-torchserve.sh").read_text()
+TS_VARS = set(re.findall(r"^#   ([A-Z_]+) ", TS_SCRIPT, re.M))
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|KEY", re.I)
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """kubectl kustomize of k8s/ with throwaway secret files (as `make k8s-secrets` makes)."""
+    work = tmp_path_factory.mktemp("k8s") / "k8s"
+    shutil.copytree(ROOT / "k8s", work, ignore=shutil.ignore_patterns("secrets"))
+    (work / "secrets").mkdir()
+    (work / "secrets/jwt-secret").write_text("x" * 48)
+    (work / "secrets/postgres-password").write_text("p" * 48)
+    shutil.copy(ROOT / "config/users.json", work / "secrets/users.json")
+    result = run(BIN / "kubectl", "kustomize", work)
+    assert result.returncode == 0, result.stderr
+    path = work.parent / "rendered.yaml"
+    path.write_text(result.stdout)
+    return path, [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(docs, kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_specs(docs):
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+
+
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def dockerfile(name):
+    return (ROOT / name).read_text()
+
+
+# ---- linters -------------------------------------------------------------------
+
+def test_hadolint_is_clean():
+    result = run(BIN / "hadolint", "Dockerfile.serve", "Dockerfile.gateway")
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_yamllint_is_clean():
+    result = run(BIN / "yamllint", "-c", ".yamllint.yaml", "--strict", ".")
+    assert result.returncode == 0, result.stdout
+
+
+def test_rendered_manifests_pass_strict_schema_validation(rendered):
+    path, docs = rendered
+    result = run(BIN / "kubernetes-validate", "--strict", "-k", K8S_VERSION, "--quiet", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "StatefulSet", "Service",
+            "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+
+
+def test_schema_validation_can_fail(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {portz: []}\n")
+    assert run(BIN / "kubernetes-validate", "--strict", "-k", K8S_VERSION, bad).returncode != 0
+
+
+# ---- consistency ---------------------------------------------------------------
+
+def test_ports_agree_everywhere(rendered):
+    _, docs = rendered
+    assert "EXPOSE 8080 8081 8082" in dockerfile("Dockerfile.serve")
+    assert "EXPOSE 8000" in dockerfile("Dockerfile.gateway")
+    for var, port in (("TS_INFERENCE_PORT", 8080), ("TS_MANAGEMENT_PORT", 8081),
+                      ("TS_METRICS_PORT", 8082)):
+        assert f"${{{var}:-{port}}}" in TS_SCRIPT
+    serve_ports = {p["name"]: p["port"] for p in by_kind(docs, "Service")["serve"]["spec"]["ports"]}
+    assert serve_ports == {"inference": 8080, "management": 8081, "metrics": 8082}
+    containers = {name: spec["containers"][0] for name, spec in pod_specs(docs)}
+    assert {p["containerPort"] for p in containers["serve"]["ports"]} == {8080, 8081, 8082}
+    assert {p["containerPort"] for p in containers["gateway"]["ports"]} == {8000}
+    gateway_env = (ROOT / "k8s/gateway.env").read_text()
+    assert "TORCHSERVE_URL=http://serve:8080" in gateway_env
+    assert "TORCHSERVE_MANAGEMENT_URL=http://serve:8081" in gateway_env
+    env = compose()["services"]["gateway"]["environment"]
+    assert env["TORCHSERVE_URL"] == "http://serve:8080"
+    assert env["TORCHSERVE_MANAGEMENT_URL"] == "http://serve:8081"
+    defaults = Settings(jwt_secret="x" * 32)
+    assert defaults.torchserve_url.endswith(":8080") and defaults.torchserve_management_url.endswith(":8081")
+
+
+def test_env_var_names_are_ones_the_code_reads(rendered):
+    _, docs = rendered
+    k8s_gateway = set(re.findall(r"^([A-Z_]+)=", (ROOT / "k8s/gateway.env").read_text(), re.M))
+    containers = {name: spec["containers"][0] for name, spec in pod_specs(docs)}
+    k8s_gateway |= {e["name"] for e in containers["gateway"]["env"]}
+    compose_gateway = set(compose()["services"]["gateway"]["environment"])
+    gateway_image = set(re.findall(r"\b([A-Z_]+)=", dockerfile("Dockerfile.gateway")))
+    for names in (k8s_gateway, compose_gateway, gateway_image - {"PIP_NO_CACHE_DIR",
+                  "PIP_DISABLE_PIP_VERSION_CHECK", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}):
+        assert names <= GATEWAY_VARS, names - GATEWAY_VARS
+    serve_env = {e["name"] for e in containers["serve"]["env"]}
+    serve_image = set(re.findall(r"\b(TS_[A-Z_]+|MODEL_STORE)=", dockerfile("Dockerfile.serve")))
+    assert serve_env | serve_image <= TS_VARS, (serve_env | serve_image) - TS_VARS
+
+
+def test_images_and_start_scripts_agree(rendered):
+    _, docs = rendered
+    images = {name: spec["containers"][0]["image"] for name, spec in pod_specs(docs)}
+    services = compose()["services"]
+    assert images["serve"] == services["serve"]["image"] == "image-classifier-serve:1.0"
+    assert images["gateway"] == services["gateway"]["image"] == "image-classifier-gateway:1.0"
+    assert 'ENTRYPOINT ["/app/scripts/start-torchserve.sh"]' in dockerfile("Dockerfile.serve")
+    assert 'ENTRYPOINT ["/app/scripts/start-gateway.sh"]' in dockerfile("Dockerfile.gateway")
+    makefile_run = (ROOT / "scripts/run-local.sh").read_text()
+    assert "scripts/start-torchserve.sh" in makefile_run and "scripts/start-gateway.sh" in makefile_run
+    assert (ROOT / "k8s/torchserve/config.properties").read_text() == \
+        (ROOT / "config/config.properties").read_text()
+
+
+def test_probe_paths_exist(rendered):
+    _, docs = rendered
+    from gateway import create_app
+
+    app = create_app(Settings(jwt_secret="x" * 32, prediction_log=False))
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    containers = {name: spec["containers"][0] for name, spec in pod_specs(docs)}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert containers["gateway"][probe]["httpGet"]["path"] in routes
+    assert "/healthz" in dockerfile("Dockerfile.gateway")
+    ready = ["python", "/app/scripts/model_ready.py", "--url", "http://127.0.0.1:8081"]
+    assert containers["serve"]["readinessProbe"]["exec"]["command"] == ready
+    assert containers["serve"]["startupProbe"]["exec"]["command"] == ready
+    assert f"CMD {json.dumps(ready)}" in dockerfile("Dockerfile.serve")
+    assert "COPY scripts/start-torchserve.sh scripts/model_ready.py /app/scripts/" in \
+        dockerfile("Dockerfile.serve")
+
+
+def test_everything_runs_as_non_root(rendered):
+    _, docs = rendered
+    for name in ("Dockerfile.serve", "Dockerfile.gateway"):
+        users = re.findall(r"^USER (\S+)", dockerfile(name), re.M)
+        assert users and users[-1] not in ("root", "0"), name
+    for name, service in compose()["services"].items():
+        assert str(service.get("user", "0")) not in ("0", "root"), name
+        assert service.get("read_only") is True and service.get("cap_drop") == ["ALL"], name
+    for name, spec in pod_specs(docs):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert container["resources"]["requests"] and container["resources"]["limits"], name
+
+
+def test_no_literal_secrets_in_k8s_or_compose(rendered):
+    _, docs = rendered
+    for path in (ROOT / "k8s").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc is None or doc["kind"] != "Secret", f"{path} defines a Secret literally"
+    for name, spec in pod_specs(docs):
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                if SECRET_NAME.search(env["name"]):
+                    assert "valueFrom" in env, (name, env["name"])
+                if "value" in env:
+                    assert not re.search(r"://[^:/]+:[^$@/][^@]*@", env["value"]), env
+    assert not SECRET_NAME.search((ROOT / "k8s/gateway.env").read_text().replace(
+        "RATE_LIMIT_STORAGE_URI", ""))
+    for name, service in compose()["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(key) or "://" in str(value) and "@" in str(value):
+                assert "${" in str(value), (name, key)
+
+
+def test_management_port_is_never_exposed_outside(rendered):
+    _, docs = rendered
+    services = compose()["services"]
+    published = {name: s.get("ports", []) for name, s in services.items() if s.get("ports")}
+    assert published == {"gateway": ["8000:8000"]}
+    assert compose()["networks"]["backend"]["internal"] is True
+    for name, service in by_kind(docs, "Service").items():
+        ports = {p["port"] for p in service["spec"]["ports"]}
+        if ports & {8080, 8081, 8082}:
+            assert name == "serve" and service["spec"].get("type", "ClusterIP") == "ClusterIP"
+        if service["spec"].get("type") in ("NodePort", "LoadBalancer"):
+            assert ports == {8000}, name
+    policy = by_kind(docs, "NetworkPolicy")["serve-from-gateway-only"]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "serve"
+    for rule in policy["spec"]["ingress"]:
+        ports = {p["port"] for p in rule["ports"]}
+        sources = [f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+                   for f in rule["from"]]
+        if 8081 in ports:
+            assert sources == ["gateway"]
+        else:
+            assert ports == {8082}
+
+
+def test_kubernetes_labels_and_scrape_annotations(rendered):
+    _, docs = rendered
+    for d in docs:
+        labels = d["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "image-classifier", d["metadata"]["name"]
+    deployments = by_kind(docs, "Deployment")
+    for name, port in (("serve", "8082"), ("gateway", "8000")):
+        annotations = deployments[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == port
+    assert deployments["gateway"]["spec"]["replicas"] == 2
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {"serve", "gateway"}
+    assert set(by_kind(docs, "PodDisruptionBudget")) == {"serve", "gateway"}
