@@ -3,7 +3,7 @@
 import logging
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.detail, exc.headers)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        limit = app.extensions["gateway"].settings.max_upload_bytes
+        return error_response(413, f"file is larger than {limit} bytes")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -41,6 +41,10 @@ def _classify(record: dict) -> dict:
     if version is not None and not VERSION_PATTERN.match(version):
         raise ApiError(422, "model_version must be 1-32 letters, digits, '.', '_' or '-'")
     files = request.files.getlist("file")
+    if not files and request.mimetype == "multipart/form-data" and request.content_length \
+            and not request.form and not request.files:
+        # Werkzeug drops a multipart body it cannot parse (e.g. non-UTF-8 part headers).
+        raise ApiError(422, "multipart body could not be parsed (part headers must be UTF-8)")
     if not files:
         raise ApiError(422, "multipart form field 'file' is required")
     if len(files) > 1:

@@ -51,5 +51,11 @@ def verify(settings: Settings, token: str) -> dict:
         raise TokenError("token has the wrong issuer") from exc
     except jwt.InvalidSignatureError as exc:
         raise TokenError("token signature is invalid") from exc
+    except jwt.InvalidAlgorithmError as exc:
+        raise TokenError(f"token algorithm is not allowed (only {ALGORITHM})") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"token lacks the '{exc.claim}' claim") from exc
+    except jwt.DecodeError as exc:
+        raise TokenError("token is malformed") from exc
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {exc}") from exc

@@ -1,0 +1,154 @@
+"""Faults injected into real processes: a killed model worker, a killed gunicorn worker."""
+
+import os
+import shutil
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from conftest import get_token, start_stack
+from support import images
+from support.services import Redis, required_or_skip
+
+pytestmark = pytest.mark.e2e
+READ_TIMEOUT = 35  # the gateway's UPSTREAM_READ_TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def fault_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+    required_or_skip(shutil.which("redis-server") is not None, "redis-server")
+    redis = Redis().start()
+    base = tmp_path_factory.mktemp("faults")
+    torchserve, gateway = start_stack(base, model_store, users_file, jwt_secret,
+                                      gateway_workers=2, rate_limit_storage_uri=redis.url)
+    yield torchserve, gateway, f"sqlite:///{base / 'gateway' / 'predictions.db'}"
+    gateway.stop()
+    torchserve.stop()
+    redis.stop()
+
+
+def worker_pid(torchserve) -> int | None:
+    body = requests.get(f"{torchserve.management_url}/models/resnet18", timeout=5).json()
+    ready = [w for w in body[0]["workers"] if w["status"] == "READY"]
+    return ready[0]["pid"] if ready else None
+
+
+class Stream(threading.Thread):
+    """A steady client: one prediction after another, every outcome and duration kept."""
+
+    def __init__(self, gateway, token):
+        super().__init__(daemon=True)
+        self.gateway, self.token = gateway, token
+        self.stop_event, self.results = threading.Event(), []
+
+    def run(self):
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            response = requests.post(self.gateway.url + "/predict", timeout=READ_TIMEOUT + 10,
+                                     headers={"Authorization": f"Bearer {self.token}"},
+                                     files={"file": ("a.jpg", images.jpeg())})
+            self.results.append((response.status_code, time.monotonic() - started,
+                                 response.headers.get("Retry-After"), time.monotonic()))
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(READ_TIMEOUT + 20)
+
+
+def test_killed_model_worker_is_replaced_and_the_stream_recovers(fault_stack):
+    torchserve, gateway, _ = fault_stack
+    stream = Stream(gateway, get_token(gateway))
+    stream.start()
+    try:
+        time.sleep(1)
+        old_pid = worker_pid(torchserve)
+        killed_at = time.monotonic()
+        os.kill(old_pid, signal.SIGKILL)
+        readiness = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            readiness.append(requests.get(gateway.url + "/readyz", timeout=10).status_code)
+            new_pid = worker_pid(torchserve)
+            if readiness[-1] == 200 and new_pid and new_pid != old_pid:
+                break
+            time.sleep(0.05)
+        recovered_after = time.monotonic() - killed_at
+        settled = len(stream.results)
+        while len(stream.results) < settled + 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stream.stop()
+    assert new_pid and new_pid != old_pid, "TorchServe did not start a new worker"
+    assert 503 in readiness and readiness[-1] == 200, readiness
+    statuses = [s for s, *_ in stream.results]
+    assert set(statuses) <= {200, 503}, statuses
+    assert all(retry == "5" for s, _, retry, _ in stream.results if s == 503)
+    assert max(d for _, d, _, _ in stream.results) < READ_TIMEOUT
+    assert statuses[-10:] == [200] * 10
+    print(f"model worker kill: {len(statuses)} requests, {statuses.count(503)} got 503, "
+          f"worker back and /readyz 200 after {recovered_after:.1f}s")
+
+
+def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_stack):
+    torchserve, gateway, database_url = fault_stack
+    token = get_token(gateway)
+    master = psutil.Process(gateway.proc.pid)
+    workers_before = {p.pid for p in master.children()}
+    assert len(workers_before) == 2
+    plan = [(f"gkill-{i}", images.jpeg() if i % 3 else b"not an image") for i in range(240)]
+    outcomes = {}
+
+    def send(item):
+        request_id, data = item
+        try:
+            response = requests.post(gateway.url + "/predict", timeout=60, files={"file": ("a.jpg", data)},
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "X-Request-ID": request_id})
+            outcomes[request_id] = response.status_code
+        except requests.ConnectionError:
+            outcomes[request_id] = "connection error"
+
+    def killer():
+        while len(outcomes) < 60:
+            time.sleep(0.01)
+        os.kill(sorted(workers_before)[0], signal.SIGKILL)
+
+    threading.Thread(target=killer, daemon=True).start()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, plan))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers_after = {p.pid for p in master.children()}
+        if len(workers_after) == 2 and workers_after != workers_before:
+            break
+        time.sleep(0.2)
+    assert len(workers_after) == 2 and workers_after != workers_before, "worker not replaced"
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT * FROM predictions WHERE request_id LIKE 'gkill-%'")).mappings().all()
+    engine.dispose()
+    ids = [r["request_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a request left two rows"
+    answered = {rid for rid, status in outcomes.items() if status != "connection error"}
+    assert answered <= set(ids), "an answered request has no row"
+    for row in rows:
+        assert row["username"] and row["upload_sha256"] and row["created_at"]
+        if row["success"]:
+            assert row["status_code"] == 200 and row["class_id"] is not None
+            assert row["category_name"] and row["model_version"] and row["score"] is not None
+        else:
+            assert row["status_code"] >= 400 and row["error_detail"]
+    for rid in answered:
+        expected = 200 if int(rid.split("-")[1]) % 3 else 415
+        assert outcomes[rid] == expected, (rid, outcomes[rid])
+    lost = len(plan) - len(answered)
+    print(f"gunicorn worker kill: {len(plan)} requests, {len(answered)} answered, "
+          f"{lost} cut by the kill, {len(rows)} rows, all complete")

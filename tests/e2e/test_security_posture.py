@@ -1,0 +1,96 @@
+"""Security posture: fails if a default that keeps us safe is ever loosened."""
+
+import base64
+import json
+import re
+import subprocess
+
+import bcrypt
+import pytest
+import requests
+
+from conftest import DEMO_PASSWORD, DEMO_USER
+from support.servers import ROOT, GatewayServer
+
+pytestmark = pytest.mark.e2e
+
+
+def properties(text: str) -> dict:
+    values = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def test_torchserve_never_fetches_model_urls(torchserve, model_store):
+    running = properties((torchserve.run_dir / "config.properties").read_text())
+    assert running["allowed_urls"] == f"file://{model_store}/[^/]*[.]mar"
+    assert "http" not in running["allowed_urls"]
+    shipped = properties((ROOT / "config/config.properties").read_text())
+    assert "allowed_urls" not in shipped  # only the start script sets it, to the store
+    assert shipped["enable_model_api"] == "true"
+    assert shipped["disable_token_authorization"] == "true"
+    assert shipped["install_py_dep_per_model"] == "false"
+    assert shipped["grpc_inference_address"] == shipped["grpc_management_address"] == "127.0.0.1"
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert running[key].startswith("http://127.0.0.1:")
+
+
+def test_a_real_token_carries_no_password_data(gateway):
+    token = requests.post(gateway.url + "/token", timeout=30,
+                          data={"username": DEMO_USER, "password": DEMO_PASSWORD}).json()["access_token"]
+    header, payload, _ = token.split(".")
+    assert json.loads(base64.urlsafe_b64decode(header + "==")) == {"alg": "HS256", "typ": "JWT"}
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    assert set(claims) == {"sub", "role", "iat", "nbf", "exp", "iss", "aud", "jti"}
+    flat = json.dumps(claims)
+    assert DEMO_PASSWORD not in flat and "$2b$" not in flat
+    assert claims["exp"] - claims["iat"] == 1800
+
+
+@pytest.mark.parametrize("secret,message", [
+    (None, "JWT_SECRET is not set"),
+    ("too-short-secret", "JWT_SECRET must be at least 32 bytes"),
+])
+def test_gateway_refuses_to_start_without_a_strong_secret(torchserve, tmp_path, secret, message):
+    gateway = GatewayServer(torchserve, tmp_path)
+    if secret is not None:
+        gateway.env["JWT_SECRET"] = secret
+    gateway.start()
+    try:
+        assert gateway.proc.wait(30) != 0
+    finally:
+        gateway.stop()
+    assert message in gateway.log_tail()
+
+
+def _secret_patterns():
+    # Assembled from pieces so this file does not match itself.
+    return {
+        "private key": re.compile("-----BEGIN [A-Z ]*" + "PRIVATE KEY-----"),
+        "JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\." + r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
+        "AWS key": re.compile("AKIA" + "[0-9A-Z]{16}"),
+        "assigned secret": re.compile(r"(?im)^\s*(JWT_SECRET|POSTGRES_PASSWORD)[ \t]*[=:][ \t]*['\"]?[^\s'\"$]{8,}"),
+        "bcrypt hash of a non-demo password": re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"),
+    }
+
+
+def test_no_tracked_file_holds_a_secret():
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, timeout=60)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    findings = []
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        for what, pattern in _secret_patterns().items():
+            for match in pattern.finditer(text):
+                if what.startswith("bcrypt") and bcrypt.checkpw(DEMO_PASSWORD.encode(),
+                                                                match.group().encode()):
+                    continue  # the documented demo user's hash
+                findings.append(f"{name}: {what}")
+    assert findings == []
