@@ -94,3 +94,16 @@ def test_no_tracked_file_holds_a_secret():
                     continue  # the documented demo user's hash
                 findings.append(f"{name}: {what}")
     assert findings == []
+
+
+def test_secret_patterns_catch_what_they_should():
+    samples = {
+        "private key": "-----BEGIN RSA " + "PRIVATE KEY-----\nMIIE",
+        "JWT": "eyJhbGciOiJIUzI1NiJ9" + "." + "eyJzdWIiOiJhbGljZSJ9" + ".abcdefghijklmnop",
+        "AWS key": "AKIA" + "ABCDEFGHIJKLMNOP",
+        "assigned secret": "JWT_SECRET" + "=s3cr3t-value-here",
+        "bcrypt hash of a non-demo password": bcrypt.hashpw(b"other", bcrypt.gensalt(4)).decode(),
+    }
+    for what, pattern in _secret_patterns().items():
+        assert pattern.search(samples[what]), what
+    assert not _secret_patterns()["assigned secret"].search("JWT_SECRET=\nPOSTGRES_PASSWORD=\n")
