@@ -110,5 +110,10 @@ unit: install
 e2e: check-java install
 	$(BIN)/pytest -q tests/e2e
 
+# In-process vs TorchServe vs gateway, side by side (see bench/README.md).
+REQUESTS ?= 200
+bench: check-java install
+	$(BIN)/python -m bench.run --requests $(REQUESTS)
+
 clean:
 	rm -rf run $(MODEL_STORE)/*.mar .pytest_cache

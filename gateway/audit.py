@@ -34,6 +34,7 @@ predictions = Table(
     Column("error_detail", Text),
 )
 FIELDS = [c.name for c in predictions.columns if c.name != "id"]
+INSERT = insert(predictions)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -63,7 +64,8 @@ class PredictionLog:
         values = {name: row.get(name) for name in FIELDS}
         values["created_at"] = values["created_at"] or datetime.now(timezone.utc)
         with self.engine.begin() as connection:
-            connection.execute(insert(predictions).values(**values))
+            # One statement object with bound parameters: compiled once, then cached.
+            connection.execute(INSERT, values)
 
     def page(self, username: str | None, limit: int, before: int | None) -> list[dict]:
         """Newest first; `before` is the id to continue below."""

@@ -1,0 +1,252 @@
+"""Measure in-process, TorchServe-direct and through-the-gateway serving in one run.
+
+    python -m bench.run [--requests 200] [--concurrency 1,4,16] [--out bench/results]
+
+Same machine, same images, same weights (a seeded random archive), same handler
+code: the in-process row runs the handler's own decode + transform + forward in this
+process with TorchServe's batch size and thread count; the other two go over HTTP
+to a real TorchServe and a real gunicorn gateway started by our start scripts.
+The load generator is a thread pool of keep-alive `requests` sessions: no extra
+dependency, and its per-request cost (under 1 ms) is small beside a ~30 ms model call.
+Failed requests are counted, never dropped.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from handler import archive, weights  # noqa: E402
+from support import images  # noqa: E402
+from support.servers import GatewayServer, TorchServeServer  # noqa: E402
+
+MODEL_CONFIG = yaml.safe_load((ROOT / "handler/model-config.yaml").read_text())
+
+
+def bench_images() -> list[bytes]:
+    """A fixed mix of uploads: photos-sized JPEGs, a PNG, greyscale."""
+    return [images.jpeg((640, 480)), images.jpeg((1024, 768)), images.png(), images.grey_png(),
+            images.jpeg((320, 240)), images.rgba_png()]
+
+
+def percentiles(latencies: list[float]) -> dict:
+    if not latencies:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    ordered = sorted(latencies)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
+            "p95_ms": round(pick(0.95), 2), "p99_ms": round(pick(0.99), 2)}
+
+
+def summarise(mode: str, concurrency: int, runs: list[dict]) -> dict:
+    """One row from several rounds: all latencies pooled, throughput over total wall time."""
+    latencies = [x for r in runs for x in r["latencies"]]
+    errors = [e for r in runs for e in r["errors"]]
+    wall = sum(r["wall"] for r in runs)
+    return {"mode": mode, "concurrency": concurrency, "requests": len(latencies) + len(errors),
+            "errors": len(errors), "error_kinds": sorted({str(e) for e in errors}),
+            "images_per_s": round(len(latencies) / wall, 2), **percentiles(latencies)}
+
+
+def run_http(concurrency: int, total: int, call) -> dict:
+    """`total` calls from `concurrency` threads; call(i, session) -> status code."""
+    local = threading.local()
+    latencies, errors = [], []
+
+    def one(i):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        started = time.perf_counter()
+        try:
+            status = call(i, local.session)
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        elapsed = time.perf_counter() - started
+        if status == 200:
+            latencies.append(elapsed)
+        else:
+            errors.append(status)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(concurrency)))  # warm-up: connections, not counted
+        latencies.clear()
+        errors.clear()
+        started = time.perf_counter()
+        list(pool.map(one, range(total)))
+    return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - started}
+
+
+class InProcess:
+    """The handler's code path without HTTP: batches of min(concurrency, batchSize)."""
+
+    def __init__(self, payloads: list[bytes], model_dir: Path):
+        import torch
+        from torchvision.models import resnet18
+
+        from handler.resnet18_handler import IMAGENET_TRANSFORM, decode_image
+
+        torch.set_num_threads(MODEL_CONFIG["handler"]["torch_threads"])
+        self.torch, self.transform, self.decode = torch, IMAGENET_TRANSFORM, decode_image
+        self.model = resnet18(weights=None)
+        self.model.load_state_dict(torch.load(model_dir / "resnet18.pt", weights_only=True))
+        self.model.eval()
+        self.payloads = payloads
+
+    def step(self, start: int, batch: int) -> None:
+        tensors = [self.transform(self.decode(self.payloads[(start + k) % len(self.payloads)]))
+                   for k in range(batch)]
+        with self.torch.inference_mode():
+            self.torch.softmax(self.model(self.torch.stack(tensors)), dim=1).topk(5)
+
+    def run(self, concurrency: int, total: int) -> dict:
+        batch = max(1, min(concurrency, MODEL_CONFIG["batchSize"]))
+        self.step(0, batch)
+        latencies = []
+        started = time.perf_counter()
+        for start in range(0, total, batch):
+            t = time.perf_counter()
+            self.step(start, batch)
+            latencies += [time.perf_counter() - t] * batch
+        return {"latencies": latencies, "errors": [], "wall": time.perf_counter() - started}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = ["in-process", "torchserve", "gateway"]
+    levels = sorted({r["concurrency"] for r in results})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(modes)
+    for k, mode in enumerate(modes):
+        rows = {r["concurrency"]: r for r in results if r["mode"] == mode}
+        xs = [i + k * width for i in range(len(levels))]
+        left.bar(xs, [rows[c]["images_per_s"] for c in levels], width, label=mode)
+        right.bar(xs, [rows[c]["p50_ms"] or 0 for c in levels], width, label=mode)
+    for axis, title in ((left, "throughput (images/s)"), (right, "p50 latency (ms)")):
+        axis.set_xticks([i + width for i in range(len(levels))], [f"c={c}" for c in levels])
+        axis.set_title(title)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=200, help="per mode and concurrency")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per cell")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    payloads = bench_images()
+    args.out.mkdir(parents=True, exist_ok=True)
+    secret = os.urandom(32).hex()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        tmp = Path(tmp)
+        store = tmp / "store"
+        resolved = weights.random_weights(0)
+        archive.build("1.0", resolved, store)
+        model_dir = tmp / "model"
+        model_dir.mkdir()
+        archive.write_model_files(resolved, model_dir)
+        torchserve = TorchServeServer(store, tmp / "torchserve")
+        gateways = {}
+        try:
+            torchserve.start()
+            ready_s = torchserve.wait_ready()
+            for name, log_on in (("gateway", "true"), ("gateway-no-audit", "false")):
+                gateways[name] = GatewayServer(torchserve, tmp / name, jwt_secret=secret,
+                                               users_file=ROOT / "config/users.json",
+                                               prediction_log=log_on)
+                gateways[name].start()
+                gateways[name].wait_up()
+            token = requests.post(gateways["gateway"].url + "/token", timeout=30, data={
+                "username": "client_user", "password": "tryClassifier"}).json()["access_token"]
+
+            def direct(i, session):
+                return session.post(torchserve.url + "/predictions/resnet18",
+                                    data=payloads[i % len(payloads)], timeout=60).status_code
+
+            def through(url):
+                def call(i, session):
+                    return session.post(url + "/predict", timeout=60,
+                                        headers={"Authorization": f"Bearer {token}"},
+                                        files={"file": ("x.jpg", payloads[i % len(payloads)])}
+                                        ).status_code
+                return call
+
+            in_process = InProcess(payloads, model_dir)
+            modes = {
+                "in-process": lambda c, n: in_process.run(c, n),
+                "torchserve": lambda c, n: run_http(c, n, direct),
+                "gateway": lambda c, n: run_http(c, n, through(gateways["gateway"].url)),
+            }
+            audit_modes = {
+                "gateway": modes["gateway"],
+                "gateway-no-audit": lambda c, n: run_http(
+                    c, n, through(gateways["gateway-no-audit"].url)),
+            }
+            # Modes take turns in short rounds, so drift in the machine's load hits all alike.
+            per_round = max(1, args.requests // args.rounds)
+            results = []
+            for c in levels:
+                runs = {mode: [] for mode in modes}
+                for _ in range(args.rounds):
+                    for mode, run in modes.items():
+                        runs[mode].append(run(c, per_round))
+                results += [summarise(mode, c, runs[mode]) for mode in modes]
+            runs = {mode: [] for mode in audit_modes}
+            for _ in range(args.rounds):
+                for mode, run in audit_modes.items():
+                    runs[mode].append(run(1, per_round))
+            audit_on, audit_off = (summarise(mode, 1, runs[mode]) for mode in audit_modes)
+        finally:
+            for server in (*gateways.values(), torchserve):
+                server.stop()
+    row = {(r["mode"], r["concurrency"]): r for r in results}
+    top = max(levels)
+    summary = {
+        "torchserve_ready_s": round(ready_s, 1),
+        f"gateway_over_in_process_throughput_c{top}": round(
+            row["gateway", top]["images_per_s"] / row["in-process", top]["images_per_s"], 3),
+        f"gateway_over_torchserve_throughput_c{top}": round(
+            row["gateway", top]["images_per_s"] / row["torchserve", top]["images_per_s"], 3),
+        "gateway_minus_torchserve_p50_ms_c1": round(
+            row["gateway", 1]["p50_ms"] - row["torchserve", 1]["p50_ms"], 2) if 1 in levels else None,
+        "audit_write_cost_p50_ms_c1": round(audit_on["p50_ms"] - audit_off["p50_ms"], 2),
+        "audit_on_p50_ms_c1": audit_on["p50_ms"], "audit_off_p50_ms_c1": audit_off["p50_ms"],
+        "errors": sum(r["errors"] for r in [*results, audit_on, audit_off]),
+    }
+    report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {
+        "cpus": os.cpu_count()}, "requests_per_cell": args.requests,
+        "results": results, "audit": [audit_on, audit_off], "summary": summary}
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+    plot(results, args.out / "bench.png")
+    print(f"{'mode':<12}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
+    for r in results:
+        print(f"{r['mode']:<12}{r['concurrency']:>4}{r['images_per_s']:>9}{r['p50_ms']:>9}"
+              f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 1 if summary["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The bench harness runs end to end (a few requests), so `make bench` cannot rot."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support.servers import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_smoke(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--requests", "4", "--rounds", "1",
+         "--concurrency", "1,2", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    modes = {(r["mode"], r["concurrency"]) for r in report["results"]}
+    assert modes == {(m, c) for m in ("in-process", "torchserve", "gateway") for c in (1, 2)}
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["results"])
+    summary = report["summary"]
+    assert summary["errors"] == 0 and summary["torchserve_ready_s"] > 0
+    assert "gateway_over_in_process_throughput_c2" in summary
+    assert (tmp_path / "bench.png").stat().st_size > 1000
