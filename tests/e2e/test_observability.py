@@ -164,6 +164,7 @@ def test_burst_leaves_exactly_one_row_per_request(logged_gateway):
     ids = [item["id"] for item in seen]
     assert ids == sorted(ids, reverse=True) and len(ids) == len(set(ids))
     assert {item["username"] for item in seen} == {DEMO_USER}
+    assert all(item["created_at"].endswith("+00:00") for item in seen)
     mine = {r.request_id for r in rows if r.username == DEMO_USER}
     assert mine <= {item["request_id"] for item in seen}
 

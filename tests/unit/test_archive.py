@@ -51,21 +51,22 @@ def _offline_env(tmp_path):
                 HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
 
 
+def archive_cli(tmp_path, weights_spec, version, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "handler.archive", "--weights", weights_spec, "--version", version,
+         "--export-path", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=180)
+
+
 def test_imagenet_offline_fails_clearly(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "handler.archive", "--weights", "imagenet", "--version", "9.9",
-         "--export-path", str(tmp_path)], cwd=ROOT, env=_offline_env(tmp_path),
-        capture_output=True, text=True, timeout=120)
+    result = archive_cli(tmp_path, "imagenet", "9.9", _offline_env(tmp_path))
     assert result.returncode == 2
     assert "could not download ImageNet weights" in result.stderr
     assert not list(tmp_path.glob("*.mar"))
 
 
 def test_auto_offline_falls_back_to_random_loudly(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "handler.archive", "--weights", "auto", "--version", "1.0",
-         "--export-path", str(tmp_path)], cwd=ROOT, env=_offline_env(tmp_path),
-        capture_output=True, text=True, timeout=180)
+    result = archive_cli(tmp_path, "auto", "1.0", _offline_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "RANDOM weights" in result.stderr
     mar = tmp_path / "resnet18-1.0.mar"
@@ -79,7 +80,5 @@ def test_auto_offline_falls_back_to_random_loudly(tmp_path):
     assert manifest["model"]["modelVersion"] == "1.0"
     assert {"index_to_name.json", "model-config.yaml", "resnet18_handler.py"} <= names
     # Never overwrites an existing version unless forced.
-    again = subprocess.run(
-        [sys.executable, "-m", "handler.archive", "--weights", "random", "--version", "1.0",
-         "--export-path", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    again = archive_cli(tmp_path, "random", "1.0")
     assert again.returncode == 2 and "exists" in again.stderr
