@@ -43,6 +43,9 @@ config="$run_dir/config.properties"
 # TorchServe keeps its pid file in the temp dir; a private one lets several
 # instances (make run, tests) live side by side.
 export TMPDIR="$run_dir/tmp" TEMP="$run_dir/tmp"
+# Idle torch (OpenMP) threads sleep instead of spinning on the cores that the
+# Java frontend and the gateway also need (measured in bench/README.md).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export LOG_LOCATION="$run_dir/logs" METRICS_LOCATION="$run_dir/logs"
 cd "$run_dir"
 
