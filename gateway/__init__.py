@@ -13,8 +13,6 @@ from gateway.settings import Settings
 from gateway.upstream import TorchServe
 from gateway.users import UserStore
 
-# Multipart framing around the file, on top of MAX_UPLOAD_BYTES.
-MULTIPART_OVERHEAD = 64 * 1024
 
 
 @dataclass
@@ -31,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + predict.MULTIPART_OVERHEAD,
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage_uri,
         RATELIMIT_HEADERS_ENABLED=True,
         JSON_SORT_KEYS=False,

@@ -6,6 +6,7 @@ import re
 import time
 from datetime import datetime, timezone
 
+import multipart
 from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
@@ -16,6 +17,8 @@ from gateway.imagecheck import check_upload
 
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 MAX_FILENAME_CHARS = 255
+# Multipart framing around the file, on top of MAX_UPLOAD_BYTES.
+MULTIPART_OVERHEAD = 64 * 1024
 logger = logging.getLogger(__name__)
 
 
@@ -31,6 +34,39 @@ def extension_of(filename: str) -> str:
     return ext.lower() if dot and stem else ""
 
 
+def _read_upload(max_bytes: int) -> tuple[str | None, bytes]:
+    """The one multipart part named "file": (its filename, its bytes).
+
+    Parsed with the `multipart` package rather than werkzeug's parser, which
+    compiles a new regex for every request's random boundary (0.57 ms against
+    0.02 ms per upload, bench/README.md).
+    """
+    limit = max_bytes + MULTIPART_OVERHEAD
+    if (request.content_length or 0) > limit:
+        raise ApiError(413, f"file is larger than {max_bytes} bytes")
+    mimetype, options = multipart.parse_options_header(request.content_type or "")
+    parts = []
+    if mimetype == "multipart/form-data":
+        if not options.get("boundary"):
+            raise ApiError(422, "multipart body has no boundary")
+        parser = multipart.MultipartParser(
+            request.environ["wsgi.input"], options["boundary"], request.content_length or -1,
+            part_limit=16, headersize_limit=16 * 1024, memory_limit=limit, disk_limit=limit,
+            spool_limit=limit)
+        try:
+            parts = [part for part in parser if part.name == "file"]
+        except multipart.ParserLimitReached as exc:
+            raise ApiError(413, f"multipart body is over a limit: {exc.args[0]}") from None
+        except multipart.MultipartError as exc:
+            reason = exc.args[0] if exc.args else exc
+            raise ApiError(422, f"multipart body could not be parsed: {reason}") from None
+    if not parts:
+        raise ApiError(422, "multipart form field 'file' is required")
+    if len(parts) > 1:
+        raise ApiError(422, "send exactly one 'file' field")
+    return parts[0].filename, parts[0].raw
+
+
 def _classify(record: dict) -> dict:
     """The prediction answer; fills `record` with what the prediction log keeps."""
     user = authenticate()
@@ -40,18 +76,8 @@ def _classify(record: dict) -> dict:
     version = request.args.get("model_version")
     if version is not None and not VERSION_PATTERN.match(version):
         raise ApiError(422, "model_version must be 1-32 letters, digits, '.', '_' or '-'")
-    files = request.files.getlist("file")
-    if not files and request.mimetype == "multipart/form-data" and request.content_length \
-            and not request.form and not request.files:
-        # Werkzeug drops a multipart body it cannot parse (e.g. non-UTF-8 part headers).
-        raise ApiError(422, "multipart body could not be parsed (part headers must be UTF-8)")
-    if not files:
-        raise ApiError(422, "multipart form field 'file' is required")
-    if len(files) > 1:
-        raise ApiError(422, "send exactly one 'file' field")
-    upload = files[0]
-    filename = safe_filename(upload.filename)
-    data = upload.read(settings.max_upload_bytes + 1)
+    raw_filename, data = _read_upload(settings.max_upload_bytes)
+    filename = safe_filename(raw_filename)
     record.update(filename=filename, extension=extension_of(filename),
                   upload_sha256=hashlib.sha256(data).hexdigest(), upload_bytes=len(data))
     metrics.UPLOAD_BYTES.observe(len(data))
