@@ -21,12 +21,13 @@ def default_version_ready(url: str, model: str) -> tuple[bool, str]:
             versions = json.load(resp)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return False, f"management API unreachable: {exc}"
-    for version in versions:
-        ready = [w for w in version.get("workers", []) if w.get("status") == "READY"]
-        if ready:
-            return True, f"{model} {version.get('modelVersion')}: {len(ready)} READY worker(s)"
-        return False, f"{model} {version.get('modelVersion')}: no READY worker"
-    return False, f"{model} is not registered"
+    if not versions:
+        return False, f"{model} is not registered"
+    default = versions[0]  # GET /models/{name} describes the default version only
+    ready = [w for w in default.get("workers", []) if w.get("status") == "READY"]
+    if ready:
+        return True, f"{model} {default.get('modelVersion')}: {len(ready)} READY worker(s)"
+    return False, f"{model} {default.get('modelVersion')}: no READY worker"
 
 
 def main() -> int:

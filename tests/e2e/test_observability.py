@@ -176,7 +176,8 @@ def test_burst_leaves_exactly_one_row_per_request(logged_gateway):
     peek = requests.get(gateway.url + "/predictions", params={"user": ADMIN_USER}, timeout=30,
                         headers={"Authorization": f"Bearer {user_token}"})
     assert peek.status_code == 403
-    for bad in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"before": -1}, {"before": "1e3"}):
+    for bad in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"limit": "²"}, {"before": -1},
+                {"before": "1e3"}):
         response = requests.get(gateway.url + "/predictions", params=bad, timeout=30,
                                 headers={"Authorization": f"Bearer {user_token}"})
         assert response.status_code == 422, bad
