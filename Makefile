@@ -37,8 +37,15 @@ run/jwt_secret:
 
 secrets: install run/jwt_secret
 
-run: check-java install archive run/jwt_secret
-	JWT_SECRET="$${JWT_SECRET:-$$(cat run/jwt_secret)}" scripts/run-local.sh
+# Local users live in an ignored copy of the shipped file (demo user only), so that
+# `make admin` never writes an admin hash into a tracked file.
+LOCAL_USERS := run/users.json
+$(LOCAL_USERS):
+	mkdir -p run && cp config/users.json $@
+
+run: check-java install archive run/jwt_secret $(LOCAL_USERS)
+	JWT_SECRET="$${JWT_SECRET:-$$(cat run/jwt_secret)}" USERS_FILE="$${USERS_FILE:-$(LOCAL_USERS)}" \
+	  scripts/run-local.sh
 
 # Model versions, straight to the management API on loopback (see README).
 MODELCTL = $(BIN)/python -m gateway.modelctl --management-url $(MANAGEMENT_URL)
@@ -52,8 +59,8 @@ versions: install
 	$(MODELCTL) list
 
 # Create (or reset) a local admin user; prints a generated password once.
-admin: install
-	$(BIN)/python -m gateway.users add-admin $(or $(ADMIN),admin)
+admin: install $(LOCAL_USERS)
+	$(BIN)/python -m gateway.users --file $(LOCAL_USERS) add-admin $(or $(ADMIN),admin)
 
 # ---- containers and Kubernetes -------------------------------------------------
 SECRET = $(PYTHON) -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(48))'

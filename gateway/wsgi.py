@@ -1,5 +1,5 @@
 """gunicorn entry point: settings come from the environment."""
 
-from gateway import create_app
+from gateway.app import create_app
 
 app = create_app()

@@ -147,7 +147,7 @@ def test_images_and_start_scripts_agree(rendered):
 
 def test_probe_paths_exist(rendered):
     _, docs = rendered
-    from gateway import create_app
+    from gateway.app import create_app
 
     app = create_app(Settings(jwt_secret="x" * 32, prediction_log=False))
     routes = {rule.rule for rule in app.url_map.iter_rules()}

@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from gateway import create_app
+from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.users import UserStore
 from support import images
