@@ -14,7 +14,6 @@ from gateway.upstream import TorchServe
 from gateway.users import UserStore
 
 
-
 @dataclass
 class Services:
     """What the blueprints share: app.extensions["gateway"]."""
@@ -32,7 +31,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + predict.MULTIPART_OVERHEAD,
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage_uri,
         RATELIMIT_HEADERS_ENABLED=True,
-        JSON_SORT_KEYS=False,
     )
     app.extensions["gateway"] = Services(
         settings, UserStore(settings.users_file), TorchServe.from_settings(settings),

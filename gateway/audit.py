@@ -41,7 +41,8 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")  # wait for the writer lock, never fail
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint
+    # Commits survive a process crash; only a power loss can drop the newest ones.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 

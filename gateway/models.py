@@ -10,12 +10,21 @@ from gateway.upstream import TorchServe
 
 # A plain archive file name in the model store: no URL, no path, no "..".
 ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.mar$")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 REGISTER_TIMEOUT = 180  # s: TorchServe answers a synchronous register once workers are up
+
+
+def check_version(version: str) -> str:
+    """A version as it may appear in a URL path: 1-32 letters, digits, '.', '_', '-'."""
+    if not VERSION_PATTERN.match(version) or ".." in version:
+        raise ApiError(422, "model version must be 1-32 letters, digits, '.', '_' or '-'")
+    return version
 
 
 def version_key(version: str) -> tuple:
     """1.10 sorts after 1.9: numeric parts compare as numbers."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.-]", version))
+    return tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p)
+                 for p in re.split(r"[.-]", version))
 
 
 def _raise_for(status: int, body: dict, context: str):
@@ -74,12 +83,14 @@ class ModelVersions:
         return {"status": body.get("status"), **self.overview()}
 
     def promote(self, version: str) -> dict:
+        check_version(version)
         status, body = self.ts.management("PUT", f"/models/{self.name}/{version}/set-default")
         if status != 200:
             _raise_for(status, body, f"promote {version}")
         return {"model_name": self.name, "default_version": version}
 
     def unregister(self, version: str) -> dict:
+        check_version(version)
         if version == self.default_version():
             raise ApiError(409, f"version {version} is the default: promote another one first")
         status, body = self.ts.management("DELETE", f"/models/{self.name}/{version}", timeout=60)

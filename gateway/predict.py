@@ -2,7 +2,6 @@
 
 import hashlib
 import logging
-import re
 import time
 from datetime import datetime, timezone
 
@@ -14,8 +13,8 @@ from gateway import metrics
 from gateway.auth import authenticate
 from gateway.errors import ApiError, unavailable
 from gateway.imagecheck import check_upload
+from gateway.models import check_version
 
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 MAX_FILENAME_CHARS = 255
 # Multipart framing around the file, on top of MAX_UPLOAD_BYTES.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -74,8 +73,8 @@ def _classify(record: dict) -> dict:
     services = current_app.extensions["gateway"]
     settings = services.settings
     version = request.args.get("model_version")
-    if version is not None and not VERSION_PATTERN.match(version):
-        raise ApiError(422, "model_version must be 1-32 letters, digits, '.', '_' or '-'")
+    if version is not None:
+        check_version(version)
     raw_filename, data = _read_upload(settings.max_upload_bytes)
     filename = safe_filename(raw_filename)
     record.update(filename=filename, extension=extension_of(filename),

@@ -86,6 +86,8 @@ def test_register_refuses_urls_and_paths(private_stack):
     assert missing.status_code == 400 and "not in the model store" in missing.json()["detail"]
     assert admin.call("POST", "/models/resnet18/versions", data="x").status_code == 422
     assert admin.call("GET", "/models/other").status_code == 404
+    assert admin.call("PUT", "/models/resnet18/versions/../default").status_code in (404, 422)
+    assert admin.call("PUT", "/models/resnet18/versions/..%2e/default").status_code == 422
 
 
 def test_ship_pin_promote_rollback_without_downtime(private_stack):

@@ -66,7 +66,7 @@ def test_wrong_audience_and_issuer(settings):
     with pytest.raises(tokens.TokenError, match="lacks the 'exp' claim"):
         tokens.verify(settings, jwt.encode(missing, SECRET, "HS256"))
     with pytest.raises(tokens.TokenError, match="algorithm is not allowed"):
-        tokens.verify(settings, jwt.encode(base, SECRET, "HS512"))
+        tokens.verify(settings, jwt.encode(base, SECRET * 2, "HS512"))
 
 
 def test_tampered_payload(settings):
