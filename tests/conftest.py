@@ -39,28 +39,30 @@ def jwt_secret() -> str:
 
 
 def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str, **settings):
+    """A READY TorchServe and a gateway in front of it; nothing left running if either fails."""
     torchserve = TorchServeServer(model_store, tmp / "torchserve")
-    torchserve.start()
-    torchserve.startup_seconds = torchserve.wait_ready()
     gateway = GatewayServer(torchserve, tmp / "gateway", jwt_secret=jwt_secret,
                             users_file=users_file, **settings)
-    gateway.start()
-    gateway.wait_up()
+    try:
+        torchserve.start()
+        torchserve.startup_seconds = torchserve.wait_ready()
+        gateway.start()
+        gateway.wait_up()
+    except BaseException:
+        gateway.stop()
+        torchserve.stop()
+        raise
     return torchserve, gateway
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, model_store, users_file, jwt_secret):
     """One TorchServe + gateway for the tests that leave them as they found them."""
-    torchserve, gateway = None, None
-    try:
-        torchserve, gateway = start_stack(tmp_path_factory.mktemp("stack"), model_store,
-                                          users_file, jwt_secret)
-        yield torchserve, gateway
-    finally:
-        for server in (gateway, torchserve):
-            if server is not None:
-                server.stop()
+    torchserve, gateway = start_stack(tmp_path_factory.mktemp("stack"), model_store,
+                                      users_file, jwt_secret)
+    yield torchserve, gateway
+    gateway.stop()
+    torchserve.stop()
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,15 @@ def test_schema_validation_can_fail(tmp_path):
     assert run(BIN / "kubernetes-validate", "--strict", "-k", K8S_VERSION, bad).returncode != 0
 
 
+def test_gateway_never_needs_torch():
+    requirements = (ROOT / "requirements/gateway.txt").read_text().lower()
+    assert not re.search(r"^(torch|torchvision|torchserve)\b", requirements, re.M)
+    for path in (ROOT / "gateway").glob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+(torch|torchvision|ts)\b", path.read_text(), re.M), path
+    assert "requirements/gateway.txt" in dockerfile("Dockerfile.gateway")
+    assert "serve.txt" not in dockerfile("Dockerfile.gateway")
+
+
 # ---- consistency ---------------------------------------------------------------
 
 def test_ports_agree_everywhere(rendered):
