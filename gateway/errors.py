@@ -24,6 +24,10 @@ def unavailable(detail: str, retry_after: int = 5) -> ApiError:
     return ApiError(503, detail, {"Retry-After": str(retry_after)})
 
 
+def too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, f"file is larger than {max_bytes} bytes")
+
+
 def error_response(status: int, detail: str, headers: dict | None = None):
     response = jsonify(detail=detail)
     response.status_code = status
@@ -37,9 +41,10 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(exc.status, exc.detail, exc.headers)
 
     @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(exc: RequestEntityTooLarge):
-        limit = app.extensions["gateway"].settings.max_upload_bytes
-        return error_response(413, f"file is larger than {limit} bytes")
+    def _body_too_large(exc: RequestEntityTooLarge):
+        # Werkzeug parses only small bodies now (/token forms, admin JSON).
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, f"request body is larger than {limit} bytes")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -5,7 +5,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, too_large
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 
@@ -13,7 +13,7 @@ ACCEPTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> str:
     """Return the image format, or raise ApiError 413 / 415 / 422."""
     if len(data) > max_bytes:
-        raise ApiError(413, f"file is larger than {max_bytes} bytes")
+        raise too_large(max_bytes)
     if not data:
         raise ApiError(422, "file is empty")
     try:

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway import metrics
 from gateway.auth import authenticate
-from gateway.errors import ApiError, unavailable
+from gateway.errors import ApiError, too_large, unavailable
 from gateway.imagecheck import check_upload
 from gateway.models import check_version
 
@@ -42,7 +42,7 @@ def _read_upload(max_bytes: int) -> tuple[str | None, bytes]:
     """
     limit = max_bytes + MULTIPART_OVERHEAD
     if (request.content_length or 0) > limit:
-        raise ApiError(413, f"file is larger than {max_bytes} bytes")
+        raise too_large(max_bytes)
     mimetype, options = multipart.parse_options_header(request.content_type or "")
     parts = []
     if mimetype == "multipart/form-data":

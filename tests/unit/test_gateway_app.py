@@ -136,6 +136,12 @@ def test_form_shape_errors(client, auth):
     assert response.status_code == 422 and "exactly one" in response.json["detail"]
 
 
+def test_oversized_form_bodies_are_413(client):
+    response = client.post("/token", data={"username": "a", "password": "b" * 300_000})
+    assert response.status_code == 413
+    assert response.json == {"detail": "request body is larger than 265536 bytes"}
+
+
 def test_token_errors(client):
     assert client.post("/token", data={"username": "alice"}).status_code == 422
     bad = client.post("/token", data={"username": "alice", "password": "nope-nope"})
