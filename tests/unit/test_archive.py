@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from handler import archive, weights
+from handler import weights
 from support.servers import ROOT
 
 
