@@ -30,7 +30,7 @@ def readyz():
     except ApiError as exc:
         return error_response(503, f"not ready: {exc.detail}", {"Retry-After": "5"})
     except IndexError:
-        return error_response(503, "not ready: model has no default version")
+        return error_response(503, "not ready: model has no default version", {"Retry-After": "5"})
     ready = sum(1 for w in default.get("workers", []) if w.get("status") == "READY")
     if not ready:
         return error_response(

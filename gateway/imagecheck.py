@@ -8,6 +8,7 @@ from PIL import Image, UnidentifiedImageError
 from gateway.errors import ApiError, too_large
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
+ACCEPTED = ", ".join(sorted(ACCEPTED_FORMATS))
 
 
 def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> str:
@@ -21,16 +22,14 @@ def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> str:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ApiError(415, "file is not an image in an accepted format "
-                            f"({', '.join(sorted(ACCEPTED_FORMATS))})") from None
+        raise ApiError(415, f"file is not an image in an accepted format ({ACCEPTED})") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ApiError(422, f"image has more than {max_pixels} pixels") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ApiError(422, f"image header is corrupt: {exc}") from None
     with image:
         if image.format not in ACCEPTED_FORMATS:
-            raise ApiError(415, f"image format {image.format} is not accepted "
-                                f"({', '.join(sorted(ACCEPTED_FORMATS))})")
+            raise ApiError(415, f"image format {image.format} is not accepted ({ACCEPTED})")
         width, height = image.size
         if width * height > max_pixels:
             raise ApiError(422, f"image has {width * height} pixels, the limit is {max_pixels}")

@@ -71,8 +71,9 @@ class TorchServe:
         return body
 
 
-def _json(response: requests.Response, default=None):
+def _json(response: requests.Response):
+    """The body as JSON, or {} when it is not JSON."""
     try:
         return response.json()
     except ValueError:
-        return {} if default is None else default
+        return {}
