@@ -94,22 +94,20 @@ class InProcess:
 
     def __init__(self, payloads: list[bytes], model_dir: Path):
         import torch
-        from torchvision.models import resnet18
 
-        from handler.resnet18_handler import IMAGENET_TRANSFORM, decode_image
+        from handler import resnet18_handler as handler
 
-        torch.set_num_threads(MODEL_CONFIG["handler"]["torch_threads"])
-        self.torch, self.transform, self.decode = torch, IMAGENET_TRANSFORM, decode_image
-        self.model = resnet18(weights=None)
-        self.model.load_state_dict(torch.load(model_dir / "resnet18.pt", weights_only=True))
-        self.model.eval()
+        # The served model's whole thread budget (workers x torch threads) in one process.
+        torch.set_num_threads(MODEL_CONFIG["minWorkers"] * MODEL_CONFIG["handler"]["torch_threads"])
+        self.torch, self.handler = torch, handler
+        self.model = handler.load_model(str(model_dir / "resnet18.pt"))
         self.payloads = payloads
 
     def step(self, start: int, batch: int) -> None:
-        tensors = [self.transform(self.decode(self.payloads[(start + k) % len(self.payloads)]))
-                   for k in range(batch)]
-        with self.torch.inference_mode():
-            self.torch.softmax(self.model(self.torch.stack(tensors)), dim=1).topk(5)
+        handler = self.handler
+        tensors = [handler.IMAGENET_TRANSFORM(handler.decode_image(
+            self.payloads[(start + k) % len(self.payloads)])) for k in range(batch)]
+        handler.classify(self.model, self.torch.stack(tensors)).topk(5)
 
     def run(self, concurrency: int, total: int) -> dict:
         batch = max(1, min(concurrency, MODEL_CONFIG["batchSize"]))

@@ -1,4 +1,10 @@
-"""Reject bad uploads before they cost a model call (Pillow only, no torch)."""
+"""Reject bad uploads before they reach TorchServe (Pillow only, no torch).
+
+Only what the image header tells is checked here: size, format, pixel count
+(the decompression-bomb guard). Whether the pixel data itself is intact is found
+by the handler, which decodes every image anyway and answers 422 for that one
+image; decoding it here too cost 0.5 ms of gateway CPU per request (bench/README.md).
+"""
 
 import io
 import warnings
@@ -12,7 +18,7 @@ ACCEPTED = ", ".join(sorted(ACCEPTED_FORMATS))
 
 
 def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> str:
-    """Return the image format, or raise ApiError 413 / 415 / 422."""
+    """Return the image format, or raise ApiError 413 / 415 / 422 from the header alone."""
     if len(data) > max_bytes:
         raise too_large(max_bytes)
     if not data:
@@ -33,13 +39,4 @@ def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> str:
         width, height = image.size
         if width * height > max_pixels:
             raise ApiError(422, f"image has {width * height} pixels, the limit is {max_pixels}")
-        if image.format == "JPEG":
-            # Decode at 1/8 scale: every coded byte is still read, 64x fewer pixels made.
-            image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
-        try:
-            image.load()  # decodes the pixels: truncated or corrupt data fails here
-            if image.format == "PNG":
-                Image.open(io.BytesIO(data)).verify()  # chunk CRCs, which load() skips
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ApiError(422, f"image data is corrupt: {exc}") from None
         return image.format

@@ -1,7 +1,15 @@
-"""TorchServe client: pooled HTTP, timeouts, and upstream failures mapped to ApiError."""
+"""TorchServe client: pooled HTTP, timeouts, and upstream failures mapped to ApiError.
 
-import requests
-from requests.adapters import HTTPAdapter
+Built on urllib3 (the pool under `requests`) directly: 0.4 ms less CPU per call
+than a `requests.Session` (bench/README.md), on a path every prediction takes.
+"""
+
+import json
+from urllib.parse import urlencode
+
+import urllib3
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, ProtocolError,
+                                ReadTimeoutError)
 
 from gateway.errors import ApiError, unavailable
 from gateway.settings import Settings
@@ -12,11 +20,10 @@ class TorchServe:
                  connect_timeout: float = 2.0, read_timeout: float = 35.0, pool_size: int = 8):
         self.url, self.management_url, self.model_name = url, management_url, model_name
         self.connect_timeout = connect_timeout
-        self.timeout = (connect_timeout, read_timeout)
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        # Straight to TorchServe: no retries (a prediction is not replayed behind the
+        # client's back) and no proxy from the environment.
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TorchServe":
@@ -24,41 +31,46 @@ class TorchServe:
                    settings.model_name, settings.upstream_connect_timeout,
                    settings.upstream_read_timeout, settings.upstream_pool_size)
 
-    def _call(self, method: str, url: str, timeout=None, **kwargs) -> requests.Response:
+    def _call(self, method: str, url: str, timeout: urllib3.Timeout | None = None,
+              params: dict | None = None, **kwargs) -> tuple[int, object]:
+        """(status, JSON body or {}) of one HTTP call."""
+        if params:
+            url += "?" + urlencode(params)
         try:
-            return self.session.request(method, url, timeout=timeout or self.timeout, **kwargs)
-        except requests.ConnectionError as exc:  # refused, reset, or connect timeout
-            raise unavailable("model server is unavailable") from exc
-        except requests.ReadTimeout as exc:
+            response = self.pool.request(method, url, timeout=timeout or self.timeout, **kwargs)
+        except ReadTimeoutError as exc:
             raise ApiError(504, "model server did not answer in time") from exc
-        except requests.RequestException as exc:
+        except (ConnectTimeoutError, ProtocolError) as exc:  # refused, reset, slow connect
+            raise unavailable("model server is unavailable") from exc
+        except HTTPError as exc:
             raise ApiError(502, f"model server request failed: {exc}") from exc
+        return response.status, _json(response.data)
 
     def predict(self, image: bytes, version: str | None, request_id: str) -> dict:
         """The handler's result for one image: predictions, model name and version."""
         name = self.model_name
         path = f"/predictions/{name}" + (f"/{version}" if version else "")
-        response = self._call(
-            "POST", self.url + path, data=image,
+        status, body = self._call(
+            "POST", self.url + path, body=image,
             headers={"Content-Type": "application/octet-stream", "X-Request-ID": request_id},
         )
-        body = _json(response)
-        if response.status_code == 200 and "predictions" in body:
+        if status == 200 and isinstance(body, dict) and "predictions" in body:
             return body
-        if response.status_code == 422:
-            raise ApiError(422, body.get("error") or "image could not be classified")
-        if response.status_code == 404:
+        if status == 422:
+            detail = body.get("error") if isinstance(body, dict) else None
+            raise ApiError(422, detail or "image could not be classified")
+        if status == 404:
             what = f"model {name} version {version}" if version else f"model {name}"
             raise ApiError(404, f"{what} is not registered")
-        if response.status_code in (500, 502, 503, 504, 507):
-            raise unavailable(f"model server could not serve the request ({response.status_code})")
-        raise ApiError(502, f"unexpected model server answer {response.status_code}")
+        if status in (500, 502, 503, 504, 507):
+            raise unavailable(f"model server could not serve the request ({status})")
+        raise ApiError(502, f"unexpected model server answer {status}")
 
     def management(self, method: str, path: str, timeout: float = 5, **kwargs):
         """(status, JSON body) of a management API call."""
-        response = self._call(method, self.management_url + path,
-                              timeout=(self.connect_timeout, timeout), **kwargs)
-        return response.status_code, _json(response)
+        return self._call(method, self.management_url + path,
+                          timeout=urllib3.Timeout(connect=self.connect_timeout, read=timeout),
+                          **kwargs)
 
     def describe(self, which: str = "") -> list[dict]:
         """The default version's description (""), a version's, or "all" versions'."""
@@ -71,9 +83,9 @@ class TorchServe:
         return body
 
 
-def _json(response: requests.Response):
+def _json(data: bytes):
     """The body as JSON, or {} when it is not JSON."""
     try:
-        return response.json()
+        return json.loads(data)
     except ValueError:
         return {}

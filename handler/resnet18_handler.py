@@ -62,6 +62,8 @@ def decode_image(payload: bytes) -> Image.Image:
             raise ValueError(
                 f"image has {width * height} pixels, the limit is {MAX_IMAGE_PIXELS}"
             )
+        if img.format == "PNG":
+            Image.open(io.BytesIO(payload)).verify()  # chunk CRCs, which decoding skips
         img = ImageOps.exif_transpose(img)
         img.load()
     except UnidentifiedImageError as exc:
@@ -69,7 +71,7 @@ def decode_image(payload: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ValueError(f"image too large: {exc}") from exc
     except (OSError, SyntaxError) as exc:
-        raise ValueError(f"corrupt image: {exc}") from exc
+        raise ValueError(f"image data is corrupt: {exc}") from exc
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         img = _high_depth_to_l(img)
     if img.mode in ("RGBA", "LA", "PA") or (
@@ -77,6 +79,24 @@ def decode_image(payload: bytes) -> Image.Image:
     ):
         return _flatten_alpha(img)
     return img.convert("RGB")
+
+
+def load_model(path: str) -> torch.nn.Module:
+    """ResNet-18 from a state dict, for inference in channels-last memory format.
+
+    Channels-last makes the CPU convolutions 15-20 % faster at batch 8
+    (bench/README.md); the bench's in-process reference uses this too.
+    """
+    model = resnet18(weights=None)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+def classify(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Class probabilities for a batch of transformed images."""
+    with torch.inference_mode():
+        logits = model(batch.contiguous(memory_format=torch.channels_last))
+        return torch.softmax(logits, dim=1)
 
 
 def _payload(row) -> bytes:
@@ -102,14 +122,9 @@ class ResNet18Handler(BaseHandler):
         # more workers would each get a share (see model-config.yaml).
         torch.set_num_threads(int(settings.get("torch_threads", 1)))
         self.device = torch.device("cpu")
-        state_dict = torch.load(
-            os.path.join(model_dir, self.manifest["model"]["serializedFile"]),
-            map_location="cpu",
-            weights_only=True,
+        self.model = load_model(
+            os.path.join(model_dir, self.manifest["model"]["serializedFile"])
         )
-        model = resnet18(weights=None)
-        model.load_state_dict(state_dict)
-        self.model = model.eval()
         with open(os.path.join(model_dir, "index_to_name.json"), encoding="utf-8") as f:
             self.mapping = {int(k): v for k, v in json.load(f).items()}
         with open(os.path.join(model_dir, "weights.json"), encoding="utf-8") as f:
@@ -147,9 +162,7 @@ class ResNet18Handler(BaseHandler):
     def inference(self, data, *args, **kwargs):
         if data["tensor"] is None:
             return data, None
-        with torch.inference_mode():
-            probabilities = torch.softmax(self.model(data["tensor"]), dim=1)
-        return data, probabilities
+        return data, classify(self.model, data["tensor"])
 
     def postprocess(self, data):
         batch, probabilities = data

@@ -4,6 +4,9 @@ import json
 
 import pytest
 import requests
+import urllib3
+from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NewConnectionError,
+                                ProtocolError, ReadTimeoutError)
 
 from gateway.app import create_app
 from gateway.settings import Settings
@@ -17,14 +20,11 @@ PREDICTION = {
 }
 
 
-def fake_response(status: int, body) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = json.dumps(body).encode()
-    return response
+def fake_response(status: int, body) -> urllib3.HTTPResponse:
+    return urllib3.HTTPResponse(body=json.dumps(body).encode(), status=status)
 
 
-class FakeSession:
+class FakePool:
     """Answers every call with the next scripted response or exception."""
 
     def __init__(self):
@@ -45,7 +45,7 @@ def app(tmp_path):
     app = create_app(Settings(jwt_secret="k" * 40, users_file=str(users),
                               max_upload_bytes=200_000, max_image_pixels=1_000_000,
                               database_url=f"sqlite:///{tmp_path / 'log.db'}"))
-    app.extensions["gateway"].torchserve.session = FakeSession()
+    app.extensions["gateway"].torchserve.pool = FakePool()
     return app
 
 
@@ -81,44 +81,48 @@ def test_prediction_keeps_the_old_contract(client, auth, app):
     assert body["username"] == "alice" and body["filename"] == "Cat.JPG"
     assert body["extension"] == "jpg" and body["score"] == 88 and body["success"] is True
     assert body["model_version"] == "1.0" and len(body["top_k"]) == 5
-    method, url, kwargs = app.extensions["gateway"].torchserve.session.calls[-1]
+    method, url, kwargs = app.extensions["gateway"].torchserve.pool.calls[-1]
     assert url.endswith("/predictions/resnet18")
     assert kwargs["headers"]["X-Request-ID"] == response.headers["X-Request-ID"]
-    assert kwargs["timeout"] == (2.0, 35.0)
+    assert (kwargs["timeout"].connect_timeout, kwargs["timeout"].read_timeout) == (2.0, 35.0)
+    assert kwargs["body"] == images.jpeg()
 
 
 def test_pinned_version_goes_to_the_versioned_url(client, auth, app):
     assert upload(client, auth, images.png(), query="?model_version=2.0").status_code == 200
-    assert app.extensions["gateway"].torchserve.session.calls[-1][1].endswith("/resnet18/2.0")
+    assert app.extensions["gateway"].torchserve.pool.calls[-1][1].endswith("/resnet18/2.0")
     assert upload(client, auth, images.png(), query="?model_version=../x").status_code == 422
 
 
 @pytest.mark.parametrize("outcome,status", [
-    (requests.ConnectionError("refused"), 503),
-    (requests.ConnectTimeout("slow connect"), 503),
-    (requests.ReadTimeout("slow read"), 504),
+    (NewConnectionError(None, "refused"), 503),
+    (ConnectTimeoutError("slow connect"), 503),
+    (ProtocolError("Connection aborted", ConnectionResetError()), 503),
+    (ReadTimeoutError(None, "/predictions/resnet18", "slow read"), 504),
+    (DecodeError("bad chunk"), 502),
+    (fake_response(200, {"unexpected": "shape"}), 502),
+    (urllib3.HTTPResponse(body=b"<html>busy</html>", status=503), 503),
     (fake_response(503, {"code": 503, "message": "no worker"}), 503),
     (fake_response(500, {"code": 500, "message": "worker died"}), 503),
     (fake_response(404, {"code": 404, "message": "Model not found"}), 404),
-    (fake_response(422, {"error": "corrupt image: broken data stream"}), 422),
+    (fake_response(422, {"error": "image data is corrupt: broken data stream"}), 422),
     (fake_response(418, {}), 502),
 ])
 def test_upstream_failures_map_to_clear_answers(client, auth, app, outcome, status):
-    app.extensions["gateway"].torchserve.session.outcome = outcome
+    app.extensions["gateway"].torchserve.pool.outcome = outcome
     response = upload(client, auth, images.jpeg())
     assert response.status_code == status
     assert set(response.json) == {"detail"}
     if status == 503:
         assert response.headers["Retry-After"] == "5"
     if status == 422:
-        assert response.json["detail"] == "corrupt image: broken data stream"
+        assert response.json["detail"] == "image data is corrupt: broken data stream"
 
 
 @pytest.mark.parametrize("data,status,detail", [
     (b"", 422, "file is empty"),
     (b"hello world", 415, "not an image"),
-    (images.truncated_jpeg(), 422, "corrupt"),
-    (images.png_bad_crc(), 422, "corrupt"),
+    (images.truncated_jpeg()[:200], 422, "image header is corrupt"),
     (images.bomb_png(2000, 2000), 422, "pixels"),
     (b"\xff" * 200_001, 413, "larger than"),
 ])
@@ -126,7 +130,7 @@ def test_bad_uploads_never_reach_torchserve(client, auth, app, data, status, det
     response = upload(client, auth, data)
     assert response.status_code == status, response.json
     assert detail in response.json["detail"]
-    assert app.extensions["gateway"].torchserve.session.calls == []
+    assert app.extensions["gateway"].torchserve.pool.calls == []
 
 
 def test_form_shape_errors(client, auth):

@@ -85,6 +85,17 @@ def test_rgba_is_composited_on_white():
     assert img.mode == "RGB"
 
 
+@pytest.mark.parametrize("data,detail", [
+    (images.truncated_jpeg(), "image data is corrupt: image file is truncated"),
+    (images.png_bad_crc(), "image data is corrupt: broken PNG file"),
+    (b"not an image", "not an image"),
+    (images.bomb_png(9000, 5000), "image has 45000000 pixels"),
+], ids=["truncated_jpeg", "png_bad_crc", "text", "too_many_pixels"])
+def test_bad_image_data_is_a_clear_value_error(data, detail):
+    with pytest.raises(ValueError, match=detail):
+        mod.decode_image(data)
+
+
 def test_bad_image_in_batch_does_not_fail_the_others(handler):
     rows = [{"data": images.jpeg()}, {"data": b"not an image"}, {"data": images.png()},
             {"data": images.truncated_jpeg()}]
