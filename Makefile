@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 VERSION ?= 1.0
 WEIGHTS ?= auto
 SEED ?= 0
+VARIANT ?= fp32
 MODEL_STORE ?= model_store
 MANAGEMENT_URL ?= http://127.0.0.1:8081
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -29,7 +30,8 @@ check-java:
 # Build model_store/resnet18-$(VERSION).mar (kept if it already exists).
 archive: install
 	@test -f $(MODEL_STORE)/resnet18-$(VERSION).mar || \
-	  $(BIN)/python -m handler.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) --export-path $(MODEL_STORE)
+	  $(BIN)/python -m handler.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) \
+	    --variant $(VARIANT) --export-path $(MODEL_STORE)
 
 # A local JWT secret in an ignored file, made once.
 run/jwt_secret:

@@ -19,21 +19,25 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from handler import archive, weights  # noqa: E402
+from handler import resnet18_handler as handler  # noqa: E402
 from support import images  # noqa: E402
 from support.servers import GatewayServer, TorchServeServer  # noqa: E402
 
 MODEL_CONFIG = yaml.safe_load((ROOT / "handler/model-config.yaml").read_text())
+INT8_VERSION = "1.0-int8"
 
 
 def bench_images() -> list[bytes]:
@@ -92,22 +96,15 @@ def run_http(concurrency: int, total: int, call) -> dict:
 class InProcess:
     """The handler's code path without HTTP: batches of min(concurrency, batchSize)."""
 
-    def __init__(self, payloads: list[bytes], model_dir: Path):
-        import torch
-
-        from handler import resnet18_handler as handler
-
+    def __init__(self, payloads: list[bytes], model: torch.nn.Module):
         # The served model's whole thread budget (workers x torch threads) in one process.
         torch.set_num_threads(MODEL_CONFIG["minWorkers"] * MODEL_CONFIG["handler"]["torch_threads"])
-        self.torch, self.handler = torch, handler
-        self.model = handler.load_model(str(model_dir / "resnet18.pt"))
-        self.payloads = payloads
+        self.model, self.payloads = model, payloads
 
     def step(self, start: int, batch: int) -> None:
-        handler = self.handler
         tensors = [handler.IMAGENET_TRANSFORM(handler.decode_image(
             self.payloads[(start + k) % len(self.payloads)])) for k in range(batch)]
-        handler.classify(self.model, self.torch.stack(tensors)).topk(5)
+        handler.classify(self.model, torch.stack(tensors)).topk(5)
 
     def run(self, concurrency: int, total: int) -> dict:
         batch = max(1, min(concurrency, MODEL_CONFIG["batchSize"]))
@@ -152,6 +149,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
+    top = max(levels)
     payloads = bench_images()
     args.out.mkdir(parents=True, exist_ok=True)
     secret = os.urandom(32).hex()
@@ -160,6 +158,12 @@ def main(argv=None) -> int:
         store = tmp / "store"
         resolved = weights.random_weights(0)
         archive.build("1.0", resolved, store)
+        # The int8 variant is built whatever its agreement (random weights miss the
+        # 99 % gate); its speed is measured and reported next to the agreement.
+        archive.build(INT8_VERSION, resolved, store, variant="int8", min_agreement=0.0)
+        with zipfile.ZipFile(store / f"resnet18-{INT8_VERSION}.mar") as mar:
+            int8_weights = json.loads(mar.read("weights.json"))
+            int8_file = mar.extract("resnet18.pt", tmp / "int8")
         model_dir = tmp / "model"
         model_dir.mkdir()
         archive.write_model_files(resolved, model_dir)
@@ -181,15 +185,18 @@ def main(argv=None) -> int:
                 return session.post(torchserve.url + "/predictions/resnet18",
                                     data=payloads[i % len(payloads)], timeout=60).status_code
 
-            def through(url):
+            def through(url, version=None):
+                params = {"model_version": version} if version else None
+
                 def call(i, session):
-                    return session.post(url + "/predict", timeout=60,
+                    return session.post(url + "/predict", timeout=60, params=params,
                                         headers={"Authorization": f"Bearer {token}"},
                                         files={"file": ("x.jpg", payloads[i % len(payloads)])}
                                         ).status_code
                 return call
 
-            in_process = InProcess(payloads, model_dir)
+            fp32_model = handler.load_model(str(model_dir / "resnet18.pt"))
+            in_process = InProcess(payloads, fp32_model)
             modes = {
                 "in-process": lambda c, n: in_process.run(c, n),
                 "torchserve": lambda c, n: run_http(c, n, direct),
@@ -214,11 +221,32 @@ def main(argv=None) -> int:
                 for mode, run in audit_modes.items():
                     runs[mode].append(run(1, per_round))
             audit_on, audit_off = (summarise(mode, 1, runs[mode]) for mode in audit_modes)
+            # The int8 variant against fp32, in-process and served (pinned version), side by side.
+            register = requests.post(
+                torchserve.management_url + "/models", timeout=120,
+                params={"url": f"resnet18-{INT8_VERSION}.mar", "initial_workers": 1,
+                        "synchronous": "true"})
+            register.raise_for_status()
+            int8_in_process = InProcess(payloads, handler.load_model(int8_file, "int8"))
+            variant_modes = {
+                "in-process": modes["in-process"],
+                "in-process-int8": lambda c, n: int8_in_process.run(c, n),
+                "gateway": modes["gateway"],
+                "gateway-int8": lambda c, n: run_http(
+                    c, n, through(gateways["gateway"].url, INT8_VERSION)),
+            }
+            variants = []
+            for c in sorted({min(levels), top}):
+                runs = {mode: [] for mode in variant_modes}
+                for _ in range(args.rounds):
+                    for mode, run in variant_modes.items():
+                        runs[mode].append(run(c, per_round))
+                variants += [summarise(mode, c, runs[mode]) for mode in variant_modes]
         finally:
             for server in (*gateways.values(), torchserve):
                 server.stop()
     row = {(r["mode"], r["concurrency"]): r for r in results}
-    top = max(levels)
+    variant_row = {(r["mode"], r["concurrency"]): r for r in variants}
     summary = {
         "torchserve_ready_s": round(ready_s, 1),
         f"gateway_over_in_process_throughput_c{top}": round(
@@ -229,16 +257,24 @@ def main(argv=None) -> int:
             row["gateway", 1]["p50_ms"] - row["torchserve", 1]["p50_ms"], 2) if 1 in levels else None,
         "audit_write_cost_p50_ms_c1": round(audit_on["p50_ms"] - audit_off["p50_ms"], 2),
         "audit_on_p50_ms_c1": audit_on["p50_ms"], "audit_off_p50_ms_c1": audit_off["p50_ms"],
-        "errors": sum(r["errors"] for r in [*results, audit_on, audit_off]),
+        "int8_top1_agreement": int8_weights["top1_agreement"],
+        "int8_agreement_images": int8_weights["agreement_images"],
+        "int8_agreement_classes": int8_weights["agreement_classes"],
+        "int8_kept": int8_weights["passes_gate"],
+        **{f"int8_speedup_{mode}_c{c}": round(
+            variant_row[f"{mode}-int8", c]["images_per_s"] / variant_row[mode, c]["images_per_s"], 2)
+           for mode in ("in-process", "gateway") for c in sorted({min(levels), top})},
+        "errors": sum(r["errors"] for r in [*results, *variants, audit_on, audit_off]),
     }
     report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {
         "cpus": os.cpu_count()}, "requests_per_cell": args.requests,
-        "results": results, "audit": [audit_on, audit_off], "summary": summary}
+        "results": results, "audit": [audit_on, audit_off], "variants": variants,
+        "summary": summary}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     plot(results, args.out / "bench.png")
-    print(f"{'mode':<12}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
-    for r in results:
-        print(f"{r['mode']:<12}{r['concurrency']:>4}{r['images_per_s']:>9}{r['p50_ms']:>9}"
+    print(f"{'mode':<16}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
+    for r in [*results, *variants]:
+        print(f"{r['mode']:<16}{r['concurrency']:>4}{r['images_per_s']:>9}{r['p50_ms']:>9}"
               f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}")
     for key, value in summary.items():
         print(f"{key}: {value}")

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 MAX_IMAGE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 TOP_K = 5
+# What each answer and `GET /models` tell about the weights a version runs.
+WEIGHTS_SHOWN = ("source", "sha256", "variant", "top1_agreement", "agreement_images",
+                 "passes_gate")
 
 IMAGENET_TRANSFORM = transforms.Compose(
     [
@@ -81,15 +84,22 @@ def decode_image(payload: bytes) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_model(path: str) -> torch.nn.Module:
-    """ResNet-18 from a state dict, for inference in channels-last memory format.
+def load_state_dict(state_dict: dict) -> torch.nn.Module:
+    """Eager ResNet-18 in eval mode, channels-last.
 
     Channels-last makes the CPU convolutions 15-20 % faster at batch 8
     (bench/README.md); the bench's in-process reference uses this too.
     """
     model = resnet18(weights=None)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(state_dict)
     return model.eval().to(memory_format=torch.channels_last)
+
+
+def load_model(path: str, variant: str = "fp32") -> torch.nn.Module:
+    """The archive's model: a state dict (fp32) or a quantised TorchScript file (int8)."""
+    if variant == "int8":
+        return torch.jit.load(path, map_location="cpu")
+    return load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def classify(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -122,17 +132,19 @@ class ResNet18Handler(BaseHandler):
         # more workers would each get a share (see model-config.yaml).
         torch.set_num_threads(int(settings.get("torch_threads", 1)))
         self.device = torch.device("cpu")
-        self.model = load_model(
-            os.path.join(model_dir, self.manifest["model"]["serializedFile"])
-        )
         with open(os.path.join(model_dir, "index_to_name.json"), encoding="utf-8") as f:
             self.mapping = {int(k): v for k, v in json.load(f).items()}
         with open(os.path.join(model_dir, "weights.json"), encoding="utf-8") as f:
             self.weights = json.load(f)
+        self.weights.setdefault("variant", "fp32")  # archives built before variants
+        self.model = load_model(
+            os.path.join(model_dir, self.manifest["model"]["serializedFile"]),
+            self.weights["variant"],
+        )
         self.model_info = {
             "model_name": self.manifest["model"]["modelName"],
             "model_version": self.manifest["model"].get("modelVersion", ""),
-            "weights": {k: self.weights[k] for k in ("source", "sha256")},
+            "weights": {k: v for k, v in self.weights.items() if k in WEIGHTS_SHOWN},
         }
         if self.weights["source"] == "random":
             logger.warning(

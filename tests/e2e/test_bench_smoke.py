@@ -15,7 +15,7 @@ def test_bench_smoke(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--requests", "4", "--rounds", "1",
          "--concurrency", "1,2", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
+        cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "bench.json").read_text())
     modes = {(r["mode"], r["concurrency"]) for r in report["results"]}
@@ -24,4 +24,11 @@ def test_bench_smoke(tmp_path):
     summary = report["summary"]
     assert summary["errors"] == 0 and summary["torchserve_ready_s"] > 0
     assert "gateway_over_in_process_throughput_c2" in summary
+    variants = {(r["mode"], r["concurrency"]) for r in report["variants"]}
+    assert variants == {(m, c) for m in ("in-process", "in-process-int8", "gateway",
+                                         "gateway-int8") for c in (1, 2)}
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["variants"])
+    assert summary["int8_agreement_images"] == 200
+    assert summary["int8_kept"] == (summary["int8_top1_agreement"] >= 0.99)
+    assert summary["int8_speedup_in-process_c1"] > 0
     assert (tmp_path / "bench.png").stat().st_size > 1000

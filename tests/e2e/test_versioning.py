@@ -142,3 +142,31 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
     assert admin.call("DELETE", "/models/resnet18/versions/2.0").status_code == 200
     assert user.predict("2.0").status_code == 404
     assert admin.call("PUT", "/models/resnet18/versions/2.0/default").status_code == 404
+
+
+def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch):
+    """An int8 archive registers, serves pinned, and says what it is. Random weights
+    miss the real 99 % agreement floor (bench/README.md): it is lowered here only to
+    get an archive to serve; the gate itself is tested in tests/unit/test_quantize.py."""
+    from handler import archive, quantize, weights
+
+    monkeypatch.setattr(quantize, "AGREEMENT", {"count": 24, "seed": 2})
+    archive.build("1.0-int8", weights.random_weights(0), model_store, force=True,
+                  variant="int8", min_agreement=0.0)
+    _, gateway = private_stack
+    admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
+    user = Client(gateway, get_token(gateway))
+    registered = admin.call("POST", "/models/resnet18/versions",
+                            json={"archive": "resnet18-1.0-int8.mar"})
+    assert registered.status_code == 201, registered.text
+    try:
+        versions = {v["version"]: v for v in registered.json()["versions"]}
+        assert versions["1.0-int8"]["weights"]["variant"] == "int8"
+        assert versions["1.0"]["weights"]["variant"] == "fp32"
+        assert versions["1.0-int8"]["weights"]["agreement_images"] == 24
+        pinned = user.predict("1.0-int8")
+        assert pinned.status_code == 200, pinned.text
+        assert pinned.json()["model_version"] == "1.0-int8" and len(pinned.json()["top_k"]) == 5
+        assert user.predict().json()["model_version"] == "1.0"
+    finally:
+        assert admin.call("DELETE", "/models/resnet18/versions/1.0-int8").status_code == 200

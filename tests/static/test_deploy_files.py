@@ -150,8 +150,14 @@ def test_images_and_start_scripts_agree(rendered):
     assert 'ENTRYPOINT ["/app/scripts/start-gateway.sh"]' in dockerfile("Dockerfile.gateway")
     makefile_run = (ROOT / "scripts/run-local.sh").read_text()
     assert "scripts/start-torchserve.sh" in makefile_run and "scripts/start-gateway.sh" in makefile_run
-    assert (ROOT / "k8s/torchserve/config.properties").read_text() == \
-        (ROOT / "config/config.properties").read_text()
+    # The serve pod mounts its config map over /app/config: every file the start
+    # script reads from there must be in it, identical to the one the image has.
+    for name in ("config.properties", "log4j2.xml"):
+        assert f"$here/config/{name}" in TS_SCRIPT
+        assert f"torchserve/{name}" in (ROOT / "k8s/kustomization.yaml").read_text()
+        assert (ROOT / "k8s/torchserve" / name).read_text() == (ROOT / "config" / name).read_text()
+    assert "COPY config/config.properties config/log4j2.xml /app/config/" in \
+        dockerfile("Dockerfile.serve")
 
 
 def test_probe_paths_exist(rendered):
