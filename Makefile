@@ -120,7 +120,7 @@ e2e: check-java install
 	$(BIN)/pytest -q tests/e2e
 
 # In-process vs TorchServe vs gateway, side by side (see bench/README.md).
-REQUESTS ?= 200
+REQUESTS ?= 400
 bench: check-java install
 	$(BIN)/python -m bench.run --requests $(REQUESTS)
 
