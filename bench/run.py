@@ -4,7 +4,7 @@
 
 Same machine, same images, same weights (a seeded random archive), same handler
 code: the in-process row runs the handler's own decode + transform + forward in this
-process with TorchServe's batch size and thread count; the other two go over HTTP
+process with TorchServe's batch size and thread budget; the other two go over HTTP
 to a real TorchServe and a real gunicorn gateway started by our start scripts.
 The load generator is a thread pool of keep-alive `requests` sessions: no extra
 dependency, and its per-request cost (under 1 ms) is small beside a ~30 ms model call.

@@ -1,4 +1,4 @@
-"""TorchServe handler for an eager-mode torchvision ResNet-18.
+"""TorchServe handler for a torchvision ResNet-18 (fp32 eager, or the int8 TorchScript variant).
 
 Self-contained on purpose: TorchServe copies this file into the worker's model
 directory and imports it as a top-level module, so it may import only torch,
