@@ -98,7 +98,8 @@ class InProcess:
 
     def __init__(self, payloads: list[bytes], model: torch.nn.Module):
         # The served model's whole thread budget (workers x torch threads) in one process.
-        torch.set_num_threads(MODEL_CONFIG["minWorkers"] * MODEL_CONFIG["handler"]["torch_threads"])
+        threads = MODEL_CONFIG["minWorkers"] * MODEL_CONFIG["handler"]["torch_threads"]
+        torch.set_num_threads(threads)
         self.model, self.payloads = model, payloads
 
     def step(self, start: int, batch: int) -> None:
@@ -265,7 +266,8 @@ def main(argv=None) -> int:
         "int8_agreement_classes": int8_weights["agreement_classes"],
         "int8_kept": int8_weights["passes_gate"],
         **{f"int8_speedup_{mode}_c{c}": round(
-            variant_row[f"{mode}-int8", c]["images_per_s"] / variant_row[mode, c]["images_per_s"], 2)
+            variant_row[f"{mode}-int8", c]["images_per_s"]
+            / variant_row[mode, c]["images_per_s"], 2)
            for mode in ("in-process", "gateway") for c in sorted({min(levels), top})},
         "errors": sum(r["errors"] for r in [*results, *variants, audit_on, audit_off]),
     }

@@ -27,7 +27,8 @@ class VariantRejected(RuntimeError):
 
 def batches(payloads: list[bytes], size: int = 16):
     for start in range(0, len(payloads), size):
-        yield torch.stack([IMAGENET_TRANSFORM(decode_image(p)) for p in payloads[start:start + size]])
+        chunk = payloads[start:start + size]
+        yield torch.stack([IMAGENET_TRANSFORM(decode_image(p)) for p in chunk])
 
 
 def quantize_int8(model: torch.nn.Module, calibration: list[bytes]) -> torch.jit.ScriptModule:

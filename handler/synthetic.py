@@ -36,7 +36,8 @@ def _picture(rng: np.random.Generator) -> Image.Image:
         else:
             draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(2, 20)))
     noise = rng.normal(0, rng.uniform(2, 25), (height, width, 3))
-    img = Image.fromarray(np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8))
+    noisy = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255)
+    img = Image.fromarray(noisy.astype(np.uint8))
     return img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 2))))
 
 
