@@ -93,6 +93,16 @@ def run_http(concurrency: int, total: int, call) -> dict:
     return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - started}
 
 
+def alternate(modes: dict, concurrency: int, rounds: int, per_round: int) -> list[dict]:
+    """One row per mode; the modes take turns in short rounds, so that drift in the
+    machine's load hits all of them alike."""
+    runs = {mode: [] for mode in modes}
+    for _ in range(rounds):
+        for mode, run in modes.items():
+            runs[mode].append(run(concurrency, per_round))
+    return [summarise(mode, concurrency, runs[mode]) for mode in modes]
+
+
 class InProcess:
     """The handler's code path without HTTP: batches of min(concurrency, batchSize)."""
 
@@ -103,9 +113,8 @@ class InProcess:
         self.model, self.payloads = model, payloads
 
     def step(self, start: int, batch: int) -> None:
-        tensors = [handler.IMAGENET_TRANSFORM(handler.decode_image(
-            self.payloads[(start + k) % len(self.payloads)])) for k in range(batch)]
-        handler.classify(self.model, torch.stack(tensors)).topk(5)
+        chosen = [self.payloads[(start + k) % len(self.payloads)] for k in range(batch)]
+        handler.classify(self.model, handler.transform_batch(chosen)).topk(5)
 
     def run(self, concurrency: int, total: int) -> dict:
         batch = max(1, min(concurrency, MODEL_CONFIG["batchSize"]))
@@ -168,9 +177,6 @@ def main(argv=None) -> int:
         with zipfile.ZipFile(store / f"resnet18-{INT8_VERSION}.mar") as mar:
             int8_weights = json.loads(mar.read("weights.json"))
             int8_file = mar.extract("resnet18.pt", tmp / "int8")
-        model_dir = tmp / "model"
-        model_dir.mkdir()
-        archive.write_model_files(resolved, model_dir)
         torchserve = TorchServeServer(store, tmp / "torchserve")
         gateways = {}
         try:
@@ -199,8 +205,7 @@ def main(argv=None) -> int:
                                         ).status_code
                 return call
 
-            fp32_model = handler.load_model(str(model_dir / "resnet18.pt"))
-            in_process = InProcess(payloads, fp32_model)
+            in_process = InProcess(payloads, handler.load_state_dict(resolved.state_dict))
             modes = {
                 "in-process": lambda c, n: in_process.run(c, n),
                 "torchserve": lambda c, n: run_http(c, n, direct),
@@ -211,20 +216,10 @@ def main(argv=None) -> int:
                 "gateway-no-audit": lambda c, n: run_http(
                     c, n, through(gateways["gateway-no-audit"].url)),
             }
-            # Modes take turns in short rounds, so drift in the machine's load hits all alike.
             per_round = max(1, args.requests // args.rounds)
-            results = []
-            for c in levels:
-                runs = {mode: [] for mode in modes}
-                for _ in range(args.rounds):
-                    for mode, run in modes.items():
-                        runs[mode].append(run(c, per_round))
-                results += [summarise(mode, c, runs[mode]) for mode in modes]
-            runs = {mode: [] for mode in audit_modes}
-            for _ in range(args.rounds):
-                for mode, run in audit_modes.items():
-                    runs[mode].append(run(1, per_round))
-            audit_on, audit_off = (summarise(mode, 1, runs[mode]) for mode in audit_modes)
+            results = [row for c in levels
+                       for row in alternate(modes, c, args.rounds, per_round)]
+            audit_on, audit_off = alternate(audit_modes, 1, args.rounds, per_round)
             # The int8 variant against fp32, in-process and served (pinned version), side by side.
             register = requests.post(
                 torchserve.management_url + "/models", timeout=120,
@@ -239,13 +234,8 @@ def main(argv=None) -> int:
                 "gateway-int8": lambda c, n: run_http(
                     c, n, through(gateways["gateway"].url, INT8_VERSION)),
             }
-            variants = []
-            for c in sorted({min(levels), top}):
-                runs = {mode: [] for mode in variant_modes}
-                for _ in range(args.rounds):
-                    for mode, run in variant_modes.items():
-                        runs[mode].append(run(c, per_round))
-                variants += [summarise(mode, c, runs[mode]) for mode in variant_modes]
+            variants = [row for c in sorted({min(levels), top})
+                        for row in alternate(variant_modes, c, args.rounds, per_round)]
         finally:
             for server in (*gateways.values(), torchserve):
                 server.stop()

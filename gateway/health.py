@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app
 
-from gateway.errors import ApiError, error_response
+from gateway.errors import ApiError, unavailable
 
 bp = Blueprint("health", __name__)
 
@@ -28,13 +28,12 @@ def readyz():
     try:
         default = services.torchserve.describe()[0]
     except ApiError as exc:
-        return error_response(503, f"not ready: {exc.detail}", {"Retry-After": "5"})
+        raise unavailable(f"not ready: {exc.detail}") from None
     except IndexError:
-        return error_response(503, "not ready: model has no default version", {"Retry-After": "5"})
+        raise unavailable("not ready: model has no default version") from None
     ready = sum(1 for w in default.get("workers", []) if w.get("status") == "READY")
     if not ready:
-        return error_response(
-            503, f"not ready: {default.get('modelName')} {default.get('modelVersion')} "
-                 "has no READY worker", {"Retry-After": "5"})
+        raise unavailable(f"not ready: {default.get('modelName')} "
+                          f"{default.get('modelVersion')} has no READY worker")
     return {"status": "ready", "model_name": default.get("modelName"),
             "model_version": default.get("modelVersion"), "ready_workers": ready}

@@ -14,7 +14,7 @@ from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from handler import synthetic
-from handler.resnet18_handler import IMAGENET_TRANSFORM, classify, decode_image
+from handler.resnet18_handler import classify, transform_batch
 
 MIN_AGREEMENT = 0.99
 CALIBRATION = {"count": 64, "seed": 1}
@@ -27,8 +27,7 @@ class VariantRejected(RuntimeError):
 
 def batches(payloads: list[bytes], size: int = 16):
     for start in range(0, len(payloads), size):
-        chunk = payloads[start:start + size]
-        yield torch.stack([IMAGENET_TRANSFORM(decode_image(p)) for p in chunk])
+        yield transform_batch(payloads[start:start + size])
 
 
 def quantize_int8(model: torch.nn.Module, calibration: list[bytes]) -> torch.jit.ScriptModule:

@@ -84,6 +84,11 @@ def decode_image(payload: bytes) -> Image.Image:
     return img.convert("RGB")
 
 
+def transform_batch(payloads: list[bytes]) -> torch.Tensor:
+    """Decoded, transformed and stacked: the model's input for good images."""
+    return torch.stack([IMAGENET_TRANSFORM(decode_image(p)) for p in payloads])
+
+
 def load_state_dict(state_dict: dict) -> torch.nn.Module:
     """Eager ResNet-18 in eval mode, channels-last.
 
