@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install archive run stop test unit e2e check-java secrets admin \
         register promote rollback versions bench lint-containers compose-up compose-down \
-        deploy undeploy k8s-secrets clean
+        images test-deploy deploy deploy-check undeploy k8s-secrets clean
 
 install: $(VENV)/.installed
 
@@ -66,21 +66,32 @@ admin: install $(LOCAL_USERS)
 
 # ---- containers and Kubernetes -------------------------------------------------
 SECRET = $(PYTHON) -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(48))'
-K8S_WEIGHTS ?= imagenet
+IMAGE_WEIGHTS ?= imagenet
 KUBECTL ?= kubectl
 NAMESPACE := image-classifier
+# docker when its daemon answers, else podman (scripts/container-engine.sh); evaluated on use.
+ENGINE = $(shell scripts/container-engine.sh)
+COMPOSE = $(if $(filter docker,$(ENGINE)),docker compose,$(BIN)/podman-compose)
+
+# Both images, tagged as docker-compose.yaml and k8s/ expect; prints their sizes.
+images:
+	IMAGE_WEIGHTS=$(IMAGE_WEIGHTS) scripts/build-images.sh
 
 # Compose secrets: an untracked .env with generated values (see .env.example).
 .env:
 	umask 077 && { echo "JWT_SECRET=$$($(SECRET))"; echo "POSTGRES_PASSWORD=$$($(SECRET))"; \
-	  echo "WEIGHTS=$(K8S_WEIGHTS)"; echo "USERS_FILE_HOST=./config/users.json"; } > $@
+	  echo "WEIGHTS=$(IMAGE_WEIGHTS)"; echo "USERS_FILE_HOST=./config/users.json"; } > $@
 
-compose-up: .env
-	docker compose up --build --detach --wait
-	@echo "gateway: http://localhost:8000  (docker compose ps; docker compose logs -f gateway)"
+compose-up: install .env
+	$(COMPOSE) up --build --detach $(if $(filter docker,$(ENGINE)),--wait)
+	@echo "gateway: http://localhost:8000  ($(COMPOSE) ps; $(COMPOSE) logs -f gateway)"
 
-compose-down:
-	docker compose down
+compose-down: install
+	$(COMPOSE) down
+
+# The images, Compose and the Kubernetes pod specs run for real (tests/deploy).
+test-deploy: install
+	$(BIN)/pytest -q tests/deploy
 
 # Kubernetes secrets: untracked files under k8s/secrets/ that kustomize turns into Secrets.
 k8s-secrets:
@@ -90,7 +101,7 @@ k8s-secrets:
 	test -s k8s/secrets/users.json || cp config/users.json k8s/secrets/users.json
 
 deploy: k8s-secrets
-	minikube image build -t image-classifier-serve:1.0 -f Dockerfile.serve --build-opt=build-arg=WEIGHTS=$(K8S_WEIGHTS) .
+	minikube image build -t image-classifier-serve:1.0 -f Dockerfile.serve --build-opt=build-arg=WEIGHTS=$(IMAGE_WEIGHTS) .
 	minikube image build -t image-classifier-gateway:1.0 -f Dockerfile.gateway .
 	$(KUBECTL) apply -k k8s/
 	$(KUBECTL) -n $(NAMESPACE) rollout status statefulset/postgres --timeout=300s
@@ -98,6 +109,11 @@ deploy: k8s-secrets
 	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/serve --timeout=900s
 	$(KUBECTL) -n $(NAMESPACE) rollout status deployment/gateway --timeout=300s
 	minikube service -n $(NAMESPACE) gateway --url
+
+# The /token -> /predict round trip through the cluster's NodePort (after make deploy).
+deploy-check: install
+	DEPLOY_URL="$${DEPLOY_URL:-$$(minikube service -n $(NAMESPACE) gateway --url | head -n 1)}" \
+	  $(BIN)/pytest -q tests/deploy/test_cluster.py
 
 undeploy:
 	$(KUBECTL) delete -k k8s/ --ignore-not-found
@@ -111,7 +127,7 @@ stop:
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop
 
 test: check-java install
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests --ignore=tests/deploy
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -55,7 +55,10 @@ class PredictionLog:
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         else:
-            kwargs.update(pool_size=10, max_overflow=10)
+            # Text comes back as str even from a database created with SQL_ASCII
+            # (initdb under the C locale), where psycopg would hand back bytes.
+            kwargs.update(pool_size=10, max_overflow=10,
+                          connect_args={"client_encoding": "utf8"})
         self.engine = create_engine(url, **kwargs)
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -1,0 +1,48 @@
+"""Deploy tests: the real images, Compose file and Kubernetes manifests under a real engine.
+
+`make test-deploy` runs them (not `make test`). Under CI=true a missing engine fails;
+elsewhere it skips with the reason.
+"""
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.containers import Engine
+from support.servers import ROOT
+from support.services import required_or_skip
+
+
+
+def pytest_collection_modifyitems(items):
+    """Building the serve image takes minutes the first time; any test here may wait on it."""
+    for item in items:
+        if Path(__file__).parent in item.path.parents:
+            item.add_marker(pytest.mark.timeout(2400))
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    found = Engine.find()
+    required_or_skip(found is not None, "a container engine (docker or podman)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def images(engine) -> str:
+    """Both images built by `make images`' script, with seeded random weights (offline)."""
+    env = dict(os.environ, IMAGE_WEIGHTS="random", CONTAINER_ENGINE=engine.name)
+    built = subprocess.run([str(ROOT / "scripts/build-images.sh")], env=env, capture_output=True,
+                           text=True, timeout=2400)
+    assert built.returncode == 0, built.stderr[-6000:]
+    print(built.stdout)  # build times and sizes, shown with -s or on failure
+    return built.stdout
+
+
+@pytest.fixture
+def name_prefix() -> str:
+    """A unique prefix, so runs never meet each other's containers."""
+    return f"ictest-{secrets.token_hex(3)}"

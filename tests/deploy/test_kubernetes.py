@@ -1,0 +1,78 @@
+"""The manifests' own pod specs, run with `podman kube play` (see support/kube.py for
+exactly what that proves and what only a real cluster can)."""
+
+import time
+
+import pytest
+import yaml
+
+from support.containers import round_trip, wait_ready
+from support.kube import KubePlay, pod_name, render
+from support.servers import free_port
+
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+@pytest.fixture
+def kube(engine, images, tmp_path):
+    if engine.name != "podman":
+        pytest.skip("runs the manifests with podman kube play; on a cluster use make deploy-check")
+    docs = [d for d in yaml.safe_load_all(render(tmp_path)) if d]
+    play = KubePlay(engine, docs, tmp_path, free_port())
+    try:
+        yield play
+    finally:
+        play.stop()
+
+
+def run_probe(engine, pod: str, container: str, probe: dict):
+    """One probe as the kubelet runs it: exec in the container, or HTTP/TCP to the
+    pod's own address (from a throwaway container that joins the pod)."""
+    if "exec" in probe:
+        return engine("exec", container, *probe["exec"]["command"], check=False, timeout=60)
+    if "httpGet" in probe:
+        check = ("import urllib.request; urllib.request.urlopen("
+                 f"'http://127.0.0.1:{probe['httpGet']['port']}{probe['httpGet']['path']}', "
+                 "timeout=5)")
+    else:
+        check = (f"import socket; socket.create_connection(('127.0.0.1', "
+                 f"{probe['tcpSocket']['port']}), timeout=5)")
+    return engine("run", "--rm", "--pod", pod, "--entrypoint", "python",
+                  "image-classifier-gateway:1.0", "-c", check, check=False, timeout=60)
+
+
+def wait_probes(engine, kube, workload: str, timeout: float):
+    spec = kube.workloads[workload]["spec"]["template"]["spec"]
+    names = kube.containers(workload)
+    deadline = time.monotonic() + timeout
+    for container in spec["containers"]:
+        for kind in PROBES:
+            if kind not in container:
+                continue
+            while True:
+                result = run_probe(engine, pod_name(kube.workloads[workload]),
+                                   names[container["name"]], container[kind])
+                if result.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{workload}/{container['name']} {kind} never passed:\n"
+                                         f"{result.stdout}{result.stderr}\n"
+                                         f"{engine.logs(names[container['name']])}")
+                time.sleep(2)
+
+
+def test_manifests_run_and_round_trip(engine, kube):
+    kube.start_backends()
+    for workload in ("postgres", "redis", "serve"):
+        wait_probes(engine, kube, workload, timeout=300)
+    kube.start_gateway()
+    wait_probes(engine, kube, "gateway", timeout=120)
+    url = f"http://127.0.0.1:{kube.gateway_port}"
+    wait_ready(url, timeout=60)
+    round_trip(url)
+    for workload in kube.workloads:
+        for name in kube.containers(workload).values():
+            state = engine("inspect", name, "--format", "{{.State.Status}} {{.RestartCount}}")
+            assert state.stdout.split() == ["running", "0"], (name, engine.logs(name))
+            user = engine("exec", name, "id", "-u").stdout.strip()
+            assert user != "0", name

@@ -1,0 +1,194 @@
+"""The Kubernetes manifests, rendered by kustomize and run with `podman kube play`.
+
+No Kubernetes API server can be had on these machines, so the deploy test runs
+the manifests' own pod specs (images, commands, securityContext, env from
+ConfigMaps and Secrets, volumes, probes) with podman 4.3, changing in its copy only
+what podman cannot take as it is:
+
+- Secrets become `podman secret create NAME F`, F being the Secret's `data` map as
+  JSON (the only way kube play reads them), and secret volumes get `optional: false`
+  (kube play panics without it).
+- The StatefulSet runs as a Deployment with the same pod template, its volume
+  claim as a named volume (kube play ignores StatefulSets).
+- emptyDirs become tmpfs volumes owned by the pod's fsGroup, as the kubelet makes
+  them (kube play leaves them root-only).
+- `$(NAME)` references in env values are written out (kube play leaves them).
+- Services are ignored and there is no cluster DNS: the gateway pod gets
+  hostAliases that map each Service's name to the pod behind it, as the Service
+  would.
+- kube play publishes every containerPort on 0.0.0.0: all are dropped but the
+  gateway's, published on 127.0.0.1 and a free port; probes that named a dropped
+  port get its number. The gateway runs one replica, since each would bind that port.
+
+Services, NetworkPolicies, HorizontalPodAutoscalers and PodDisruptionBudgets need a
+real cluster; tests/static checks them.
+"""
+
+import base64
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from support.servers import ROOT
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+WORKLOADS = ("Deployment", "StatefulSet")
+
+
+def render(work: Path, images: dict[str, str] | None = None) -> str:
+    """`kubectl kustomize` of a copy of k8s/ with throwaway secrets (as `make k8s-secrets`
+    writes them) and, optionally, other image names."""
+    work.mkdir(parents=True, exist_ok=True)
+    copy_dir = work / "k8s"
+    shutil.copytree(ROOT / "k8s", copy_dir, ignore=shutil.ignore_patterns("secrets"))
+    (copy_dir / "secrets").mkdir()
+    (copy_dir / "secrets/jwt-secret").write_text("x" * 48)
+    (copy_dir / "secrets/postgres-password").write_text("p" * 48)
+    shutil.copy(ROOT / "config/users.json", copy_dir / "secrets/users.json")
+    for name, new in (images or {}).items():
+        subprocess.run([str(KUBECTL), "kustomize", "edit", "set", "image", f"{name}={new}"],
+                       cwd=copy_dir, check=True, capture_output=True, timeout=60)
+    result = subprocess.run([str(KUBECTL), "kustomize", str(copy_dir)], capture_output=True,
+                            text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    return result.stdout
+
+
+def pod_name(workload: dict) -> str:
+    """The pod kube play makes for a Deployment."""
+    return f"{workload['metadata']['name']}-pod-0"
+
+
+class KubePlay:
+    """Plays the backends, then the gateway pod pointed at them; tears everything down."""
+
+    def __init__(self, engine, docs: list[dict], work: Path, gateway_port: int):
+        self.engine, self.work = engine, work
+        self.gateway_port = gateway_port
+        self.volumes_before = set(engine("volume", "ls", "-q").stdout.split())
+        self.config_maps = [d for d in docs if d["kind"] == "ConfigMap"]
+        self.secrets = [d for d in docs if d["kind"] == "Secret"]
+        self.services = [d for d in docs if d["kind"] == "Service"]
+        self.secret_data = {d["metadata"]["name"]: d["data"] for d in self.secrets}
+        self.workloads = {d["metadata"]["name"]: self._as_deployment(d)
+                          for d in docs if d["kind"] in WORKLOADS}
+        self.played: list[Path] = []
+
+    # ---- the copy's changes -------------------------------------------------------
+    def _as_deployment(self, workload: dict) -> dict:
+        workload = copy.deepcopy(workload)
+        spec = workload["spec"]
+        pod = spec["template"]["spec"]
+        for claim in spec.pop("volumeClaimTemplates", []):
+            # A named volume, as the claim's PersistentVolume would be: podman fills a new
+            # one from the image (owner included), as fsGroup makes a claim writable.
+            volume = f"{workload['metadata']['name']}-{claim['metadata']['name']}"
+            self.engine("volume", "create", volume)
+            pod.setdefault("volumes", []).append({"name": claim["metadata"]["name"],
+                                                  "persistentVolumeClaim": {"claimName": volume}})
+        fs_group = pod.get("securityContext", {}).get("fsGroup")
+        for volume in pod.get("volumes", []):
+            if "emptyDir" in volume:
+                # kube play makes emptyDirs root-only; the kubelet gives them to fsGroup.
+                name = f"{workload['metadata']['name']}-{volume['name']}"
+                owner = f"gid={fs_group},mode=2775" if fs_group is not None else "mode=1777"
+                self.engine("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+                            "--opt", f"o={owner}", name)
+                volume.pop("emptyDir")
+                volume["persistentVolumeClaim"] = {"claimName": name}
+        spec.pop("serviceName", None)
+        workload["kind"] = "Deployment"
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                volume["secret"].setdefault("optional", False)
+        for container in pod["containers"]:
+            self._expand_env(container)
+        published = workload["metadata"]["name"] == "gateway"
+        if published:
+            spec["replicas"] = 1  # every replica would bind the one published host port
+        for container in pod["containers"]:
+            numbers = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                for action in ("httpGet", "tcpSocket"):
+                    target = container.get(probe, {}).get(action)
+                    if target and isinstance(target["port"], str):
+                        target["port"] = numbers[target["port"]]
+            if published:
+                for port in container.get("ports", []):
+                    port.update(hostIP="127.0.0.1", hostPort=self.gateway_port)
+            else:
+                container.pop("ports", None)
+        return workload
+
+    def _expand_env(self, container: dict) -> None:
+        """Write out `$(NAME)` references to earlier variables, which the kubelet expands
+        and kube play does not (the secrets here are the test's throwaway ones)."""
+        known = {}
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                known[env["name"]] = base64.b64decode(
+                    self.secret_data[ref["name"]][ref["key"]]).decode()
+            elif "value" in env:
+                env["value"] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                      lambda m: known.get(m[1], m[0]), env["value"])
+                known[env["name"]] = env["value"]
+
+    def _service_aliases(self) -> list[dict]:
+        """hostAliases: each backend Service's name -> the address of the pod it selects
+        (our Services keep port numbers, so a name is all the gateway needs)."""
+        aliases = []
+        for service in self.services:
+            selector = service["spec"]["selector"].items()
+            for name, workload in self.workloads.items():
+                if name != "gateway" and selector <= workload["spec"]["template"]["metadata"][
+                        "labels"].items():
+                    aliases.append({"ip": self.pod_ip(pod_name(workload)),
+                                    "hostnames": [service["metadata"]["name"]]})
+        return aliases
+
+    # ---- running ------------------------------------------------------------------
+    def pod_ip(self, pod: str) -> str:
+        infra = self.engine("pod", "inspect", pod, "--format", "{{.InfraContainerID}}").stdout
+        return self.engine("inspect", infra.strip(), "--format",
+                           "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+                           ).stdout.strip()
+
+    def _play(self, name: str, workloads: list[dict]) -> None:
+        path = self.work / f"{name}.yaml"
+        path.write_text(yaml.safe_dump_all([*self.config_maps, *workloads]))
+        self.played.append(path)
+        self.engine("kube", "play", path, timeout=300)
+
+    def start_backends(self) -> None:
+        for secret in self.secrets:
+            data = self.work / f"{secret['metadata']['name']}.json"
+            data.write_text(json.dumps(secret["data"]))
+            self.engine("secret", "create", secret["metadata"]["name"], data)
+        self._play("backends", [w for n, w in self.workloads.items() if n != "gateway"])
+
+    def start_gateway(self) -> None:
+        gateway = self.workloads["gateway"]
+        gateway["spec"]["template"]["spec"]["hostAliases"] = self._service_aliases()
+        self._play("gateway", [gateway])
+
+    def containers(self, workload: str) -> dict[str, str]:
+        """Container name in the manifest -> podman's name for it."""
+        pod = self.workloads[workload]["spec"]["template"]["spec"]
+        return {c["name"]: f"{pod_name(self.workloads[workload])}-{c['name']}"
+                for c in pod["containers"]}
+
+    def stop(self) -> None:
+        for path in reversed(self.played):
+            self.engine("kube", "play", "--down", path, check=False, timeout=300)
+        for secret in self.secrets:
+            self.engine("secret", "rm", secret["metadata"]["name"], check=False)
+        for volume in set(self.engine("volume", "ls", "-q").stdout.split()) - self.volumes_before:
+            self.engine("volume", "rm", "-f", volume, check=False)
