@@ -42,19 +42,23 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gatew
 
 
 def on_starting(server):
-    """In the master, before any worker: fresh metrics files, and the database schema."""
+    """In the master, before any worker: fresh metrics files, and the database schema
+    migrated (DATABASE_UPGRADE_ON_START) or checked, so a gateway never serves against
+    a schema it does not know."""
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
-    from gateway.audit import PredictionLog
+    from gateway import db
     from gateway.settings import Settings, SettingsError
 
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:  # a bad environment stops here, with a clear message
+        if settings.prediction_log and settings.database_upgrade_on_start:
+            db.upgrade(settings.database_url)
+        elif settings.prediction_log:
+            db.require_current(settings.database_url)
+    except (SettingsError, db.SchemaError) as exc:  # stops here, with a clear message
         raise SystemExit(f"gateway: {exc}") from None
-    if settings.prediction_log:
-        PredictionLog(settings.database_url).engine.dispose()
 
 
 def child_exit(server, worker):

@@ -3,10 +3,9 @@
 from dataclasses import dataclass
 
 from flask import Flask
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import admin, auth, docs, health, history, metrics, observability, predict
+from gateway import admin, auth, docs, health, history, limits, metrics, observability, predict
 from gateway.audit import PredictionLog
 from gateway.errors import register_error_handlers
 from gateway.settings import Settings
@@ -27,18 +26,19 @@ class Services:
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_upload_bytes + predict.MULTIPART_OVERHEAD,
-        RATELIMIT_STORAGE_URI=settings.rate_limit_storage_uri,
-        RATELIMIT_HEADERS_ENABLED=True,
-    )
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes + predict.MULTIPART_OVERHEAD)
+    if settings.trusted_proxy_hops:
+        # The client address from X-Forwarded-For, through that many trusted proxies
+        # only; every other forwarded header is ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0,
+                                x_host=0, x_port=0, x_prefix=0)
     app.extensions["gateway"] = Services(
         settings, UserStore(settings.users_file), TorchServe.from_settings(settings),
         PredictionLog(settings.database_url) if settings.prediction_log else None)
-    limiter = Limiter(get_remote_address, app=app)
+    limits.init_app(app, settings.rate_limit_storage_uri)
     observability.init_app(app)
     register_error_handlers(app)
-    app.register_blueprint(auth.create_blueprint(limiter))
+    app.register_blueprint(auth.bp)
     app.register_blueprint(predict.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(history.bp)

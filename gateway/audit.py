@@ -3,7 +3,8 @@
 SQLAlchemy Core on DATABASE_URL: a SQLite file by default (WAL mode, so readers
 never block the single writer and several gunicorn processes can share it),
 PostgreSQL in Kubernetes. The row is written before the response is sent, in its
-own short transaction from the connection pool.
+own short transaction from the connection pool. The table below is the schema's
+model; migrations in gateway/migrations create and change it (gateway.db).
 """
 
 from datetime import datetime, timezone
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import (Boolean, Column, DateTime, Integer, MetaData, String, Table, Text,
                         create_engine, event, insert, select)
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 metadata = MetaData()
 predictions = Table(
@@ -46,23 +47,30 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
+def create_log_engine(database_url: str) -> Engine:
+    """The engine for DATABASE_URL: SQLite in WAL mode with a busy timeout, or a pool."""
+    url = make_url(database_url)
+    kwargs = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        if url.database:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+    else:
+        # Text comes back as str even from a database created with SQL_ASCII
+        # (initdb under the C locale), where psycopg would hand back bytes.
+        kwargs.update(pool_size=10, max_overflow=10,
+                      connect_args={"client_encoding": "utf8"})
+    engine = create_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 class PredictionLog:
+    """Reads and writes the table; its schema is kept by migrations (gateway.db)."""
+
     def __init__(self, database_url: str):
-        url = make_url(database_url)
-        kwargs = {"pool_pre_ping": True}
-        if url.get_backend_name() == "sqlite":
-            if url.database:
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
-        else:
-            # Text comes back as str even from a database created with SQL_ASCII
-            # (initdb under the C locale), where psycopg would hand back bytes.
-            kwargs.update(pool_size=10, max_overflow=10,
-                          connect_args={"client_encoding": "utf8"})
-        self.engine = create_engine(url, **kwargs)
-        if url.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine, checkfirst=True)
+        self.engine = create_log_engine(database_url)
 
     def record(self, row: dict) -> None:
         values = {name: row.get(name) for name in FIELDS}

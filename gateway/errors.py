@@ -9,15 +9,31 @@ logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, detail: str, headers: dict | None = None):
+    """`error` is an OAuth2 error code (RFC 6749 §5.2, RFC 6750 §3.1) where one applies;
+    the body then carries it and `error_description` next to `detail`."""
+
+    def __init__(self, status: int, detail: str, headers: dict | None = None,
+                 error: str | None = None):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.headers = headers or {}
+        self.error = error
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "").replace('"', "'")
 
 
 def unauthorized(detail: str) -> ApiError:
+    """No bearer token at all: RFC 6750 §3.1 says no error code then."""
     return ApiError(401, detail, {"WWW-Authenticate": "Bearer"})
+
+
+def invalid_token(detail: str) -> ApiError:
+    return ApiError(401, detail, {"WWW-Authenticate": (
+        f'Bearer error="invalid_token", '
+        f'error_description="{_quoted(detail)}"')}, error="invalid_token")
 
 
 def unavailable(detail: str, retry_after: int = 5) -> ApiError:
@@ -28,8 +44,12 @@ def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, f"file is larger than {max_bytes} bytes")
 
 
-def error_response(status: int, detail: str, headers: dict | None = None):
-    response = jsonify(detail=detail)
+def error_response(status: int, detail: str, headers: dict | None = None,
+                   error: str | None = None):
+    body = {"detail": detail}
+    if error:
+        body.update(error=error, error_description=detail)
+    response = jsonify(body)
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -38,7 +58,7 @@ def error_response(status: int, detail: str, headers: dict | None = None):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.detail, exc.headers)
+        return error_response(exc.status, exc.detail, exc.headers, exc.error)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _body_too_large(exc: RequestEntityTooLarge):

@@ -23,6 +23,7 @@ UPSTREAM_LATENCY = Histogram("gateway_upstream_duration_seconds",
 PREDICTIONS = Counter("gateway_predictions_total", "Successful predictions",
                       ["model_version", "class_id"])
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Refused logins and tokens", ["reason"])
+TOKEN_REVOCATIONS = Counter("gateway_token_revocations_total", "Tokens revoked", ["reason"])
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by a rate limit",
                        ["route"])
 UPLOAD_BYTES = Histogram("gateway_upload_bytes", "Size of uploaded images",

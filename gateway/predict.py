@@ -9,7 +9,7 @@ import multipart
 from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from gateway import metrics
+from gateway import limits, metrics
 from gateway.auth import authenticate
 from gateway.errors import ApiError, too_large, unavailable
 from gateway.imagecheck import check_upload
@@ -72,6 +72,9 @@ def _classify(record: dict) -> dict:
     record["username"] = user.username
     services = current_app.extensions["gateway"]
     settings = services.settings
+    # The per-user quota (OWASP API4), counted before any work for this request.
+    limits.check_quota(user.predict_rate_limit or settings.predict_rate_limit,
+                       f"predict:{user.username}", "prediction")
     version = request.args.get("model_version")
     if version is not None:
         check_version(version)

@@ -3,6 +3,8 @@
 import os
 from dataclasses import dataclass, fields
 
+from limits import parse_many
+
 MIN_SECRET_BYTES = 32
 
 
@@ -36,8 +38,12 @@ class Settings:
     upstream_pool_size: int = 32
     rate_limit_storage_uri: str = "memory://"
     login_rate_limit: str = "5 per minute"
+    login_address_rate_limit: str = "30 per minute"
+    predict_rate_limit: str = "600 per minute"
+    trusted_proxy_hops: int = 0
     database_url: str = "sqlite:///run/predictions.db"
     prediction_log: bool = True
+    database_upgrade_on_start: bool = True
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -74,3 +80,10 @@ class Settings:
             raise SettingsError("JWT_TTL_SECONDS must be positive")
         if self.max_upload_bytes <= 0 or self.max_image_pixels <= 0:
             raise SettingsError("MAX_UPLOAD_BYTES and MAX_IMAGE_PIXELS must be positive")
+        if self.trusted_proxy_hops < 0:
+            raise SettingsError("TRUSTED_PROXY_HOPS must be 0 or more")
+        for name in ("login_rate_limit", "login_address_rate_limit", "predict_rate_limit"):
+            try:
+                parse_many(getattr(self, name))
+            except ValueError as exc:
+                raise SettingsError(f"{name.upper()}: {exc}") from None

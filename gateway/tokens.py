@@ -8,7 +8,7 @@ import jwt
 from gateway.settings import Settings
 
 ALGORITHM = "HS256"
-REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub"]
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
 
 
 class TokenError(ValueError):
@@ -16,13 +16,15 @@ class TokenError(ValueError):
 
 
 def issue(settings: Settings, username: str, role: str, now: float | None = None) -> str:
-    now = int(time.time() if now is None else now)
+    now = time.time() if now is None else now
     claims = {
         "sub": username,
         "role": role,
-        "iat": now,
-        "nbf": now,
-        "exp": now + settings.jwt_ttl_seconds,
+        # Milliseconds (NumericDate may be fractional): a token issued just after a
+        # revocation in the same second must still be newer than it.
+        "iat": round(now, 3),
+        "nbf": int(now),
+        "exp": int(now) + settings.jwt_ttl_seconds,
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "jti": uuid.uuid4().hex,

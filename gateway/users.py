@@ -5,6 +5,11 @@
     python -m gateway.users remove alice
     python -m gateway.users list
     python -m gateway.users add-admin admin             # generated password, printed once
+    python -m gateway.users revoke alice                # end every token alice holds
+    python -m gateway.users quota alice "60 per minute" # her /predict limit ("default" resets)
+
+Changing a password or role, or revoking, sets the user's `tokens_valid_after`:
+tokens issued before it are refused by every gateway process that reads this file.
 
 Passwords never travel in argv. bcrypt only reads the first 72 bytes of a
 password, so we refuse longer ones when they are set instead of silently
@@ -12,6 +17,7 @@ ignoring the tail; at login a longer password simply cannot match.
 """
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -19,10 +25,12 @@ import secrets
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
+from limits import parse_many
 
 ROLES = ("user", "admin")
 BCRYPT_ROUNDS = 12
@@ -41,6 +49,8 @@ class User:
     username: str
     role: str
     password_hash: str
+    tokens_valid_after: float = 0.0  # epoch seconds: older tokens are revoked
+    predict_rate_limit: str | None = None  # None: PREDICT_RATE_LIMIT
 
 
 def hash_password(password: str) -> str:
@@ -70,10 +80,8 @@ class UserStore:
         with self._lock:
             if stamp != self._stamp:
                 raw = json.loads(self.path.read_text(encoding="utf-8"))
-                self._users = {
-                    name: User(name, entry["role"], entry["password_hash"])
-                    for name, entry in raw.get("users", {}).items()
-                }
+                self._users = {name: User(name, **entry)
+                               for name, entry in raw.get("users", {}).items()}
                 self._stamp = stamp
             return self._users
 
@@ -94,7 +102,7 @@ class UserStore:
         return user if bcrypt.checkpw(candidate, stored) and user else None
 
     def save(self, users: dict[str, User]) -> None:
-        payload = {"users": {u.username: {"role": u.role, "password_hash": u.password_hash}
+        payload = {"users": {u.username: _entry(u)
                              for u in sorted(users.values(), key=lambda u: u.username)}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
@@ -110,14 +118,45 @@ class UserStore:
         if not username or len(username) > 64 or not username.isprintable():
             raise UserError("username must be 1-64 printable characters")
         users = dict(self._load())
-        users[username] = User(username, role, hash_password(password))
+        old = users.get(username)
+        users[username] = User(username, role, hash_password(password), time.time(),
+                               old.predict_rate_limit if old else None)
         self.save(users)
+
+    def _replace(self, username: str, **changes) -> None:
+        users = dict(self._load())
+        if username not in users:
+            raise UserError(f"no user {username!r}")
+        users[username] = dataclasses.replace(users[username], **changes)
+        self.save(users)
+
+    def revoke(self, username: str) -> None:
+        """Every token issued to the user until now stops working."""
+        self._replace(username, tokens_valid_after=time.time())
+
+    def set_quota(self, username: str, limit: str | None) -> None:
+        if limit is not None:
+            try:
+                parse_many(limit)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        self._replace(username, predict_rate_limit=limit)
 
     def remove(self, username: str) -> None:
         users = dict(self._load())
         if users.pop(username, None) is None:
             raise UserError(f"no user {username!r}")
         self.save(users)
+
+
+def _entry(user: User) -> dict:
+    """The file's record of a user: optional fields only when set."""
+    entry = {"role": user.role, "password_hash": user.password_hash}
+    if user.tokens_valid_after:
+        entry["tokens_valid_after"] = user.tokens_valid_after
+    if user.predict_rate_limit:
+        entry["predict_rate_limit"] = user.predict_rate_limit
+    return entry
 
 
 def _read_password(confirm: bool = True) -> str:
@@ -139,7 +178,11 @@ def main(argv=None) -> int:
     add.add_argument("--role", choices=ROLES, default="user")
     sub.add_parser("passwd", help="reset a password").add_argument("username")
     sub.add_parser("remove", help="delete a user").add_argument("username")
-    sub.add_parser("list", help="list users and roles")
+    sub.add_parser("list", help="list users, roles and /predict quotas")
+    sub.add_parser("revoke", help="revoke every token the user holds").add_argument("username")
+    quota = sub.add_parser("quota", help="set the user's /predict rate limit")
+    quota.add_argument("username")
+    quota.add_argument("limit", help='e.g. "60 per minute", or "default" for PREDICT_RATE_LIMIT')
     admin = sub.add_parser("add-admin", help="create an admin with a generated password")
     admin.add_argument("username", nargs="?", default="admin")
     args = parser.parse_args(argv)
@@ -154,13 +197,18 @@ def main(argv=None) -> int:
             store.set_user(user.username, _read_password(), user.role)
         elif args.command == "remove":
             store.remove(args.username)
+        elif args.command == "revoke":
+            store.revoke(args.username)
+            print(f"revoked every token of {args.username!r} issued until now")
+        elif args.command == "quota":
+            store.set_quota(args.username, None if args.limit == "default" else args.limit)
         elif args.command == "add-admin":
             password = secrets.token_urlsafe(18)
             store.set_user(args.username, password, "admin")
             print(f"admin user {args.username!r} password (shown once): {password}")
         else:
             for user in store.all():
-                print(f"{user.username}\t{user.role}")
+                print(f"{user.username}\t{user.role}\t{user.predict_rate_limit or 'default'}")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

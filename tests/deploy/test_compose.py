@@ -49,6 +49,8 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     containers, url = stack["containers"], stack["url"]
     for service in SERVICES:  # serve: its image's HEALTHCHECK (a READY worker)
         engine.wait_healthy(containers[service], timeout=300)
+    # The entrypoint migrated the schema before gunicorn started.
+    assert "prediction log schema: empty -> " in engine.logs(containers["gateway"])
     wait_ready(url, timeout=120)
     print(f"compose up -> all healthy and /readyz 200: {time.monotonic() - stack['started']:.1f} s")
 

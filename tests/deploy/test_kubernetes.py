@@ -65,7 +65,8 @@ def test_manifests_run_and_round_trip(engine, kube):
     kube.start_backends()
     for workload in ("postgres", "redis", "serve"):
         wait_probes(engine, kube, workload, timeout=300)
-    kube.start_gateway()
+    kube.start_gateway()  # its migrate init container first
+    assert "prediction log schema: empty -> " in kube.init_logs
     wait_probes(engine, kube, "gateway", timeout=120)
     url = f"http://127.0.0.1:{kube.gateway_port}"
     wait_ready(url, timeout=60)

@@ -65,7 +65,9 @@ UPLOADS = [
 def test_bad_uploads(gateway, user_token, kwargs, status, detail):
     response = predict(gateway, user_token, **kwargs)
     assert response.status_code == status
-    assert response.json() == {"detail": detail}
+    assert response.json() == {"detail": detail, "error_description": detail,
+                               "error": "invalid_grant" if status == 401 else "invalid_request"}
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 GOOD = {"one_pixel": images.tiny, "animated_gif": images.gif_animated,
@@ -170,8 +172,13 @@ def test_bad_tokens_are_401(gateway, jwt_secret, user_token, case):
     response = requests.post(gateway.url + "/predict", headers=headers, timeout=30,
                              files={"file": ("a.jpg", images.jpeg())})
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert response.json() == {"detail": detail}
+    if not token:
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json() == {"detail": detail}
+    else:
+        assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+        assert response.json() == {"detail": detail, "error": "invalid_token",
+                                   "error_description": detail}
 
 
 def test_token_of_a_user_deleted_since(gateway, users_file):
@@ -183,7 +190,8 @@ def test_token_of_a_user_deleted_since(gateway, users_file):
     assert predict(gateway, token, files={"file": ("a.jpg", images.jpeg())}).status_code == 200
     store.remove("temp_user")
     response = predict(gateway, token, files={"file": ("a.jpg", images.jpeg())})
-    assert response.status_code == 401 and response.json() == {"detail": "user no longer exists"}
+    assert response.status_code == 401 and response.json()["detail"] == "user no longer exists"
+    assert response.json()["error"] == "invalid_token"
 
 
 @pytest.mark.parametrize("form,status,detail", [
@@ -199,4 +207,6 @@ def test_hostile_logins(gateway, form, status, detail):
     headers = {"Content-Type": "application/x-www-form-urlencoded"} if isinstance(form, str) else {}
     response = requests.post(gateway.url + "/token", data=form, headers=headers, timeout=30)
     assert response.status_code == status
-    assert response.json() == {"detail": detail}
+    assert response.json() == {"detail": detail, "error_description": detail,
+                               "error": "invalid_grant" if status == 401 else "invalid_request"}
+    assert response.headers["Cache-Control"] == "no-store"

@@ -183,6 +183,7 @@ def test_everything_runs_as_non_root(rendered):
     for name in ("Dockerfile.serve", "Dockerfile.gateway"):
         users = re.findall(r"^USER (\S+)", dockerfile(name), re.M)
         assert users and users[-1] not in ("root", "0"), name
+    assert set(compose()["services"]) == {"serve", "gateway", "postgres", "redis"}
     for name, service in compose()["services"].items():
         assert str(service.get("user", "0")) not in ("0", "root"), name
         assert service.get("read_only") is True and service.get("cap_drop") == ["ALL"], name
@@ -190,7 +191,7 @@ def test_everything_runs_as_non_root(rendered):
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
         assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
-        for container in spec["containers"]:
+        for container in spec.get("initContainers", []) + spec["containers"]:
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, name
             assert sc["capabilities"]["drop"] == ["ALL"], name
@@ -204,7 +205,7 @@ def test_no_literal_secrets_in_k8s_or_compose(rendered):
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc is None or doc["kind"] != "Secret", f"{path} defines a Secret literally"
     for name, spec in pod_specs(docs):
-        for container in spec["containers"]:
+        for container in spec.get("initContainers", []) + spec["containers"]:
             for env in container.get("env", []):
                 if SECRET_NAME.search(env["name"]):
                     assert "valueFrom" in env, (name, env["name"])

@@ -12,6 +12,9 @@ what podman cannot take as it is:
   claim as a named volume (kube play ignores StatefulSets).
 - emptyDirs become tmpfs volumes owned by the pod's fsGroup, as the kubelet makes
   them (kube play leaves them root-only).
+- Init containers run first as a pod of their own, with the same pod spec, and must
+  exit 0 before the workload's pod starts (podman 4.3 gives up on a pod whose init
+  container it fails to remove: "container state improper").
 - `$(NAME)` references in env values are written out (kube play leaves them).
 - Services are ignored and there is no cluster DNS: the gateway pod gets
   hostAliases that map each Service's name to the pod behind it, as the Service
@@ -80,6 +83,7 @@ class KubePlay:
         self.workloads = {d["metadata"]["name"]: self._as_deployment(d)
                           for d in docs if d["kind"] in WORKLOADS}
         self.played: list[Path] = []
+        self.init_logs = ""
 
     # ---- the copy's changes -------------------------------------------------------
     def _as_deployment(self, workload: dict) -> dict:
@@ -108,8 +112,9 @@ class KubePlay:
         for volume in pod.get("volumes", []):
             if "secret" in volume:
                 volume["secret"].setdefault("optional", False)
-        for container in pod["containers"]:
+        for container in pod.get("initContainers", []) + pod["containers"]:
             self._expand_env(container)
+
         published = workload["metadata"]["name"] == "gateway"
         if published:
             spec["replicas"] = 1  # every replica would bind the one published host port
@@ -176,8 +181,25 @@ class KubePlay:
 
     def start_gateway(self) -> None:
         gateway = self.workloads["gateway"]
-        gateway["spec"]["template"]["spec"]["hostAliases"] = self._service_aliases()
+        pod = gateway["spec"]["template"]["spec"]
+        pod["hostAliases"] = self._service_aliases()
+        self._run_init_containers("gateway", pod)
         self._play("gateway", [gateway])
+
+    def _run_init_containers(self, workload: str, pod: dict) -> None:
+        init = pod.pop("initContainers", [])
+        if not init:
+            return
+        name = f"{workload}-init"
+        self._play(name, [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                           "spec": {**pod, "containers": init, "restartPolicy": "Never"}}])
+        for container in init:
+            full = f"{name}-{container['name']}"
+            code = self.engine("wait", full, timeout=600).stdout.strip()
+            if code != "0":
+                raise RuntimeError(f"init container {full} exited {code}:\n"
+                                   f"{self.engine.logs(full)}")
+            self.init_logs += self.engine.logs(full)
 
     def containers(self, workload: str) -> dict[str, str]:
         """Container name in the manifest -> podman's name for it."""

@@ -8,6 +8,7 @@ import urllib3
 from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NewConnectionError,
                                 ProtocolError, ReadTimeoutError)
 
+from gateway import db
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.users import UserStore
@@ -42,9 +43,11 @@ class FakePool:
 def app(tmp_path):
     users = tmp_path / "users.json"
     UserStore(users).set_user("alice", "alice-password", "user")
+    database_url = f"sqlite:///{tmp_path / 'log.db'}"
+    db.upgrade(database_url)
     app = create_app(Settings(jwt_secret="k" * 40, users_file=str(users),
                               max_upload_bytes=200_000, max_image_pixels=1_000_000,
-                              database_url=f"sqlite:///{tmp_path / 'log.db'}"))
+                              database_url=database_url))
     app.extensions["gateway"].torchserve.pool = FakePool()
     return app
 
@@ -153,17 +156,29 @@ def test_token_errors(client):
     assert bad.status_code == unknown.status_code == 401
     assert bad.json == unknown.json
     assert bad.headers["WWW-Authenticate"] == "Bearer"
+    assert bad.json["error"] == "invalid_grant"
+    for answer in (bad, unknown):
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["Pragma"] == "no-cache"
     grant = client.post("/token", data={"username": "alice", "password": "alice-password",
                                         "grant_type": "client_credentials"})
-    assert grant.status_code == 422
+    assert grant.status_code == 422 and grant.json["error"] == "unsupported_grant_type"
 
 
 def test_missing_and_bad_tokens(client):
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer a.b.c"},
                     {"Authorization": "Basic abc"}):
         response = upload(client, headers, images.png())
-        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
-        assert set(response.json) == {"detail"}
+        assert response.status_code == 401
+        if headers.get("Authorization", "").strip() in ("", "Bearer", "Basic abc"):
+            # No bearer token at all: no error code (RFC 6750 §3.1).
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+            assert set(response.json) == {"detail"}
+        else:
+            assert response.headers["WWW-Authenticate"] == (
+                'Bearer error="invalid_token", error_description="token is malformed"')
+            assert response.json == {"detail": "token is malformed", "error": "invalid_token",
+                                     "error_description": "token is malformed"}
 
 
 def test_unknown_routes_and_methods_are_json(client):

@@ -69,7 +69,7 @@ def test_cli_reads_password_from_stdin(tmp_path):
     assert _cli(tmp_path, "passwd", "bob", stdin="new-pass-123\n").returncode == 0
     assert UserStore(tmp_path / "users.json").authenticate("bob", "new-pass-123")
     listing = _cli(tmp_path, "list")
-    assert listing.stdout.strip() == "bob\tadmin"
+    assert listing.stdout.strip() == "bob\tadmin\tdefault"
     assert _cli(tmp_path, "remove", "bob").returncode == 0
     bad = _cli(tmp_path, "remove", "bob")
     assert bad.returncode == 2 and "no user" in bad.stderr

@@ -1,0 +1,137 @@
+"""Prediction-log migrations on SQLite and a real PostgreSQL, through real gunicorn gateways."""
+
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+import requests
+from sqlalchemy import insert, text
+
+from conftest import get_token
+from gateway import audit, db
+from support.servers import ROOT, GatewayServer
+from support.services import Postgres, postgres_available, required_or_skip
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'predictions.db'}"
+        return
+    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
+    server = Postgres().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def landed_database(url: str, rows: int) -> None:
+    """The table as gateways before migrations made it (create_all, no revision), with rows."""
+    engine = audit.create_log_engine(url)
+    audit.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(audit.predictions), [{
+            "request_id": f"old-{i}", "username": "client_user", "filename": f"{i}.jpg",
+            "extension": "jpg", "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+            "success": True, "status_code": 200, "class_id": i, "category_name": "x",
+            "score": 50, "model_version": "1.0", "latency_ms": 40} for i in range(rows)])
+    engine.dispose()
+
+
+def revision(url: str) -> str | None:
+    engine = audit.create_log_engine(url)
+    with engine.connect() as connection:
+        found = db.current(connection)
+    engine.dispose()
+    return found
+
+
+def gateway(torchserve, tmp_path, name, users_file, jwt_secret, url, **settings):
+    return GatewayServer(torchserve, tmp_path / name, jwt_secret=jwt_secret,
+                         users_file=users_file, database_url=url, **settings)
+
+
+def test_landed_database_upgrades_with_every_row(torchserve, tmp_path, users_file, jwt_secret,
+                                                 database_url):
+    landed_database(database_url, rows=30)
+    server = gateway(torchserve, tmp_path, "gw", users_file, jwt_secret, database_url)
+    server.start()
+    try:
+        server.wait_up()
+        assert revision(database_url) == db.head()
+        token = get_token(server)
+        seen, before = [], None
+        while True:
+            page = requests.get(server.url + "/predictions", timeout=30,
+                                params={"limit": 7, **({"before": before} if before else {})},
+                                headers={"Authorization": f"Bearer {token}"}).json()
+            seen += [row["request_id"] for row in page["items"]]
+            before = page["next_before"]
+            if before is None:
+                break
+        assert seen == [f"old-{i}" for i in reversed(range(30))]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("stamp, message", [
+    (None, "older than this gateway needs"),
+    ("9999", "newer than this gateway knows"),
+])
+def test_gateway_refuses_a_database_at_another_revision(torchserve, tmp_path, users_file,
+                                                        jwt_secret, database_url, stamp, message):
+    landed_database(database_url, rows=1)
+    if stamp:
+        engine = audit.create_log_engine(database_url)
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+            connection.execute(text(f"INSERT INTO alembic_version VALUES ('{stamp}')"))
+        engine.dispose()
+    server = gateway(torchserve, tmp_path, "gw", users_file, jwt_secret, database_url,
+                     database_upgrade_on_start=False)
+    server.start()
+    try:
+        assert server.proc.wait(60) != 0
+        assert f"gateway: the prediction log's schema is at revision {stamp or 'none'}, " \
+               f"{message}" in server.log_tail()
+    finally:
+        server.stop()
+
+
+def test_two_gateways_starting_together_migrate_once(torchserve, tmp_path, users_file,
+                                                     jwt_secret, database_url):
+    servers = [gateway(torchserve, tmp_path, f"gw{i}", users_file, jwt_secret, database_url)
+               for i in range(2)]
+    for server in servers:
+        server.start()
+    try:
+        for server in servers:
+            server.wait_up()
+            assert "Traceback" not in server.log_tail(20000)
+        assert revision(database_url) == db.head()
+        token = get_token(servers[0])
+        for server in servers:
+            answer = requests.get(server.url + "/predictions", timeout=30,
+                                  headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200 and answer.json()["items"] == []
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_models_and_migrations_do_not_drift(database_url):
+    cli = [sys.executable, "-m", "gateway.db", "--database-url", database_url]
+    upgraded = subprocess.run([*cli, "upgrade"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"empty -> {db.head()}" in upgraded.stdout
+    checked = subprocess.run([*cli, "check"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert checked.returncode == 0 and "no schema drift" in checked.stdout, checked.stderr
+    current = subprocess.run([*cli, "current"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+    assert current.stdout.startswith(f"{db.head()} (head: {db.head()})")
