@@ -3,6 +3,7 @@
 import logging
 
 from flask import Flask, jsonify
+from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ def register_error_handlers(app: Flask) -> None:
         if exc.code == 405 and exc.valid_methods:
             headers["Allow"] = ", ".join(exc.valid_methods)
         return error_response(exc.code or 500, exc.description or exc.name, headers)
+
+    @app.errorhandler(StorageError)
+    def _limits_storage_down(exc: StorageError):
+        logger.error("rate-limit storage unavailable: %s", exc.storage_error)
+        return error_response(503, "rate-limit storage is unavailable, try again",
+                              {"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -19,7 +19,10 @@ limiter = Limiter(get_remote_address)
 
 
 def init_app(app: Flask, storage_uri: str) -> None:
-    app.config.update(RATELIMIT_STORAGE_URI=storage_uri, RATELIMIT_HEADERS_ENABLED=True)
+    # wrap_exceptions: a storage outage raises limits' StorageError, which the app
+    # answers with 503 (fail closed: no unlimited logins, no unchecked revocations).
+    app.config.update(RATELIMIT_STORAGE_URI=storage_uri, RATELIMIT_HEADERS_ENABLED=True,
+                      RATELIMIT_STORAGE_OPTIONS={"wrap_exceptions": True})
     limiter.init_app(app)
 
 

@@ -41,9 +41,11 @@ def jwt_secret() -> str:
 def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str, **settings):
     """A READY TorchServe and a gateway in front of it; nothing left running if either fails."""
     torchserve = TorchServeServer(model_store, tmp / "torchserve")
-    # Every test logs in from 127.0.0.1, and the fuzz tests fail hundreds of logins:
-    # the per-address limit is tested on a stack of its own (test_auth_lifecycle.py).
+    # Every test logs in from 127.0.0.1 (the fuzz tests fail hundreds of logins) and
+    # the load tests send thousands of predictions as one user: the per-address login
+    # limit and the quota are tested on a stack of their own (test_auth_lifecycle.py).
     settings.setdefault("login_address_rate_limit", "100000 per minute")
+    settings.setdefault("predict_rate_limit", "100000 per minute")
     gateway = GatewayServer(torchserve, tmp / "gateway", jwt_secret=jwt_secret,
                             users_file=users_file, **settings)
     try:

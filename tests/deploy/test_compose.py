@@ -19,10 +19,10 @@ def stack(engine, images, name_prefix):
     """`compose up` of the project under a unique name; only the published port differs."""
     project = name_prefix.replace("-", "")
     port = free_port()
-    env = dict(os.environ, JWT_SECRET=secrets.token_urlsafe(48),
-               POSTGRES_PASSWORD=secrets.token_urlsafe(24), WEIGHTS="random",
-               USERS_FILE_HOST=str(ROOT / "config/users.json"),
-               GATEWAY_PUBLISH=f"127.0.0.1:{port}")
+    env = {**os.environ, "JWT_SECRET": secrets.token_urlsafe(48),
+           "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "WEIGHTS": "random",
+           "USERS_FILE_HOST": str(ROOT / "config/users.json"),
+           "GATEWAY_PUBLISH": f"127.0.0.1:{port}"}
 
     def compose(*args, timeout=600):
         return subprocess.run([*engine.compose_command(), "-f", str(COMPOSE_FILE), "-p", project,

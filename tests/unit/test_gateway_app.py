@@ -12,6 +12,7 @@ from gateway import db
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.users import UserStore
+from support.servers import free_port
 from support import images
 
 PREDICTION = {
@@ -217,3 +218,15 @@ def test_every_route_is_in_the_openapi_spec(app, client):
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
               if not rule.rule.startswith(("/docs", "/static"))}
     assert routes == spec_paths
+
+
+def test_rate_limit_storage_outage_is_503_not_500(tmp_path):
+    """Fail closed: without its Redis the gateway neither allows unlimited logins nor 500s."""
+    users = tmp_path / "users.json"
+    UserStore(users).set_user("alice", "alice-password", "user")
+    app = create_app(Settings(jwt_secret="k" * 40, users_file=str(users), prediction_log=False,
+                              rate_limit_storage_uri=f"redis://127.0.0.1:{free_port()}"))
+    response = app.test_client().post("/token", data={"username": "alice",
+                                                      "password": "alice-password"})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json == {"detail": "rate-limit storage is unavailable, try again"}
