@@ -24,9 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import requests
 import torch
+import tritonclient.http as triton
 import yaml
+from tritonclient.utils import InferenceServerException
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -91,6 +94,23 @@ def run_http(concurrency: int, total: int, call) -> dict:
         started = time.perf_counter()
         list(pool.map(one, range(total)))
     return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - started}
+
+
+def oip_infer(url: str, token: str, payloads: list[bytes]):
+    """A run_http call: one image through /v2 infer with tritonclient, a client per thread."""
+    local = threading.local()
+
+    def call(i, _session):
+        if not hasattr(local, "client"):
+            local.client = triton.InferenceServerClient(url.removeprefix("http://"))
+        tensor = triton.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([payloads[i % len(payloads)]], dtype=np.object_))
+        try:
+            local.client.infer("resnet18", [tensor], headers={"Authorization": f"Bearer {token}"})
+        except InferenceServerException as exc:
+            return f"InferenceServerException {exc.status()}"
+        return 200
+    return call
 
 
 def alternate(modes: dict, concurrency: int, rounds: int, per_round: int) -> list[dict]:
@@ -222,6 +242,12 @@ def main(argv=None) -> int:
             results = [row for c in levels
                        for row in alternate(modes, c, args.rounds, per_round)]
             audit_on, audit_off = alternate(audit_modes, 1, args.rounds, per_round)
+            # The Open Inference Protocol through tritonclient (binary tensors, one image
+            # per call) against /predict, side by side.
+            oip = alternate({"gateway": modes["gateway"],
+                             "gateway-oip": lambda c, n: run_http(
+                                 c, n, oip_infer(gateways["gateway"].url, token, payloads))},
+                            top, args.rounds, per_round)
             # The int8 variant against fp32, in-process and served (pinned version), side by side.
             register = requests.post(
                 torchserve.management_url + "/models", timeout=120,
@@ -261,16 +287,18 @@ def main(argv=None) -> int:
             variant_row[f"{mode}-int8", c]["images_per_s"]
             / variant_row[mode, c]["images_per_s"], 2)
            for mode in ("in-process", "gateway") for c in sorted({min(levels), top})},
-        "errors": sum(r["errors"] for r in [*results, *variants, audit_on, audit_off]),
+        f"oip_over_predict_throughput_c{top}": round(
+            oip[1]["images_per_s"] / oip[0]["images_per_s"], 3),
+        "errors": sum(r["errors"] for r in [*results, *variants, audit_on, audit_off, *oip]),
     }
     report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {
         "cpus": os.cpu_count()}, "requests_per_cell": args.requests,
-        "results": results, "audit": [audit_on, audit_off], "variants": variants,
+        "results": results, "audit": [audit_on, audit_off], "variants": variants, "oip": oip,
         "summary": summary}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     plot(results, args.out / "bench.png")
     print(f"{'mode':<16}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
-    for r in [*results, *variants]:
+    for r in [*results, *variants, *oip]:
         print(f"{r['mode']:<16}{r['concurrency']:>4}{r['images_per_s']:>9}{r['p50_ms']:>9}"
               f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}")
     for key, value in summary.items():

@@ -48,6 +48,8 @@ def on_starting(server):
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
+    from sqlalchemy.exc import OperationalError
+
     from gateway import db
     from gateway.settings import Settings, SettingsError
 
@@ -59,6 +61,9 @@ def on_starting(server):
             db.require_current(settings.database_url)
     except (SettingsError, db.SchemaError) as exc:  # stops here, with a clear message
         raise SystemExit(f"gateway: {exc}") from None
+    except OperationalError as exc:
+        raise SystemExit(f"gateway: the prediction log's database is unreachable: "
+                         f"{exc.orig}") from None
 
 
 def child_exit(server, worker):

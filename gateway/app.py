@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import admin, auth, docs, health, history, limits, metrics, observability, predict
+from gateway import (admin, auth, docs, health, history, limits, metrics, observability, oip,
+                     predict)
 from gateway.audit import PredictionLog
 from gateway.errors import register_error_handlers
 from gateway.settings import Settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(predict.bp)
+    app.register_blueprint(oip.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(history.bp)
     app.register_blueprint(metrics.bp)

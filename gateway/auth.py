@@ -25,7 +25,7 @@ def _claims() -> dict:
     except tokens.TokenError as exc:
         metrics.AUTH_FAILURES.labels("invalid_token").inc()
         raise invalid_token(str(exc)) from None
-    if limits.denied(claims.get("jti", "")):
+    if limits.denied(claims["jti"]):
         metrics.AUTH_FAILURES.labels("revoked_token").inc()
         raise invalid_token("token has been revoked (logged out)")
     return claims

@@ -1,5 +1,6 @@
 """POST /predict: validate the upload, ask TorchServe, answer in the old contract, log it."""
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -66,64 +67,49 @@ def _read_upload(max_bytes: int) -> tuple[str | None, bytes]:
     return parts[0].filename, parts[0].raw
 
 
-def _classify(record: dict) -> dict:
-    """The prediction answer; fills `record` with what the prediction log keeps."""
-    user = authenticate()
-    record["username"] = user.username
-    services = current_app.extensions["gateway"]
+def classify_image(services, data: bytes, filename: str, version: str | None,
+                   request_id: str, record: dict) -> dict:
+    """Check one image, ask TorchServe, fill the log row's outcome; TorchServe's result."""
     settings = services.settings
-    # The per-user quota (OWASP API4), counted before any work for this request.
-    limits.check_quota(user.predict_rate_limit or settings.predict_rate_limit,
-                       f"predict:{user.username}", "prediction")
-    version = request.args.get("model_version")
-    if version is not None:
-        check_version(version)
-    raw_filename, data = _read_upload(settings.max_upload_bytes)
-    filename = safe_filename(raw_filename)
     record.update(filename=filename, extension=extension_of(filename),
                   upload_sha256=hashlib.sha256(data).hexdigest(), upload_bytes=len(data))
     metrics.UPLOAD_BYTES.observe(len(data))
     check_upload(data, settings.max_upload_bytes, settings.max_image_pixels)
     started = time.perf_counter()
     try:
-        result = services.torchserve.predict(data, version, g.request_id)
+        result = services.torchserve.predict(data, version, request_id)
     finally:
-        g.upstream_seconds = time.perf_counter() - started
-        metrics.UPSTREAM_LATENCY.observe(g.upstream_seconds)
+        record["upstream_seconds"] = time.perf_counter() - started
+        metrics.UPSTREAM_LATENCY.observe(record["upstream_seconds"])
     top = result["predictions"][0]
-    answer = {
-        "username": user.username,
-        "filename": filename,
-        "extension": record["extension"],
-        "date": record["created_at"].isoformat(),
-        "class_id": top["class_id"],
-        "category_name": top["category_name"],
-        "score": round(top["probability"] * 100),
-        "success": True,
-        "model_name": result.get("model_name"),
-        "model_version": result.get("model_version"),
-        "top_k": result["predictions"],
-    }
-    g.model_version = answer["model_version"]
-    metrics.PREDICTIONS.labels(answer["model_version"], str(answer["class_id"])).inc()
-    record.update(class_id=answer["class_id"], category_name=answer["category_name"],
-                  score=answer["score"], model_version=answer["model_version"])
-    return answer
+    record.update(class_id=top["class_id"], category_name=top["category_name"],
+                  score=round(top["probability"] * 100), model_version=result.get("model_version"))
+    metrics.PREDICTIONS.labels(record["model_version"], str(top["class_id"])).inc()
+    return result
 
 
-bp = Blueprint("predict", __name__)
+def authorize_prediction():
+    """The caller, within their prediction quota (OWASP API4), or ApiError 401/429."""
+    user = authenticate()
+    settings = current_app.extensions["gateway"].settings
+    limits.check_quota(user.predict_rate_limit or settings.predict_rate_limit,
+                       f"predict:{user.username}", "prediction")
+    return user
 
 
-@bp.post("/predict")
-def predict():
-    services = current_app.extensions["gateway"]
-    record = {"request_id": g.request_id, "created_at": datetime.now(timezone.utc),
-              "model_version": request.args.get("model_version", "")[:32] or None}
+@contextlib.contextmanager
+def logged_prediction(services, request_id: str, version: str | None):
+    """The prediction-log row of one image, written when the block ends, whatever the outcome.
+
+    The row is written before the answer; if that fails the client must not think it
+    was kept, so the answer becomes 503.
+    """
+    record = {"request_id": request_id, "created_at": datetime.now(timezone.utc),
+              "model_version": (version or "")[:32] or None}
     started = time.perf_counter()
     try:
-        answer = _classify(record)
+        yield record
         record.update(success=True, status_code=200)
-        return answer
     except ApiError as exc:
         record.update(success=False, status_code=exc.status, error_detail=exc.detail)
         raise
@@ -136,13 +122,42 @@ def predict():
     finally:
         record["latency_ms"] = round((time.perf_counter() - started) * 1000)
         if services.prediction_log is not None:
-            _store(services.prediction_log, record)
+            try:
+                services.prediction_log.record(record)
+            except Exception as exc:
+                logger.exception("prediction log write failed for %s", request_id)
+                raise unavailable("prediction log is unavailable, try again") from exc
 
 
-def _store(prediction_log, record: dict) -> None:
-    """Write the row before answering; if that fails the client must not think it was kept."""
-    try:
-        prediction_log.record(record)
-    except Exception as exc:
-        logger.exception("prediction log write failed for %s", record["request_id"])
-        raise unavailable("prediction log is unavailable, try again") from exc
+bp = Blueprint("predict", __name__)
+
+
+@bp.post("/predict")
+def predict():
+    services = current_app.extensions["gateway"]
+    version = request.args.get("model_version")
+    with logged_prediction(services, g.request_id, version) as record:
+        user = authorize_prediction()
+        record["username"] = user.username
+        if version is not None:
+            check_version(version)
+        raw_filename, data = _read_upload(services.settings.max_upload_bytes)
+        filename = safe_filename(raw_filename)
+        try:
+            result = classify_image(services, data, filename, version, g.request_id, record)
+        finally:
+            g.upstream_seconds = record.get("upstream_seconds")
+        g.model_version = record["model_version"]
+        return {
+            "username": user.username,
+            "filename": filename,
+            "extension": record["extension"],
+            "date": record["created_at"].isoformat(),
+            "class_id": record["class_id"],
+            "category_name": record["category_name"],
+            "score": record["score"],
+            "success": True,
+            "model_name": result.get("model_name"),
+            "model_version": record["model_version"],
+            "top_k": result["predictions"],
+        }

@@ -31,4 +31,7 @@ def test_bench_smoke(tmp_path):
     assert summary["int8_agreement_images"] == 200
     assert summary["int8_kept"] == (summary["int8_top1_agreement"] >= 0.99)
     assert summary["int8_speedup_in-process_c1"] > 0
+    assert [r["mode"] for r in report["oip"]] == ["gateway", "gateway-oip"]
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["oip"])
+    assert summary["oip_over_predict_throughput_c2"] > 0
     assert (tmp_path / "bench.png").stat().st_size > 1000
