@@ -5,7 +5,6 @@ No Docker engine or cluster runs here, so these files are checked statically.
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from gateway.settings import Settings
+from support.kube import render
 from support.servers import ROOT
 
 BIN = Path(sys.executable).parent
@@ -34,17 +34,11 @@ def run(*args, cwd=ROOT):
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """kubectl kustomize of k8s/ with throwaway secret files (as `make k8s-secrets` makes)."""
-    work = tmp_path_factory.mktemp("k8s") / "k8s"
-    shutil.copytree(ROOT / "k8s", work, ignore=shutil.ignore_patterns("secrets"))
-    (work / "secrets").mkdir()
-    (work / "secrets/jwt-secret").write_text("x" * 48)
-    (work / "secrets/postgres-password").write_text("p" * 48)
-    shutil.copy(ROOT / "config/users.json", work / "secrets/users.json")
-    result = run(BIN / "kubectl", "kustomize", work)
-    assert result.returncode == 0, result.stderr
-    path = work.parent / "rendered.yaml"
-    path.write_text(result.stdout)
-    return path, [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    work = tmp_path_factory.mktemp("k8s")
+    text = render(work)
+    path = work / "rendered.yaml"
+    path.write_text(text)
+    return path, [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def by_kind(docs, kind):

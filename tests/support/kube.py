@@ -44,9 +44,9 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 WORKLOADS = ("Deployment", "StatefulSet")
 
 
-def render(work: Path, images: dict[str, str] | None = None) -> str:
+def render(work: Path) -> str:
     """`kubectl kustomize` of a copy of k8s/ with throwaway secrets (as `make k8s-secrets`
-    writes them) and, optionally, other image names."""
+    writes them)."""
     work.mkdir(parents=True, exist_ok=True)
     copy_dir = work / "k8s"
     shutil.copytree(ROOT / "k8s", copy_dir, ignore=shutil.ignore_patterns("secrets"))
@@ -54,9 +54,6 @@ def render(work: Path, images: dict[str, str] | None = None) -> str:
     (copy_dir / "secrets/jwt-secret").write_text("x" * 48)
     (copy_dir / "secrets/postgres-password").write_text("p" * 48)
     shutil.copy(ROOT / "config/users.json", copy_dir / "secrets/users.json")
-    for name, new in (images or {}).items():
-        subprocess.run([str(KUBECTL), "kustomize", "edit", "set", "image", f"{name}={new}"],
-                       cwd=copy_dir, check=True, capture_output=True, timeout=60)
     result = subprocess.run([str(KUBECTL), "kustomize", str(copy_dir)], capture_output=True,
                             text=True, timeout=120)
     if result.returncode != 0:
