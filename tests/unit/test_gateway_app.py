@@ -5,6 +5,7 @@ import json
 import pytest
 import requests
 import urllib3
+from openapi_spec_validator import validate
 from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NewConnectionError,
                                 ProtocolError, ReadTimeoutError)
 
@@ -218,6 +219,13 @@ def test_every_route_is_in_the_openapi_spec(app, client):
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
               if not rule.rule.startswith(("/docs", "/static"))}
     assert routes == spec_paths
+
+
+def test_openapi_spec_is_valid_and_every_operation_is_tagged(client):
+    spec = client.get("/openapi.json").json
+    validate(spec)  # raises on any violation of the OpenAPI 3.0 schema
+    operations = [op for path in spec["paths"].values() for op in path.values()]
+    assert all(op.get("tags") for op in operations)
 
 
 def test_rate_limit_storage_outage_is_503_not_500(tmp_path):
