@@ -7,6 +7,11 @@ from gateway.errors import ApiError, unavailable
 bp = Blueprint("health", __name__)
 
 
+def ready_workers(description: dict) -> int:
+    """READY workers of one version (TorchServe's /ping says Healthy while they crash)."""
+    return sum(1 for w in description.get("workers", []) if w.get("status") == "READY")
+
+
 @bp.get("/")
 def index():
     return {
@@ -31,7 +36,7 @@ def readyz():
         raise unavailable(f"not ready: {exc.detail}") from None
     except IndexError:
         raise unavailable("not ready: model has no default version") from None
-    ready = sum(1 for w in default.get("workers", []) if w.get("status") == "READY")
+    ready = ready_workers(default)
     if not ready:
         raise unavailable(f"not ready: {default.get('modelName')} "
                           f"{default.get('modelVersion')} has no READY worker")

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError
-from gateway.health import readyz
+from gateway.health import ready_workers, readyz
 from gateway.models import check_version
 from gateway.predict import authorize_prediction, classify_image, logged_prediction
 
@@ -101,9 +101,7 @@ def model_ready(name, version=None):
     authenticate()
     _check_model(name, version)
     described = _services().torchserve.describe(version or "")
-    workers = described[0].get("workers", []) if described else []
-    is_ready = any(w.get("status") == "READY" for w in workers)
-    if not is_ready:
+    if not (described and ready_workers(described[0])):
         raise ApiError(503, f"model {name} {version or 'default'} has no READY worker",
                        {"Retry-After": "5"})
     return {"name": name, "ready": True}
@@ -236,11 +234,9 @@ def infer(name, version=None):
 
     results = list(_pool.map(one, enumerate(images)))
     g.model_version = results[0].get("model_version")
-    columns = {
-        "class_id": [[p["class_id"] for p in r["predictions"][:k]] for r in results],
-        "probability": [[p["probability"] for p in r["predictions"][:k]] for r in results],
-        "category_name": [[p["category_name"] for p in r["predictions"][:k]] for r in results],
-    }
+    # Each output is the same-named field of the handler's top-k predictions.
+    columns = {out: [[p[out] for p in r["predictions"][:k]] for r in results]
+               for out in OUTPUTS}
     answer = {"model_name": name, "model_version": g.model_version,
               "id": body.get("id", g.request_id), "outputs": []}
     blobs = []
