@@ -30,7 +30,7 @@ check-java:
 # Build model_store/resnet18-$(VERSION).mar (kept if it already exists).
 archive: install
 	@test -f $(MODEL_STORE)/resnet18-$(VERSION).mar || \
-	  $(BIN)/python -m handler.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) \
+	  $(BIN)/python -m modelbuild.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) \
 	    --variant $(VARIANT) --export-path $(MODEL_STORE)
 
 # A local JWT secret in an ignored file, made once.

@@ -28,18 +28,14 @@ import numpy as np
 import requests
 import torch
 import tritonclient.http as triton
-import yaml
 from tritonclient.utils import InferenceServerException
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from handler import resnet18_handler as handler
+from modelbuild import archive, weights
+from modelbuild.handler_files import MAX_IMAGE_PIXELS, MODEL_CONFIG
+from tests.support import images
+from tests.support.servers import ROOT, GatewayServer, TorchServeServer
 
-from handler import archive, weights  # noqa: E402
-from handler import resnet18_handler as handler  # noqa: E402
-from support import images  # noqa: E402
-from support.servers import GatewayServer, TorchServeServer  # noqa: E402
-
-MODEL_CONFIG = yaml.safe_load((ROOT / "handler/model-config.yaml").read_text())
 INT8_VERSION = "1.0-int8"
 
 
@@ -134,7 +130,7 @@ class InProcess:
 
     def step(self, start: int, batch: int) -> None:
         chosen = [self.payloads[(start + k) % len(self.payloads)] for k in range(batch)]
-        handler.classify(self.model, handler.transform_batch(chosen)).topk(5)
+        handler.classify(self.model, handler.transform_batch(chosen, MAX_IMAGE_PIXELS)).topk(5)
 
     def run(self, concurrency: int, total: int) -> dict:
         batch = max(1, min(concurrency, MODEL_CONFIG["batchSize"]))
@@ -202,7 +198,7 @@ def main(argv=None) -> int:
         try:
             torchserve.start()
             ready_s = torchserve.wait_ready()
-            for name, log_on in (("gateway", "true"), ("gateway-no-audit", "false")):
+            for name, log_on in (("gateway", "true"), ("gateway-no-prediction-log", "false")):
                 gateways[name] = GatewayServer(torchserve, tmp / name, jwt_secret=secret,
                                                users_file=ROOT / "config/users.json",
                                                prediction_log=log_on,
@@ -233,15 +229,15 @@ def main(argv=None) -> int:
                 "torchserve": lambda c, n: run_http(c, n, direct),
                 "gateway": lambda c, n: run_http(c, n, through(gateways["gateway"].url)),
             }
-            audit_modes = {
+            log_modes = {
                 "gateway": modes["gateway"],
-                "gateway-no-audit": lambda c, n: run_http(
-                    c, n, through(gateways["gateway-no-audit"].url)),
+                "gateway-no-prediction-log": lambda c, n: run_http(
+                    c, n, through(gateways["gateway-no-prediction-log"].url)),
             }
             per_round = max(1, args.requests // args.rounds)
             results = [row for c in levels
                        for row in alternate(modes, c, args.rounds, per_round)]
-            audit_on, audit_off = alternate(audit_modes, 1, args.rounds, per_round)
+            log_on, log_off = alternate(log_modes, 1, args.rounds, per_round)
             # The Open Inference Protocol through tritonclient (binary tensors, one image
             # per call) against /predict, side by side.
             oip = alternate({"gateway": modes["gateway"],
@@ -277,8 +273,8 @@ def main(argv=None) -> int:
             row["gateway", top]["images_per_s"] / row["torchserve", top]["images_per_s"], 3),
         "gateway_minus_torchserve_p50_ms_c1": round(
             row["gateway", 1]["p50_ms"] - row["torchserve", 1]["p50_ms"], 2) if 1 in levels else None,
-        "audit_write_cost_p50_ms_c1": round(audit_on["p50_ms"] - audit_off["p50_ms"], 2),
-        "audit_on_p50_ms_c1": audit_on["p50_ms"], "audit_off_p50_ms_c1": audit_off["p50_ms"],
+        "prediction_log_write_cost_p50_ms_c1": round(log_on["p50_ms"] - log_off["p50_ms"], 2),
+        "prediction_log_on_p50_ms_c1": log_on["p50_ms"], "prediction_log_off_p50_ms_c1": log_off["p50_ms"],
         "int8_top1_agreement": int8_weights["top1_agreement"],
         "int8_agreement_images": int8_weights["agreement_images"],
         "int8_agreement_classes": int8_weights["agreement_classes"],
@@ -289,11 +285,11 @@ def main(argv=None) -> int:
            for mode in ("in-process", "gateway") for c in sorted({min(levels), top})},
         f"oip_over_predict_throughput_c{top}": round(
             oip[1]["images_per_s"] / oip[0]["images_per_s"], 3),
-        "errors": sum(r["errors"] for r in [*results, *variants, audit_on, audit_off, *oip]),
+        "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip]),
     }
     report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {
         "cpus": os.cpu_count()}, "requests_per_cell": args.requests,
-        "results": results, "audit": [audit_on, audit_off], "variants": variants, "oip": oip,
+        "results": results, "prediction_log": [log_on, log_off], "variants": variants, "oip": oip,
         "summary": summary}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     plot(results, args.out / "bench.png")

@@ -11,9 +11,16 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("GATEWAY_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("GATEWAY_WORKERS", "1"))
-threads = int(os.environ.get("GATEWAY_THREADS", "16"))
+from gateway.settings import Settings, SettingsError
+
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:  # stops here, with a clear message
+    raise SystemExit(f"gateway: {exc}") from None
+
+bind = settings.gateway_bind
+workers = settings.gateway_workers
+threads = settings.gateway_threads
 worker_class = "gthread"
 # Longer than the upstream read timeout (35 s), so TorchServe's answer always wins.
 timeout = 60
@@ -24,9 +31,9 @@ limit_request_line = 8190
 limit_request_fields = 100
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("GATEWAY_LOG_LEVEL", "info")
+loglevel = settings.gateway_log_level
 
-if workers > 1 and os.environ.get("RATE_LIMIT_STORAGE_URI", "memory://").startswith("memory://"):
+if workers > 1 and settings.rate_limit_storage_uri.startswith("memory://"):
     raise SystemExit(
         "GATEWAY_WORKERS > 1 needs RATE_LIMIT_STORAGE_URI=redis://... so the login "
         "rate limit is shared by every worker (memory:// is per process)."
@@ -38,28 +45,27 @@ control_socket_disable = True
 
 # Prometheus multiprocess mode: each worker writes its samples under this
 # directory and /metrics aggregates them all. Emptied when the master starts.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
+# Exported: prometheus_client and the workers' Settings read it from the environment.
+metrics_dir = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="gateway-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
 
 def on_starting(server):
     """In the master, before any worker: fresh metrics files, and the database schema
     migrated (DATABASE_UPGRADE_ON_START) or checked, so a gateway never serves against
     a schema it does not know."""
-    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
     from sqlalchemy.exc import OperationalError
 
     from gateway import db
-    from gateway.settings import Settings, SettingsError
 
     try:
-        settings = Settings.from_env()
         if settings.prediction_log and settings.database_upgrade_on_start:
             db.upgrade(settings.database_url)
         elif settings.prediction_log:
             db.require_current(settings.database_url)
-    except (SettingsError, db.SchemaError) as exc:  # stops here, with a clear message
+    except db.SchemaError as exc:  # stops here, with a clear message
         raise SystemExit(f"gateway: {exc}") from None
     except OperationalError as exc:
         raise SystemExit(f"gateway: the prediction log's database is unreachable: "

@@ -1,27 +1,25 @@
-"""The gateway's app factory: create_app(settings) wires settings, services and blueprints."""
+"""The gateway's app factory: create_app(settings) wires settings, services, blueprints
+and the error handlers that answer every failure as JSON with the right status."""
 
-from dataclasses import dataclass
+import logging
 
-from flask import Flask
+from flask import Flask, jsonify
+from limits.errors import StorageError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import (admin, auth, docs, health, history, limits, metrics, observability, oip,
-                     predict)
-from gateway.audit import PredictionLog
-from gateway.errors import register_error_handlers
+from gateway import (auth, docs, health, limits, metrics, model_versions_routes, observability,
+                     oip, predict, prediction_log_routes)
+from gateway.errors import ApiError
+from gateway.prediction_log import PredictionLog
+from gateway.services import EXTENSION, Services
 from gateway.settings import Settings
-from gateway.upstream import TorchServe
+from gateway.torchserve_client import TorchServeClient
 from gateway.users import UserStore
 
-
-@dataclass
-class Services:
-    """What the blueprints share: app.extensions["gateway"]."""
-
-    settings: Settings
-    users: UserStore
-    torchserve: TorchServe
-    prediction_log: PredictionLog | None
+BLUEPRINTS = (auth.bp, predict.bp, oip.bp, model_versions_routes.bp, prediction_log_routes.bp,
+              metrics.bp, health.bp, docs.bp)
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -33,19 +31,54 @@ def create_app(settings: Settings | None = None) -> Flask:
         # only; every other forwarded header is ignored.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0,
                                 x_host=0, x_port=0, x_prefix=0)
-    app.extensions["gateway"] = Services(
-        settings, UserStore(settings.users_file), TorchServe.from_settings(settings),
+    app.extensions[EXTENSION] = Services(
+        settings, UserStore(settings.users_file), TorchServeClient(settings),
         PredictionLog(settings.database_url) if settings.prediction_log else None)
     limits.init_app(app, settings.rate_limit_storage_uri)
     observability.init_app(app)
-    register_error_handlers(app)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(predict.bp)
-    app.register_blueprint(oip.bp)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(history.bp)
-    app.register_blueprint(metrics.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(docs.spec_bp)
-    app.register_blueprint(docs.swagger_ui_blueprint())
+    _register_error_handlers(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     return app
+
+
+def error_response(status: int, detail: str, headers: dict | None = None,
+                   error: str | None = None):
+    """{"detail": ...}, plus the OAuth2 `error` and `error_description` when given."""
+    body = {"detail": detail}
+    if error:
+        body.update(error=error, error_description=detail)
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.detail, exc.headers, exc.error)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _body_too_large(exc: RequestEntityTooLarge):
+        # Werkzeug parses only small bodies now (/token forms, admin JSON).
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, f"request body is larger than {limit} bytes")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        headers = {}
+        if exc.code == 405 and exc.valid_methods:
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        return error_response(exc.code or 500, exc.description or exc.name, headers)
+
+    @app.errorhandler(StorageError)
+    def _limits_storage_down(exc: StorageError):
+        logger.error("rate-limit storage unavailable: %s", exc.storage_error)
+        return error_response(503, "rate-limit storage is unavailable, try again",
+                              {"Retry-After": "5"})
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error")
+        return error_response(500, "internal server error")

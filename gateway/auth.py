@@ -2,11 +2,12 @@
 
 import time
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 
 from gateway import limits, metrics, tokens
 from gateway.errors import ApiError, invalid_token, unauthorized
 from gateway.limits import limiter
+from gateway.services import services
 from gateway.users import User
 
 INVALID_CREDENTIALS = "Incorrect username or password"
@@ -14,14 +15,13 @@ INVALID_CREDENTIALS = "Incorrect username or password"
 
 def _claims() -> dict:
     """The verified, unrevoked claims of the request's bearer token, or ApiError 401."""
-    services = current_app.extensions["gateway"]
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         metrics.AUTH_FAILURES.labels("missing_token").inc()
         raise unauthorized("Not authenticated: send 'Authorization: Bearer <token>'")
     try:
-        claims = tokens.verify(services.settings, token)
+        claims = tokens.verify(services().settings, token)
     except tokens.TokenError as exc:
         metrics.AUTH_FAILURES.labels("invalid_token").inc()
         raise invalid_token(str(exc)) from None
@@ -34,7 +34,7 @@ def _claims() -> dict:
 def authenticate(required_role: str | None = None) -> User:
     """The user behind the request's bearer token, or ApiError 401/403."""
     claims = _claims()
-    user = current_app.extensions["gateway"].users.get(claims["sub"])
+    user = services().users.get(claims["sub"])
     if user is None:
         metrics.AUTH_FAILURES.labels("deleted_user").inc()
         raise invalid_token("user no longer exists")
@@ -65,14 +65,13 @@ def no_store(response):
 
 
 @bp.post("/token")
-@limiter.limit(lambda: current_app.extensions["gateway"].settings.login_rate_limit,
+@limiter.limit(lambda: services().settings.login_rate_limit,
                key_func=limits.login_user_key, deduct_when=_failed_login,
                error_message="too many failed logins for this user and client, try again later")
-@limiter.limit(lambda: current_app.extensions["gateway"].settings.login_address_rate_limit,
+@limiter.limit(lambda: services().settings.login_address_rate_limit,
                key_func=limits.login_address_key, deduct_when=_failed_login,
                error_message="too many failed logins from this client, try again later")
 def issue_token():
-    services = current_app.extensions["gateway"]
     form = request.form
     username, password = form.get("username"), form.get("password")
     if not username or password is None:
@@ -80,16 +79,16 @@ def issue_token():
                        error="invalid_request")
     if form.get("grant_type") not in (None, "", "password"):
         raise ApiError(422, "grant_type must be 'password'", error="unsupported_grant_type")
-    user = services.users.authenticate(username, password)
+    user = services().users.authenticate(username, password)
     if user is None:
         metrics.AUTH_FAILURES.labels("bad_credentials").inc()
         raise ApiError(401, INVALID_CREDENTIALS, {"WWW-Authenticate": "Bearer"},
                        error="invalid_grant")
     g.user = user.username
     return {
-        "access_token": tokens.issue(services.settings, user.username, user.role),
+        "access_token": tokens.issue(services().settings, user.username, user.role),
         "token_type": "bearer",
-        "expires_in": services.settings.jwt_ttl_seconds,
+        "expires_in": services().settings.jwt_ttl_seconds,
     }
 
 

@@ -12,7 +12,6 @@ lock, or a lock file beside a SQLite database.
 import argparse
 import contextlib
 import fcntl
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 
-from gateway.audit import create_log_engine
-from gateway.settings import Settings
+from gateway.prediction_log import create_log_engine
+from gateway.settings import Settings, SettingsError
 
 # pg_advisory_lock key: any constant the application uses for nothing else.
 MIGRATION_LOCK_KEY = 0x1C_0DB
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.db", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url",
-                        default=os.environ.get("DATABASE_URL", Settings.database_url))
+                        help=f"default: DATABASE_URL or {Settings.database_url}")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upgrade", help="migrate to the newest revision")
     up.add_argument("--wait", type=float, default=0,
@@ -143,12 +142,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
+        database_url = (args.database_url
+                        or Settings.from_env(require_secret=False).database_url)
         if args.command == "upgrade":
-            before, after = upgrade(args.database_url, args.wait)
+            before, after = upgrade(database_url, args.wait)
             print(f"prediction log schema: {before or 'empty'} -> {after} "
                   f"in {time.monotonic() - started:.1f} s")
         else:
-            engine = create_log_engine(args.database_url)
+            engine = create_log_engine(database_url)
             try:
                 with engine.connect() as connection:
                     if args.command == "current":
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
                         print("no schema drift")
             finally:
                 engine.dispose()
-    except (OperationalError, CommandError, SchemaError) as exc:
+    except (OperationalError, CommandError, SchemaError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

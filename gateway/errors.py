@@ -1,12 +1,9 @@
-"""One error shape for every failure: JSON {"detail": "..."} with the right status."""
+"""ApiError, the gateway's one error type, and helpers for the common ones.
 
-import logging
-
-from flask import Flask, jsonify
-from limits.errors import StorageError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-
-logger = logging.getLogger(__name__)
+Plain Python: the TorchServe client, the image check and the CLIs raise it without
+loading Flask. The app factory (gateway.app) answers it as JSON {"detail": "..."}
+with its status and headers.
+"""
 
 
 class ApiError(Exception):
@@ -43,44 +40,3 @@ def unavailable(detail: str, retry_after: int = 5) -> ApiError:
 
 def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, f"file is larger than {max_bytes} bytes")
-
-
-def error_response(status: int, detail: str, headers: dict | None = None,
-                   error: str | None = None):
-    body = {"detail": detail}
-    if error:
-        body.update(error=error, error_description=detail)
-    response = jsonify(body)
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.detail, exc.headers, exc.error)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _body_too_large(exc: RequestEntityTooLarge):
-        # Werkzeug parses only small bodies now (/token forms, admin JSON).
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        return error_response(413, f"request body is larger than {limit} bytes")
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        headers = {}
-        if exc.code == 405 and exc.valid_methods:
-            headers["Allow"] = ", ".join(exc.valid_methods)
-        return error_response(exc.code or 500, exc.description or exc.name, headers)
-
-    @app.errorhandler(StorageError)
-    def _limits_storage_down(exc: StorageError):
-        logger.error("rate-limit storage unavailable: %s", exc.storage_error)
-        return error_response(503, "rate-limit storage is unavailable, try again",
-                              {"Retry-After": "5"})
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        logger.exception("unhandled error")
-        return error_response(500, "internal server error")

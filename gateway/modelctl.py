@@ -9,20 +9,22 @@
 
 import argparse
 import json
-import os
 import sys
 
 from gateway.errors import ApiError
-from gateway.models import ModelVersions
-from gateway.upstream import TorchServe
+from gateway.model_versions import ModelVersions
+from gateway.settings import Settings, SettingsError
+from gateway.torchserve_client import TorchServeClient
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.modelctl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--management-url", default=os.environ.get(
-        "TORCHSERVE_MANAGEMENT_URL", "http://127.0.0.1:8081"))
-    parser.add_argument("--model", default=os.environ.get("MODEL_NAME", "resnet18"))
+    parser.add_argument("--management-url", dest="torchserve_management_url",
+                        help="default: TORCHSERVE_MANAGEMENT_URL or "
+                             f"{Settings.torchserve_management_url}")
+    parser.add_argument("--model", dest="model_name",
+                        help=f"default: MODEL_NAME or {Settings.model_name}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list")
     sub.add_parser("register").add_argument("archive")
@@ -30,7 +32,14 @@ def main(argv=None) -> int:
     sub.add_parser("unregister").add_argument("version")
     sub.add_parser("rollback")
     args = parser.parse_args(argv)
-    versions = ModelVersions(TorchServe("", args.management_url, args.model))
+    given = {name: getattr(args, name) for name in ("torchserve_management_url", "model_name")
+             if getattr(args, name) is not None}
+    try:
+        settings = Settings.from_env(require_secret=False, **given)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    versions = ModelVersions(TorchServeClient(settings))
     try:
         if args.command == "list":
             result = versions.overview()

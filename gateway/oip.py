@@ -15,14 +15,17 @@ import json
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError
-from gateway.health import ready_workers, readyz
-from gateway.models import check_version
-from gateway.predict import authorize_prediction, classify_image, logged_prediction
+from gateway.health import readyz
+from gateway.model_versions import check_version
+from gateway.predict import (Classification, Upload, authorize_prediction, classify_image,
+                             logged_prediction)
+from gateway.readiness import ready_workers
+from gateway.services import services
 
 MAX_BATCH = 8  # the handler's batch size (handler/model-config.yaml)
 TOP_K = 5  # the handler answers its 5 best classes
@@ -49,12 +52,8 @@ def _protocol_http_error(exc: HTTPException):
     return _protocol_error(ApiError(exc.code or 500, exc.description or exc.name))
 
 
-def _services():
-    return current_app.extensions["gateway"]
-
-
 def _check_model(name: str, version: str | None) -> None:
-    if name != _services().settings.model_name:
+    if name != services().settings.model_name:
         raise ApiError(404, f"unknown model {name!r}")
     if version is not None:
         check_version(version)
@@ -78,7 +77,7 @@ def ready():
 
 
 def _model_metadata(name: str, version: str | None) -> dict:
-    versions = [v["modelVersion"] for v in _services().torchserve.describe("all")]
+    versions = [v["modelVersion"] for v in services().torchserve.describe("all")]
     if version is not None and version not in versions:
         raise ApiError(404, f"model {name} version {version} is not registered")
     return {"name": name, "versions": versions, "platform": "pytorch_torchserve",
@@ -100,7 +99,7 @@ def model_metadata(name, version=None):
 def model_ready(name, version=None):
     authenticate()
     _check_model(name, version)
-    described = _services().torchserve.describe(version or "")
+    described = services().torchserve.describe(version or "")
     if not (described and ready_workers(described[0])):
         raise ApiError(503, f"model {name} {version or 'default'} has no READY worker",
                        {"Retry-After": "5"})
@@ -217,26 +216,24 @@ def _serialise(name: str, rows: list[list], binary: bool) -> tuple[dict, bytes]:
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name, version=None):
-    services = _services()
+    svc = services()
     user = authorize_prediction()
     _check_model(name, version)
     body, tail = _split_body()
     images, outputs, k = _images(body, tail), _requested_outputs(body), _top_k(body)
     base_id = g.request_id
 
-    def one(index_image):  # in a pool thread: no Flask globals here
+    def one(index_image) -> Classification:  # in a pool thread: no Flask globals here
         index, image = index_image
         request_id = f"{base_id}-{index}"
-        with logged_prediction(services, request_id, version) as record:
-            record["username"] = user.username
-            return classify_image(services, image, f"image-{index}", version, request_id,
-                                  record)
+        with logged_prediction(svc, request_id, version) as attempt:
+            attempt.username = user.username
+            return classify_image(svc, attempt, Upload(f"image-{index}", image))
 
     results = list(_pool.map(one, enumerate(images)))
-    g.model_version = results[0].get("model_version")
+    g.model_version = results[0].model_version
     # Each output is the same-named field of the handler's top-k predictions.
-    columns = {out: [[p[out] for p in r["predictions"][:k]] for r in results]
-               for out in OUTPUTS}
+    columns = {out: [[p[out] for p in r.top_k[:k]] for r in results] for out in OUTPUTS}
     answer = {"model_name": name, "model_version": g.model_version,
               "id": body.get("id", g.request_id), "outputs": []}
     blobs = []

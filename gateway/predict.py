@@ -4,17 +4,20 @@ import contextlib
 import hashlib
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import multipart
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, g, request
 from werkzeug.exceptions import HTTPException
 
 from gateway import limits, metrics
 from gateway.auth import authenticate
 from gateway.errors import ApiError, too_large, unavailable
 from gateway.imagecheck import check_upload
-from gateway.models import check_version
+from gateway.model_versions import check_version
+from gateway.prediction_log import PredictionRow
+from gateway.services import Services, services
 
 MAX_FILENAME_CHARS = 255
 # Multipart framing around the file, on top of MAX_UPLOAD_BYTES.
@@ -67,63 +70,125 @@ def _read_upload(max_bytes: int) -> tuple[str | None, bytes]:
     return parts[0].filename, parts[0].raw
 
 
-def classify_image(services, data: bytes, filename: str, version: str | None,
-                   request_id: str, record: dict) -> dict:
-    """Check one image, ask TorchServe, fill the log row's outcome; TorchServe's result."""
-    settings = services.settings
-    record.update(filename=filename, extension=extension_of(filename),
-                  upload_sha256=hashlib.sha256(data).hexdigest(), upload_bytes=len(data))
-    metrics.UPLOAD_BYTES.observe(len(data))
-    check_upload(data, settings.max_upload_bytes, settings.max_image_pixels)
+@dataclass(frozen=True)
+class Upload:
+    """One image as it was sent: its cleaned file name and its bytes."""
+
+    filename: str
+    data: bytes
+
+    @property
+    def extension(self) -> str:
+        return extension_of(self.filename)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """TorchServe's answer for one image, in the old contract's terms."""
+
+    class_id: int
+    category_name: str
+    score: int  # the top class's probability in integer percent
+    model_name: str | None
+    model_version: str | None
+    top_k: list[dict]
+
+    @classmethod
+    def from_result(cls, result: dict) -> "Classification":
+        top = result["predictions"][0]
+        return cls(top["class_id"], top["category_name"], round(top["probability"] * 100),
+                   result.get("model_name"), result.get("model_version"), result["predictions"])
+
+
+@dataclass
+class Attempt:
+    """What one prediction has established so far. Its log row is built from this once,
+    when the prediction ends (`row`)."""
+
+    request_id: str
+    requested_version: str | None
+    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    username: str | None = None
+    upload: Upload | None = None
+    classification: Classification | None = None
+    upstream_seconds: float | None = None
+
+    def row(self, status_code: int, error_detail: str | None, latency_ms: int) -> PredictionRow:
+        upload, answer = self.upload, self.classification
+        return PredictionRow(
+            request_id=self.request_id,
+            username=self.username,
+            filename=upload.filename if upload else None,
+            extension=upload.extension if upload else None,
+            upload_sha256=hashlib.sha256(upload.data).hexdigest() if upload else None,
+            upload_bytes=len(upload.data) if upload else None,
+            created_at=self.created_at,
+            success=status_code == 200,
+            status_code=status_code,
+            class_id=answer.class_id if answer else None,
+            category_name=answer.category_name if answer else None,
+            score=answer.score if answer else None,
+            model_version=(answer.model_version if answer
+                           else (self.requested_version or "")[:32] or None),
+            latency_ms=latency_ms,
+            error_detail=error_detail,
+        )
+
+
+def classify_image(svc: Services, attempt: Attempt, upload: Upload) -> Classification:
+    """Check one image and ask TorchServe; the attempt keeps what it learns."""
+    settings = svc.settings
+    attempt.upload = upload
+    metrics.UPLOAD_BYTES.observe(len(upload.data))
+    check_upload(upload.data, settings.max_upload_bytes, settings.max_image_pixels)
     started = time.perf_counter()
     try:
-        result = services.torchserve.predict(data, version, request_id)
+        result = svc.torchserve.predict(upload.data, attempt.requested_version,
+                                        attempt.request_id)
     finally:
-        record["upstream_seconds"] = time.perf_counter() - started
-        metrics.UPSTREAM_LATENCY.observe(record["upstream_seconds"])
-    top = result["predictions"][0]
-    record.update(class_id=top["class_id"], category_name=top["category_name"],
-                  score=round(top["probability"] * 100), model_version=result.get("model_version"))
-    metrics.PREDICTIONS.labels(record["model_version"], str(top["class_id"])).inc()
-    return result
+        attempt.upstream_seconds = time.perf_counter() - started
+        metrics.UPSTREAM_LATENCY.observe(attempt.upstream_seconds)
+    attempt.classification = Classification.from_result(result)
+    metrics.PREDICTIONS.labels(attempt.classification.model_version,
+                               str(attempt.classification.class_id)).inc()
+    return attempt.classification
 
 
 def authorize_prediction():
     """The caller, within their prediction quota (OWASP API4), or ApiError 401/429."""
     user = authenticate()
-    settings = current_app.extensions["gateway"].settings
-    limits.check_quota(user.predict_rate_limit or settings.predict_rate_limit,
+    limits.check_quota(user.predict_rate_limit or services().settings.predict_rate_limit,
                        f"predict:{user.username}", "prediction")
     return user
 
 
 @contextlib.contextmanager
-def logged_prediction(services, request_id: str, version: str | None):
-    """The prediction-log row of one image, written when the block ends, whatever the outcome.
+def logged_prediction(svc: Services, request_id: str, version: str | None):
+    """The Attempt of one image; its prediction-log row is written when the block ends,
+    whatever the outcome.
 
     The row is written before the answer; if that fails the client must not think it
     was kept, so the answer becomes 503.
     """
-    record = {"request_id": request_id, "created_at": datetime.now(timezone.utc),
-              "model_version": (version or "")[:32] or None}
+    attempt = Attempt(request_id, version)
     started = time.perf_counter()
+    status, detail = 200, None
     try:
-        yield record
-        record.update(success=True, status_code=200)
+        yield attempt
     except ApiError as exc:
-        record.update(success=False, status_code=exc.status, error_detail=exc.detail)
+        status, detail = exc.status, exc.detail
         raise
     except HTTPException as exc:
-        record.update(success=False, status_code=exc.code, error_detail=exc.description)
+        status, detail = exc.code, exc.description
         raise
     except Exception as exc:
-        record.update(success=False, status_code=500, error_detail=f"internal error: {exc!r}")
+        status, detail = 500, f"internal error: {exc!r}"
         raise
     finally:
-        record["latency_ms"] = round((time.perf_counter() - started) * 1000)
-        if services.prediction_log is not None:
+        if svc.prediction_log is not None:
+            latency_ms = round((time.perf_counter() - started) * 1000)
             try:
-                services.prediction_log.record(record)
+                svc.prediction_log.record(attempt.row(status, detail, latency_ms))
             except Exception as exc:
                 logger.exception("prediction log write failed for %s", request_id)
                 raise unavailable("prediction log is unavailable, try again") from exc
@@ -134,30 +199,30 @@ bp = Blueprint("predict", __name__)
 
 @bp.post("/predict")
 def predict():
-    services = current_app.extensions["gateway"]
+    svc = services()
     version = request.args.get("model_version")
-    with logged_prediction(services, g.request_id, version) as record:
+    with logged_prediction(svc, g.request_id, version) as attempt:
         user = authorize_prediction()
-        record["username"] = user.username
+        attempt.username = user.username
         if version is not None:
             check_version(version)
-        raw_filename, data = _read_upload(services.settings.max_upload_bytes)
-        filename = safe_filename(raw_filename)
+        raw_filename, data = _read_upload(svc.settings.max_upload_bytes)
+        upload = Upload(safe_filename(raw_filename), data)
         try:
-            result = classify_image(services, data, filename, version, g.request_id, record)
+            answer = classify_image(svc, attempt, upload)
         finally:
-            g.upstream_seconds = record.get("upstream_seconds")
-        g.model_version = record["model_version"]
+            g.upstream_seconds = attempt.upstream_seconds
+        g.model_version = answer.model_version
         return {
             "username": user.username,
-            "filename": filename,
-            "extension": record["extension"],
-            "date": record["created_at"].isoformat(),
-            "class_id": record["class_id"],
-            "category_name": record["category_name"],
-            "score": record["score"],
+            "filename": upload.filename,
+            "extension": upload.extension,
+            "date": attempt.created_at.isoformat(),
+            "class_id": answer.class_id,
+            "category_name": answer.category_name,
+            "score": answer.score,
             "success": True,
-            "model_name": result.get("model_name"),
-            "model_version": record["model_version"],
-            "top_k": result["predictions"],
+            "model_name": answer.model_name,
+            "model_version": answer.model_version,
+            "top_k": answer.top_k,
         }

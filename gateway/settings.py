@@ -1,4 +1,8 @@
-"""Every gateway setting, read once from the environment into one object."""
+"""Every gateway setting, read once from the environment into one object.
+
+The app, gunicorn's config (config/gunicorn.conf.py) and the CLIs all read the
+environment through Settings.from_env: one variable, one default, one parser.
+"""
 
 import os
 from dataclasses import dataclass, fields
@@ -44,10 +48,19 @@ class Settings:
     database_url: str = "sqlite:///run/predictions.db"
     prediction_log: bool = True
     database_upgrade_on_start: bool = True
+    # gunicorn (config/gunicorn.conf.py)
+    gateway_bind: str = "127.0.0.1:8000"
+    gateway_workers: int = 1
+    gateway_threads: int = 16
+    gateway_log_level: str = "info"
+    prometheus_multiproc_dir: str = ""  # "": gunicorn makes a fresh one
 
     @classmethod
-    def from_env(cls, environ=None, **overrides) -> "Settings":
-        """Build from VARIABLE_NAME = field name upper-cased; overrides win."""
+    def from_env(cls, environ=None, *, require_secret: bool = True, **overrides) -> "Settings":
+        """Build from VARIABLE_NAME = field name upper-cased; overrides win.
+
+        The CLIs pass require_secret=False: they read settings but issue no tokens.
+        """
         environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
@@ -61,17 +74,19 @@ class Settings:
                     f"{f.name.upper()}={raw!r} is not a valid {f.type.__name__}"
                 ) from exc
         values.update(overrides)
-        if "jwt_secret" not in values:
+        if "jwt_secret" not in values and not require_secret:
+            values["jwt_secret"] = ""
+        elif "jwt_secret" not in values:
             raise SettingsError(
                 "JWT_SECRET is not set. Generate one with: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         settings = cls(**values)
-        settings.validate()
+        settings.validate(require_secret)
         return settings
 
-    def validate(self) -> None:
-        if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+    def validate(self, require_secret: bool = True) -> None:
+        if require_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
             raise SettingsError(
                 f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
                 f"(got {len(self.jwt_secret.encode())})"
@@ -80,6 +95,8 @@ class Settings:
             raise SettingsError("JWT_TTL_SECONDS must be positive")
         if self.max_upload_bytes <= 0 or self.max_image_pixels <= 0:
             raise SettingsError("MAX_UPLOAD_BYTES and MAX_IMAGE_PIXELS must be positive")
+        if self.gateway_workers < 1 or self.gateway_threads < 1:
+            raise SettingsError("GATEWAY_WORKERS and GATEWAY_THREADS must be 1 or more")
         if self.trusted_proxy_hops < 0:
             raise SettingsError("TRUSTED_PROXY_HOPS must be 0 or more")
         for name in ("login_rate_limit", "login_address_rate_limit", "predict_rate_limit"):

@@ -32,6 +32,8 @@ from pathlib import Path
 import bcrypt
 from limits import parse_many
 
+from gateway.settings import Settings, SettingsError
+
 ROLES = ("user", "admin")
 BCRYPT_ROUNDS = 12
 BCRYPT_MAX_BYTES = 72
@@ -171,7 +173,7 @@ def _read_password(confirm: bool = True) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.users", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--file", default=os.environ.get("USERS_FILE", "config/users.json"))
+    parser.add_argument("--file", help=f"default: USERS_FILE or {Settings.users_file}")
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="add or replace a user")
     add.add_argument("username")
@@ -186,7 +188,11 @@ def main(argv=None) -> int:
     admin = sub.add_parser("add-admin", help="create an admin with a generated password")
     admin.add_argument("username", nargs="?", default="admin")
     args = parser.parse_args(argv)
-    store = UserStore(args.file)
+    try:
+        store = UserStore(args.file or Settings.from_env(require_secret=False).users_file)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "add":
             store.set_user(args.username, _read_password(), args.role)

@@ -20,10 +20,6 @@ from ts.torch_handler.base_handler import BaseHandler
 
 logger = logging.getLogger(__name__)
 
-# Largest decoded image we accept (40 MP, e.g. 8000x5000). Pillow's own
-# decompression-bomb guard stays on with the same limit.
-MAX_IMAGE_PIXELS = 40_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 TOP_K = 5
 # What each answer and `GET /models` tell about the weights a version runs.
 WEIGHTS_SHOWN = ("source", "sha256", "variant", "top1_agreement", "agreement_images",
@@ -54,17 +50,15 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(scaled, mode="L")
 
 
-def decode_image(payload: bytes) -> Image.Image:
+def decode_image(payload: bytes, max_pixels: int) -> Image.Image:
     """Decode upload bytes into an upright RGB image or raise ValueError."""
     if not payload:
         raise ValueError("empty image")
     try:
         img = Image.open(io.BytesIO(payload))
         width, height = img.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ValueError(
-                f"image has {width * height} pixels, the limit is {MAX_IMAGE_PIXELS}"
-            )
+        if width * height > max_pixels:
+            raise ValueError(f"image has {width * height} pixels, the limit is {max_pixels}")
         if img.format == "PNG":
             Image.open(io.BytesIO(payload)).verify()  # chunk CRCs, which decoding skips
         img = ImageOps.exif_transpose(img)
@@ -84,9 +78,9 @@ def decode_image(payload: bytes) -> Image.Image:
     return img.convert("RGB")
 
 
-def transform_batch(payloads: list[bytes]) -> torch.Tensor:
+def transform_batch(payloads: list[bytes], max_pixels: int) -> torch.Tensor:
     """Decoded, transformed and stacked: the model's input for good images."""
-    return torch.stack([IMAGENET_TRANSFORM(decode_image(p)) for p in payloads])
+    return torch.stack([IMAGENET_TRANSFORM(decode_image(p, max_pixels)) for p in payloads])
 
 
 def load_state_dict(state_dict: dict) -> torch.nn.Module:
@@ -136,7 +130,10 @@ class ResNet18Handler(BaseHandler):
         # One worker per pod/machine uses every core for intra-op parallelism;
         # more workers would each get a share (see model-config.yaml).
         torch.set_num_threads(int(settings.get("torch_threads", 1)))
-        self.device = torch.device("cpu")
+        # Largest decoded image (model-config.yaml); Pillow's own decompression-bomb
+        # guard (a process-wide setting) follows it.
+        self.max_pixels = int(settings["max_image_pixels"])
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
         with open(os.path.join(model_dir, "index_to_name.json"), encoding="utf-8") as f:
             self.mapping = {int(k): v for k, v in json.load(f).items()}
         with open(os.path.join(model_dir, "weights.json"), encoding="utf-8") as f:
@@ -168,7 +165,7 @@ class ResNet18Handler(BaseHandler):
         logger.info("batch of %d, request ids %s", len(data), request_ids)
         for idx, row in enumerate(data):
             try:
-                tensors.append(IMAGENET_TRANSFORM(decode_image(_payload(row))))
+                tensors.append(IMAGENET_TRANSFORM(decode_image(_payload(row), self.max_pixels)))
                 good.append(idx)
             except ValueError as exc:
                 errors[idx] = str(exc)

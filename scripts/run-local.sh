@@ -8,6 +8,6 @@ mkdir -p "$here/run"
 ts_pid=$!
 trap 'kill -TERM "$ts_pid" 2>/dev/null; wait "$ts_pid" 2>/dev/null || true' EXIT
 echo "TorchServe starting (logs: run/torchserve/logs/) ..."
-python "$here/scripts/model_ready.py" --url "${TORCHSERVE_MANAGEMENT_URL:-http://127.0.0.1:8081}" --wait 180
+python "$here/gateway/readiness.py" --url "${TORCHSERVE_MANAGEMENT_URL:-http://127.0.0.1:8081}" --wait 180
 echo "Gateway on http://${GATEWAY_BIND:-127.0.0.1:8000} (docs: /docs). Ctrl-C stops both."
 "$here/scripts/start-gateway.sh"

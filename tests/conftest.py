@@ -5,13 +5,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import requests
-
-from handler import archive, weights
-from support.servers import ROOT, GatewayServer, TorchServeServer
-
-DEMO_USER, DEMO_PASSWORD = "client_user", "tryClassifier"
-ADMIN_USER, ADMIN_PASSWORD = "ops_admin", secrets.token_urlsafe(12)
+from modelbuild import archive, weights
+from tests.support.servers import ROOT
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
 
 
 @pytest.fixture(scope="session")
@@ -36,28 +32,6 @@ def users_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def jwt_secret() -> str:
     return secrets.token_urlsafe(48)
-
-
-def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str, **settings):
-    """A READY TorchServe and a gateway in front of it; nothing left running if either fails."""
-    torchserve = TorchServeServer(model_store, tmp / "torchserve")
-    # Every test logs in from 127.0.0.1 (the fuzz tests fail hundreds of logins) and
-    # the load tests send thousands of predictions as one user: the per-address login
-    # limit and the quota are tested on a stack of their own (test_auth_lifecycle.py).
-    settings.setdefault("login_address_rate_limit", "100000 per minute")
-    settings.setdefault("predict_rate_limit", "100000 per minute")
-    gateway = GatewayServer(torchserve, tmp / "gateway", jwt_secret=jwt_secret,
-                            users_file=users_file, **settings)
-    try:
-        torchserve.start()
-        torchserve.startup_seconds = torchserve.wait_ready()
-        gateway.start()
-        gateway.wait_up()
-    except BaseException:
-        gateway.stop()
-        torchserve.stop()
-        raise
-    return torchserve, gateway
 
 
 @pytest.fixture(scope="session")
@@ -88,13 +62,6 @@ def torchserve(stack):
 @pytest.fixture(scope="session")
 def gateway(stack):
     return stack[1]
-
-
-def get_token(gateway, username=DEMO_USER, password=DEMO_PASSWORD) -> str:
-    response = requests.post(gateway.url + "/token",
-                             data={"username": username, "password": password}, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
 
 
 @pytest.fixture(scope="session")

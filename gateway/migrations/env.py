@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from gateway.audit import metadata
+from gateway.prediction_log import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from support.containers import Engine
-from support.servers import ROOT
-from support.services import required_or_skip
+from tests.support.containers import Engine
+from tests.support.servers import ROOT
+from tests.support.services import required_or_skip
 
 
 

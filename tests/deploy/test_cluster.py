@@ -5,7 +5,7 @@ import os
 import pytest
 import requests
 
-from support.containers import round_trip, wait_ready
+from tests.support.containers import round_trip, wait_ready
 
 URL = os.environ.get("DEPLOY_URL", "").rstrip("/")
 

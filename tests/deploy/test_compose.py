@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from gateway import db
-from support.containers import COMPOSE_FILE, round_trip, wait_ready
-from support.servers import ROOT, free_port
+from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
+from tests.support.servers import ROOT, free_port
 
 SERVICES = ("serve", "postgres", "redis", "gateway")
 

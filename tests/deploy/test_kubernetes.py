@@ -6,9 +6,9 @@ import time
 import pytest
 import yaml
 
-from support.containers import round_trip, wait_ready
-from support.kube import KubePlay, pod_name, render
-from support.servers import free_port
+from tests.support.containers import round_trip, wait_ready
+from tests.support.kube import KubePlay, pod_name, render
+from tests.support.servers import free_port
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 

@@ -8,11 +8,11 @@ import sys
 import pytest
 import requests
 
-from conftest import get_token
+from tests.support.stack import get_token
 from gateway.users import UserStore
-from support import images
-from support.servers import ROOT, GatewayServer
-from support.services import Redis, required_or_skip
+from tests.support import images
+from tests.support.servers import ROOT, GatewayServer
+from tests.support.services import Redis, required_or_skip
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "a-good-password"

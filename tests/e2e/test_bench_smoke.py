@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from support.servers import ROOT
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from conftest import get_token, start_stack
-from support import images
-from support.services import Redis, required_or_skip
+from tests.support.stack import get_token, start_stack
+from gateway import readiness
+from tests.support import images
+from tests.support.services import Redis, required_or_skip
 
 pytestmark = pytest.mark.e2e
 READ_TIMEOUT = 35  # the gateway's UPSTREAM_READ_TIMEOUT
@@ -35,7 +36,7 @@ def fault_stack(tmp_path_factory, model_store, users_file, jwt_secret):
 
 def worker_pid(torchserve) -> int | None:
     body = requests.get(f"{torchserve.management_url}/models/resnet18", timeout=5).json()
-    ready = [w for w in body[0]["workers"] if w["status"] == "READY"]
+    ready = readiness.ready_workers(body[0])
     return ready[0]["pid"] if ready else None
 
 

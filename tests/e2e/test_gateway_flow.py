@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import requests
 
-from conftest import DEMO_PASSWORD, DEMO_USER
-from support import images
+from tests.support.stack import DEMO_PASSWORD, DEMO_USER
+from tests.support import images
 
 pytestmark = pytest.mark.e2e
 

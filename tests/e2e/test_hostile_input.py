@@ -11,8 +11,8 @@ import jwt
 import pytest
 import requests
 
-from conftest import DEMO_USER, get_token
-from support import images
+from tests.support.stack import DEMO_USER, get_token
+from tests.support import images
 
 pytestmark = pytest.mark.e2e
 ACCEPTED = "BMP, GIF, JPEG, PNG, TIFF, WEBP"
@@ -50,7 +50,7 @@ UPLOADS = [
     ("png_bad_crc", {"files": {"file": ("a.png", images.png_bad_crc())}}, 422,
      "image data is corrupt: broken PNG file (bad header checksum in b'IDAT')"),
     ("decompression_bomb", {"files": {"file": ("a.png", images.bomb_png())}}, 422,
-     "image has more than 40000000 pixels"),
+     "image has 900000000 pixels, the limit is 40000000"),
     ("big_but_not_bomb", {"files": {"file": ("a.png", images.bomb_png(9000, 5000))}}, 422,
      "image has 45000000 pixels, the limit is 40000000"),
     ("over_size", {"files": {"file": ("a.jpg", b"\xff\xd8" + b"\0" * 10_100_000)}}, 413,

@@ -8,8 +8,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from conftest import get_token
-from support import images
+from tests.support.stack import get_token
+from tests.support import images
 
 pytestmark = pytest.mark.e2e
 REQUESTS, CONCURRENCY, TIME_BOUND = 2000, 32, 600

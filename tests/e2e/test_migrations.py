@@ -8,10 +8,10 @@ import pytest
 import requests
 from sqlalchemy import insert, text
 
-from conftest import get_token
-from gateway import audit, db
-from support.servers import ROOT, GatewayServer
-from support.services import Postgres, postgres_available, required_or_skip
+from tests.support.stack import get_token
+from gateway import db, prediction_log
+from tests.support.servers import ROOT, GatewayServer
+from tests.support.services import Postgres, postgres_available, required_or_skip
 
 pytestmark = pytest.mark.e2e
 
@@ -31,10 +31,10 @@ def database_url(request, tmp_path):
 
 def landed_database(url: str, rows: int) -> None:
     """The table as gateways before migrations made it (create_all, no revision), with rows."""
-    engine = audit.create_log_engine(url)
-    audit.metadata.create_all(engine)
+    engine = prediction_log.create_log_engine(url)
+    prediction_log.metadata.create_all(engine)
     with engine.begin() as connection:
-        connection.execute(insert(audit.predictions), [{
+        connection.execute(insert(prediction_log.predictions), [{
             "request_id": f"old-{i}", "username": "client_user", "filename": f"{i}.jpg",
             "extension": "jpg", "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
             "success": True, "status_code": 200, "class_id": i, "category_name": "x",
@@ -43,7 +43,7 @@ def landed_database(url: str, rows: int) -> None:
 
 
 def revision(url: str) -> str | None:
-    engine = audit.create_log_engine(url)
+    engine = prediction_log.create_log_engine(url)
     with engine.connect() as connection:
         found = db.current(connection)
     engine.dispose()
@@ -86,7 +86,7 @@ def test_gateway_refuses_a_database_at_another_revision(torchserve, tmp_path, us
                                                         jwt_secret, database_url, stamp, message):
     landed_database(database_url, rows=1)
     if stamp:
-        engine = audit.create_log_engine(database_url)
+        engine = prediction_log.create_log_engine(database_url)
         with engine.begin() as connection:
             connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
             connection.execute(text(f"INSERT INTO alembic_version VALUES ('{stamp}')"))

@@ -9,8 +9,8 @@ import bcrypt
 import pytest
 import requests
 
-from conftest import DEMO_PASSWORD, DEMO_USER
-from support.servers import ROOT, GatewayServer
+from tests.support.stack import DEMO_PASSWORD, DEMO_USER
+from tests.support.servers import ROOT, GatewayServer
 
 pytestmark = pytest.mark.e2e
 

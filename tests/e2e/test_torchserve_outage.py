@@ -5,8 +5,8 @@ import time
 import pytest
 import requests
 
-from conftest import get_token
-from support import images
+from tests.support.stack import get_token
+from tests.support import images
 
 pytestmark = pytest.mark.e2e
 

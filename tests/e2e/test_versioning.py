@@ -8,9 +8,9 @@ import time
 import pytest
 import requests
 
-from conftest import ADMIN_PASSWORD, ADMIN_USER, get_token
-from support import images
-from support.servers import ROOT
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token
+from tests.support import images
+from tests.support.servers import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -148,7 +148,7 @@ def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch
     """An int8 archive registers, serves pinned, and says what it is. Random weights
     miss the real 99 % agreement floor (bench/README.md): it is lowered here only to
     get an archive to serve; the gate itself is tested in tests/unit/test_quantize.py."""
-    from handler import archive, quantize, weights
+    from modelbuild import archive, quantize, weights
 
     monkeypatch.setattr(quantize, "AGREEMENT", {"count": 24, "seed": 2})
     archive.build("1.0-int8", weights.random_weights(0), model_store, force=True,

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from gateway.settings import Settings
-from support.kube import render
-from support.servers import ROOT
+from tests.support.kube import render
+from tests.support.servers import ROOT
 
 BIN = Path(sys.executable).parent
 K8S_VERSION = "1.37.0"
@@ -164,12 +164,11 @@ def test_probe_paths_exist(rendered):
     for probe in ("readinessProbe", "livenessProbe"):
         assert containers["gateway"][probe]["httpGet"]["path"] in routes
     assert "/healthz" in dockerfile("Dockerfile.gateway")
-    ready = ["python", "/app/scripts/model_ready.py", "--url", "http://127.0.0.1:8081"]
+    ready = ["python", "/app/gateway/readiness.py", "--url", "http://127.0.0.1:8081"]
     assert containers["serve"]["readinessProbe"]["exec"]["command"] == ready
     assert containers["serve"]["startupProbe"]["exec"]["command"] == ready
     assert f"CMD {json.dumps(ready)}" in dockerfile("Dockerfile.serve")
-    assert "COPY scripts/start-torchserve.sh scripts/model_ready.py /app/scripts/" in \
-        dockerfile("Dockerfile.serve")
+    assert "COPY gateway/readiness.py /app/gateway/readiness.py" in dockerfile("Dockerfile.serve")
 
 
 def test_everything_runs_as_non_root(rendered):

@@ -11,8 +11,8 @@ from pathlib import Path
 import requests
 import yaml
 
-from support import images
-from support.servers import ROOT, VENV_BIN
+from tests.support import images
+from tests.support.servers import ROOT, VENV_BIN
 
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from support.servers import ROOT
+from tests.support.servers import ROOT
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 WORKLOADS = ("Deployment", "StatefulSet")

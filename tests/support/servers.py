@@ -10,10 +10,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from model_ready import default_version_ready  # noqa: E402
+from gateway import readiness
 
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
 
 
@@ -87,7 +86,7 @@ class TorchServeServer(Process):
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"TorchServe exited:\n{self.log_tail()}")
-            if default_version_ready(self.management_url, "resnet18")[0]:
+            if readiness.check(self.management_url, "resnet18")[0]:
                 return time.monotonic() - start
             time.sleep(0.3)
         raise TimeoutError(f"TorchServe not READY after {timeout}s:\n{self.log_tail()}")

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from support.servers import free_port
+from tests.support.servers import free_port
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 

@@ -9,8 +9,8 @@ import zipfile
 import pytest
 import torch
 
-from handler import weights
-from support.servers import ROOT
+from modelbuild import weights
+from tests.support.servers import ROOT
 
 
 def test_random_weights_are_deterministic():
@@ -53,7 +53,7 @@ def _offline_env(tmp_path):
 
 def archive_cli(tmp_path, weights_spec, version, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "handler.archive", "--weights", weights_spec, "--version", version,
+        [sys.executable, "-m", "modelbuild.archive", "--weights", weights_spec, "--version", version,
          "--export-path", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=180)
 
@@ -79,6 +79,9 @@ def test_auto_offline_falls_back_to_random_loudly(tmp_path):
     assert manifest["model"]["modelName"] == "resnet18"
     assert manifest["model"]["modelVersion"] == "1.0"
     assert {"index_to_name.json", "model-config.yaml", "resnet18_handler.py"} <= names
+    # The handler folder holds only what ships in the archive.
+    shipped = {path.name for path in (ROOT / "handler").iterdir() if path.name != "__pycache__"}
+    assert shipped == {"model-config.yaml", "resnet18_handler.py"} and shipped <= names
     # Never overwrites an existing version unless forced.
     again = archive_cli(tmp_path, "random", "1.0")
     assert again.returncode == 2 and "exists" in again.stderr

@@ -13,8 +13,8 @@ from gateway import db
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.users import UserStore
-from support.servers import free_port
-from support import images
+from tests.support.servers import free_port
+from tests.support import images
 
 PREDICTION = {
     "model_name": "resnet18", "model_version": "1.0",

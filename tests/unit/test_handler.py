@@ -1,44 +1,21 @@
 """ResNet18Handler called directly: every upload mode, batches with bad images."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from handler import archive, weights
+from modelbuild import archive, weights
 from handler import resnet18_handler as mod
-from support import images
-
-
-class FakeContext(SimpleNamespace):
-    def set_response_status(self, code, phrase, idx):
-        self.statuses[idx] = (code, phrase)
-
-    def get_request_header(self, idx, key):
-        return f"req-{idx}" if key == "X-Request-ID" else None
+from modelbuild.handler_files import MAX_IMAGE_PIXELS
+from tests.support import images
+from tests.support.handler_harness import load_handler, run
 
 
 @pytest.fixture(scope="module")
 def handler(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("model")
     archive.write_model_files(weights.random_weights(0), model_dir)
-    config = yaml.safe_load((archive.HANDLER_DIR / "model-config.yaml").read_text())
-    context = FakeContext(
-        system_properties={"model_dir": str(model_dir)},
-        manifest={"model": {"modelName": "resnet18", "modelVersion": "1.0",
-                            "serializedFile": "resnet18.pt"}},
-        model_yaml_config=config,
-        statuses={},
-    )
-    h = mod.ResNet18Handler()
-    h.initialize(context)
-    return h
-
-
-def run(handler, rows):
-    handler.context.statuses = {}
-    return handler.postprocess(handler.inference(handler.preprocess(rows)))
+    return load_handler(model_dir)
 
 
 GOOD = {
@@ -69,20 +46,27 @@ def test_preprocess_gives_imagenet_shape(handler):
 
 
 def test_exif_orientation_is_applied():
-    upright = mod.decode_image(images.exif_rotated_jpeg(6))
+    upright = mod.decode_image(images.exif_rotated_jpeg(6), MAX_IMAGE_PIXELS)
     assert upright.size == (160, 320)  # stored 320x160, EXIF says rotate 90 degrees
 
 
 def test_16bit_png_is_scaled_not_clipped():
-    img = mod.decode_image(images.png16())
+    img = mod.decode_image(images.png16(), MAX_IMAGE_PIXELS)
     lo, hi = img.convert("L").getextrema()
     assert hi < 255 or lo < 250, "a plain convert would clip every pixel to white"
     assert hi - lo > 100
 
 
 def test_rgba_is_composited_on_white():
-    img = mod.decode_image(images.rgba_png())
+    from PIL import Image
+
+    source = Image.new("RGBA", (4, 1), (0, 0, 0, 0))  # transparent black ...
+    source.putpixel((1, 0), (0, 0, 0, 255))  # ... one opaque black pixel ...
+    source.putpixel((2, 0), (0, 0, 0, 128))  # ... one half-transparent black pixel
+    img = mod.decode_image(images.encode(source, "PNG"), MAX_IMAGE_PIXELS)
     assert img.mode == "RGB"
+    assert [img.getpixel((x, 0)) for x in range(4)] == [
+        (255, 255, 255), (0, 0, 0), (127, 127, 127), (255, 255, 255)]
 
 
 @pytest.mark.parametrize("data,detail", [
@@ -93,7 +77,7 @@ def test_rgba_is_composited_on_white():
 ], ids=["truncated_jpeg", "png_bad_crc", "text", "too_many_pixels"])
 def test_bad_image_data_is_a_clear_value_error(data, detail):
     with pytest.raises(ValueError, match=detail):
-        mod.decode_image(data)
+        mod.decode_image(data, MAX_IMAGE_PIXELS)
 
 
 def test_bad_image_in_batch_does_not_fail_the_others(handler):
@@ -116,7 +100,13 @@ def test_batch_of_only_bad_images(handler):
 
 def test_pixel_cap_rejects_bombs():
     with pytest.raises(ValueError, match="pixels"):
-        mod.decode_image(images.bomb_png())
+        mod.decode_image(images.bomb_png(), MAX_IMAGE_PIXELS)
+
+
+def test_pixel_cap_comes_from_the_model_config(handler):
+    assert handler.max_pixels == MAX_IMAGE_PIXELS == 40_000_000
+    with pytest.raises(ValueError, match="image has 307200 pixels, the limit is 1000"):
+        mod.decode_image(images.jpeg((640, 480)), 1000)
 
 
 def test_labels_are_the_1000_imagenet_classes(handler):
@@ -131,6 +121,8 @@ def test_thread_count_follows_model_config(handler):
     assert torch.get_num_threads() == handler.context.model_yaml_config["handler"]["torch_threads"]
 
 
-def test_weights_record_is_readable(handler):
-    assert json.dumps(handler.model_info)
-    assert len(handler.model_info["weights"]["sha256"]) == 64
+def test_describe_handle_reports_the_weights_record(handler):
+    described = json.loads(handler.describe_handle())
+    assert described["model_name"] == "resnet18" and described["model_version"] == "1.0"
+    assert described["weights"]["source"] == "random"
+    assert described["weights"]["sha256"] == weights.random_weights(0).sha256

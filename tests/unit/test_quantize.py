@@ -3,12 +3,12 @@
 import json
 
 import pytest
-import yaml
 
-from handler import archive, quantize, synthetic, weights
+from modelbuild import archive, quantize, synthetic, weights
 from handler import resnet18_handler as mod
-from support import images
-from test_handler import FakeContext, run
+from modelbuild.handler_files import MAX_IMAGE_PIXELS
+from tests.support import images
+from tests.support.handler_harness import load_handler, run
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_synthetic_sets_are_fixed_and_decodable():
     first, again = synthetic.synthetic_images(5, seed=3), synthetic.synthetic_images(5, seed=3)
     assert first == again
     assert first != synthetic.synthetic_images(5, seed=4)
-    assert all(mod.decode_image(data).mode == "RGB" for data in first)
+    assert all(mod.decode_image(data, MAX_IMAGE_PIXELS).mode == "RGB" for data in first)
 
 
 def test_gate_refuses_a_variant_below_the_agreement_floor(small_sets, tmp_path):
@@ -41,13 +41,7 @@ def test_int8_archive_files_are_served_by_the_handler(small_sets, tmp_path):
     assert 0.0 <= record["top1_agreement"] <= 1.0
     assert record["passes_gate"] == (record["top1_agreement"] >= quantize.MIN_AGREEMENT)
     assert json.loads((tmp_path / "weights.json").read_text()) == record
-    handler = mod.ResNet18Handler()
-    handler.initialize(FakeContext(
-        system_properties={"model_dir": str(tmp_path)},
-        manifest={"model": {"modelName": "resnet18", "modelVersion": "1.0-int8",
-                            "serializedFile": "resnet18.pt"}},
-        model_yaml_config=yaml.safe_load((archive.HANDLER_DIR / "model-config.yaml").read_text()),
-        statuses={}))
+    handler = load_handler(tmp_path, "1.0-int8")
     good, bad = run(handler, [{"data": images.jpeg()}, {"data": b"nope"}])
     assert len(good["predictions"]) == 5 and "error" in bad
     assert good["weights"]["variant"] == "int8"

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from gateway.users import UserError, UserStore
-from support.servers import ROOT
+from tests.support.servers import ROOT
 
 
 @pytest.fixture

@@ -1,17 +1,18 @@
-"""Admin routes (role admin): thin, validated calls to TorchServe's management API."""
+"""Admin routes for model versions (role admin): thin, validated calls to ModelVersions."""
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError
-from gateway.models import ModelVersions
+from gateway.model_versions import ModelVersions
+from gateway.services import services
 
-bp = Blueprint("admin", __name__, url_prefix="/models")
+bp = Blueprint("model_versions", __name__, url_prefix="/models")
 
 
 def _versions(name: str) -> ModelVersions:
     authenticate("admin")
-    versions = ModelVersions(current_app.extensions["gateway"].torchserve)
+    versions = ModelVersions(services().torchserve)
     versions.check_name(name)
     return versions
 

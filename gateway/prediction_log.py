@@ -1,4 +1,4 @@
-"""The prediction log: one row per /predict request, success or failure.
+"""The prediction log: one row per image asked for, success or failure.
 
 SQLAlchemy Core on DATABASE_URL: a SQLite file by default (WAL mode, so readers
 never block the single writer and several gunicorn processes can share it),
@@ -7,7 +7,9 @@ own short transaction from the connection pool. The table below is the schema's
 model; migrations in gateway/migrations create and change it (gateway.db).
 """
 
-from datetime import datetime, timezone
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import (Boolean, Column, DateTime, Integer, MetaData, String, Table, Text,
@@ -34,8 +36,29 @@ predictions = Table(
     Column("latency_ms", Integer),
     Column("error_detail", Text),
 )
-FIELDS = [c.name for c in predictions.columns if c.name != "id"]
 INSERT = insert(predictions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictionRow:
+    """One row to write: every column but `id`, each named when it is built (no
+    defaults, so a forgotten column is a TypeError, not a silent NULL)."""
+
+    request_id: str
+    username: str | None
+    filename: str | None
+    extension: str | None
+    upload_sha256: str | None
+    upload_bytes: int | None
+    created_at: datetime
+    success: bool
+    status_code: int
+    class_id: int | None
+    category_name: str | None
+    score: int | None
+    model_version: str | None
+    latency_ms: int
+    error_detail: str | None
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -72,12 +95,10 @@ class PredictionLog:
     def __init__(self, database_url: str):
         self.engine = create_log_engine(database_url)
 
-    def record(self, row: dict) -> None:
-        values = {name: row.get(name) for name in FIELDS}
-        values["created_at"] = values["created_at"] or datetime.now(timezone.utc)
+    def record(self, row: PredictionRow) -> None:
         with self.engine.begin() as connection:
             # One statement object with bound parameters: compiled once, then cached.
-            connection.execute(INSERT, values)
+            connection.execute(INSERT, dataclasses.asdict(row))
 
     def page(self, username: str | None, limit: int, before: int | None) -> list[dict]:
         """Newest first; `before` is the id to continue below."""

@@ -13,8 +13,9 @@ import torch
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from handler import synthetic
 from handler.resnet18_handler import classify, transform_batch
+from modelbuild import synthetic
+from modelbuild.handler_files import MAX_IMAGE_PIXELS
 
 MIN_AGREEMENT = 0.99
 CALIBRATION = {"count": 64, "seed": 1}
@@ -27,7 +28,7 @@ class VariantRejected(RuntimeError):
 
 def batches(payloads: list[bytes], size: int = 16):
     for start in range(0, len(payloads), size):
-        yield transform_batch(payloads[start:start + size])
+        yield transform_batch(payloads[start:start + size], MAX_IMAGE_PIXELS)
 
 
 def quantize_int8(model: torch.nn.Module, calibration: list[bytes]) -> torch.jit.ScriptModule:

@@ -1,4 +1,5 @@
-"""Model versioning on TorchServe's management API: list, register, promote, unregister, roll back.
+"""Model version management on TorchServe's management API: list, register, promote,
+unregister, roll back.
 
 Shared by the admin routes and the operator CLI (python -m gateway.modelctl).
 """
@@ -6,7 +7,8 @@ Shared by the admin routes and the operator CLI (python -m gateway.modelctl).
 import re
 
 from gateway.errors import ApiError
-from gateway.upstream import TorchServe
+from gateway.readiness import ready_workers
+from gateway.torchserve_client import TorchServeClient
 
 # A plain archive file name in the model store: no URL, no path, no "..".
 ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.mar$")
@@ -37,7 +39,7 @@ def _raise_for(status: int, body: dict, context: str):
 
 
 class ModelVersions:
-    def __init__(self, torchserve: TorchServe):
+    def __init__(self, torchserve: TorchServeClient):
         self.ts = torchserve
         self.name = torchserve.model_name
 
@@ -64,7 +66,7 @@ class ModelVersions:
                 "default": version == default,
                 "archive": entry.get("modelUrl"),
                 "workers": workers,
-                "ready_workers": sum(w["status"] == "READY" for w in workers),
+                "ready_workers": len(ready_workers(entry)),
                 "weights": custom.get("weights") if isinstance(custom, dict) else None,
             })
         return {"model_name": self.name, "default_version": default, "versions": versions}

@@ -1,7 +1,7 @@
 """Build model_store/<name>-<version>.mar with torch-model-archiver.
 
-    python -m handler.archive --version 1.0 --weights auto
-    python -m handler.archive --version 1.0-int8 --weights imagenet --variant int8
+    python -m modelbuild.archive --version 1.0 --weights auto
+    python -m modelbuild.archive --version 1.0-int8 --weights imagenet --variant int8
 """
 
 import argparse
@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-from handler import quantize
-from handler import weights as weights_mod
+from modelbuild import quantize
+from modelbuild.handler_files import CONFIG_FILE, HANDLER_FILE
+from modelbuild import weights as weights_mod
 from handler.resnet18_handler import load_state_dict
 
-HANDLER_DIR = Path(__file__).resolve().parent
 MODEL_NAME = "resnet18"
 VARIANTS = ("fp32", "int8")
 
 
-def archive_path(export_dir: Path, version: str, name: str = MODEL_NAME) -> Path:
-    return export_dir / f"{name}-{version}.mar"
+def archive_path(export_dir: Path, version: str) -> Path:
+    return export_dir / f"{MODEL_NAME}-{version}.mar"
 
 
 def write_model_files(weights: weights_mod.ResolvedWeights, work: Path,
@@ -33,7 +33,7 @@ def write_model_files(weights: weights_mod.ResolvedWeights, work: Path,
     """The files the handler reads from its model directory; returns weights.json's record.
 
     fp32: the state dict. int8: the quantised TorchScript model, built only if it
-    agrees with fp32 (handler.quantize), with its agreement report in weights.json.
+    agrees with fp32 (modelbuild.quantize), with its agreement report in weights.json.
     """
     record = {"source": weights.source, "sha256": weights.sha256, "seed": weights.seed,
               "variant": variant}
@@ -68,9 +68,9 @@ def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
                 "--model-name", MODEL_NAME,
                 "--version", version,
                 "--serialized-file", str(work / "resnet18.pt"),
-                "--handler", str(HANDLER_DIR / "resnet18_handler.py"),
+                "--handler", str(HANDLER_FILE),
                 "--extra-files", f"{work / 'index_to_name.json'},{work / 'weights.json'}",
-                "--config-file", str(HANDLER_DIR / "model-config.yaml"),
+                "--config-file", str(CONFIG_FILE),
                 "--export-path", str(work),
             ],
             check=True,

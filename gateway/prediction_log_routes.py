@@ -2,13 +2,14 @@
 
 from datetime import timezone
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError
+from gateway.services import services
 
 MAX_LIMIT = 100
-bp = Blueprint("history", __name__)
+bp = Blueprint("prediction_log", __name__)
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
@@ -23,7 +24,7 @@ def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
 @bp.get("/predictions")
 def list_predictions():
     user = authenticate()
-    prediction_log = current_app.extensions["gateway"].prediction_log
+    prediction_log = services().prediction_log
     if prediction_log is None:
         raise ApiError(404, "the prediction log is turned off (PREDICTION_LOG=false)")
     limit = _int_arg("limit", 20, 1, MAX_LIMIT)

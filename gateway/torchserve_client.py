@@ -1,4 +1,4 @@
-"""TorchServe client: pooled HTTP, timeouts, and upstream failures mapped to ApiError.
+"""The TorchServe client: pooled HTTP, timeouts, and TorchServe's failures mapped to ApiError.
 
 Built on urllib3 (the pool under `requests`) directly: 0.4 ms less CPU per call
 than a `requests.Session` (bench/README.md), on a path every prediction takes.
@@ -15,21 +15,17 @@ from gateway.errors import ApiError, unavailable
 from gateway.settings import Settings
 
 
-class TorchServe:
-    def __init__(self, url: str, management_url: str, model_name: str,
-                 connect_timeout: float = 2.0, read_timeout: float = 35.0, pool_size: int = 8):
-        self.url, self.management_url, self.model_name = url, management_url, model_name
-        self.connect_timeout = connect_timeout
-        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+class TorchServeClient:
+    def __init__(self, settings: Settings):
+        self.url, self.management_url = settings.torchserve_url, settings.torchserve_management_url
+        self.model_name = settings.model_name
+        self.connect_timeout = settings.upstream_connect_timeout
+        self.timeout = urllib3.Timeout(connect=settings.upstream_connect_timeout,
+                                       read=settings.upstream_read_timeout)
         # Straight to TorchServe: no retries (a prediction is not replayed behind the
         # client's back) and no proxy from the environment.
-        self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=False)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "TorchServe":
-        return cls(settings.torchserve_url, settings.torchserve_management_url,
-                   settings.model_name, settings.upstream_connect_timeout,
-                   settings.upstream_read_timeout, settings.upstream_pool_size)
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=settings.upstream_pool_size,
+                                        retries=False)
 
     def _call(self, method: str, url: str, timeout: urllib3.Timeout | None = None,
               params: dict | None = None, **kwargs) -> tuple[int, object]:

@@ -1,0 +1,25 @@
+"""What every blueprint shares, and `services()`, the one way a request reaches it."""
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from gateway.prediction_log import PredictionLog
+from gateway.settings import Settings
+from gateway.torchserve_client import TorchServeClient
+from gateway.users import UserStore
+
+EXTENSION = "gateway"  # app.extensions key
+
+
+@dataclass
+class Services:
+    settings: Settings
+    users: UserStore
+    torchserve: TorchServeClient
+    prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
+
+
+def services() -> Services:
+    """The current app's services (create_app puts them in app.extensions)."""
+    return current_app.extensions[EXTENSION]

@@ -1,1 +1,0 @@
-"""Model-side code: the TorchServe handler and the archive builder."""

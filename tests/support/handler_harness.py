@@ -1,0 +1,33 @@
+"""The TorchServe handler driven in this process, as TorchServe's worker drives it."""
+
+from types import SimpleNamespace
+
+from handler import resnet18_handler
+from modelbuild.handler_files import MODEL_CONFIG
+
+
+class FakeContext(SimpleNamespace):
+    """The parts of TorchServe's Context the handler uses; statuses are kept per request."""
+
+    def set_response_status(self, code, phrase, idx):
+        self.statuses[idx] = (code, phrase)
+
+    def get_request_header(self, idx, key):
+        return f"req-{idx}" if key == "X-Request-ID" else None
+
+
+def load_handler(model_dir, version: str = "1.0") -> resnet18_handler.ResNet18Handler:
+    """A handler initialised on a model directory (archive.write_model_files)."""
+    handler = resnet18_handler.ResNet18Handler()
+    handler.initialize(FakeContext(
+        system_properties={"model_dir": str(model_dir)},
+        manifest={"model": {"modelName": "resnet18", "modelVersion": version,
+                            "serializedFile": "resnet18.pt"}},
+        model_yaml_config=MODEL_CONFIG, statuses={}))
+    return handler
+
+
+def run(handler, rows):
+    """preprocess -> inference -> postprocess on one batch of request rows."""
+    handler.context.statuses = {}
+    return handler.postprocess(handler.inference(handler.preprocess(rows)))

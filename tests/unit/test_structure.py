@@ -1,0 +1,65 @@
+"""The code's structure rules that a reader relies on (README "Code map")."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from gateway.prediction_log import PredictionRow, predictions
+from tests.support.servers import ROOT
+
+
+def test_modelctl_runs_without_flask():
+    """The operator CLI and what it imports (errors, TorchServe client) are plain Python."""
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['modelctl', '--help']\n"
+             "try:\n"
+             "    runpy.run_module('gateway.modelctl', run_name='__main__')\n"
+             "except SystemExit as exit:\n"
+             "    assert exit.code == 0, exit.code\n"
+             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug'))\n"
+             "print('LOADED', loaded)\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m gateway.modelctl" in result.stdout
+    assert "LOADED []" in result.stdout
+
+
+def test_no_sys_path_edits():
+    needle = "sys." + "path"
+    offenders = [str(path.relative_to(ROOT)) for folder in ("bench", "tests", "gateway", "handler",
+                                                            "modelbuild", "config")
+                 for path in (ROOT / folder).rglob("*.py") if needle in path.read_text()]
+    assert offenders == []
+
+
+def test_prediction_row_has_exactly_the_tables_columns():
+    assert [f.name for f in dataclasses.fields(PredictionRow)] == \
+        [c.name for c in predictions.columns if c.name != "id"]
+    with pytest.raises(TypeError, match="missing"):
+        PredictionRow(request_id="r1")  # a forgotten column is an error, not a NULL
+
+
+@pytest.mark.parametrize("limit,answer", [
+    (100_000_000, "accepted"),
+    (90_000_000, "422 image has 95000000 pixels, the limit is 90000000"),
+])
+def test_pixel_limit_above_pillows_own_threshold(limit, answer):
+    """95 MP is above Pillow's process-wide bomb threshold (about 89 MP); the gateway's
+    answer follows MAX_IMAGE_PIXELS alone. Run as the gateway runs: in a process of its
+    own, where no handler has changed Pillow's threshold."""
+    probe = ("import sys\n"
+             "from gateway.errors import ApiError\n"
+             "from gateway.imagecheck import check_upload\n"
+             "from tests.support import images\n"
+             "try:\n"
+             f"    check_upload(images.bomb_png(10_000, 9_500), 10_000_000, {limit})\n"
+             "    print('accepted')\n"
+             "except ApiError as exc:\n"
+             "    print(exc.status, exc.detail)\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == answer
