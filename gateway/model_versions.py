@@ -73,13 +73,13 @@ class ModelVersions:
 
     def register(self, archive) -> dict:
         if not isinstance(archive, str) or not ARCHIVE_PATTERN.match(archive):
-            raise ApiError(400, "archive must be the plain file name of a .mar in the model "
+            raise ApiError(422, "archive must be the plain file name of a .mar in the model "
                                 "store (no URL, no path, no '..')")
         status, body = self.ts.management(
             "POST", "/models", timeout=REGISTER_TIMEOUT,
             params={"url": archive, "initial_workers": 1, "synchronous": "true"})
         if status == 404:
-            raise ApiError(400, f"archive {archive} is not in the model store")
+            raise ApiError(404, f"archive {archive} is not in the model store")
         if status != 200:
             _raise_for(status, body, f"register {archive}")
         return {"status": body.get("status"), **self.overview()}

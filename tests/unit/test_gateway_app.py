@@ -1,6 +1,7 @@
 """The Flask app with a fake TorchServe: validation, error mapping, JSON errors."""
 
 import json
+import re
 
 import pytest
 import requests
@@ -13,7 +14,7 @@ from gateway import db
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.users import UserStore
-from tests.support.servers import free_port
+from tests.support.servers import ROOT, free_port
 from tests.support import images
 
 PREDICTION = {
@@ -226,6 +227,34 @@ def test_openapi_spec_is_valid_and_every_operation_is_tagged(client):
     validate(spec)  # raises on any violation of the OpenAPI 3.0 schema
     operations = [op for path in spec["paths"].values() for op in path.values()]
     assert all(op.get("tags") for op in operations)
+
+
+def test_readme_status_table_matches_the_spec(client):
+    """README "Statuses per operation" lists exactly the statuses the spec documents."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Statuses per operation", 1)[1].split("\n#", 1)[0]
+    in_readme = {f"{method} {path}": set(statuses.split(", "))
+                 for method, path, statuses in re.findall(
+                     r"^\| `([A-Z]+) (\S+)` \| ([0-9, ]+) \|$", section, re.MULTILINE)}
+    spec = client.get("/openapi.json").json
+    in_spec = {f"{method.upper()} {path}": set(op["responses"])
+               for path, ops in spec["paths"].items() for method, op in ops.items()}
+    assert in_readme == in_spec
+
+
+def test_every_error_status_has_an_error_schema(client):
+    spec = client.get("/openapi.json").json
+    responses = spec["components"]["responses"]
+    missing = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for status, answer in op["responses"].items():
+                answer = responses[answer["$ref"].rsplit("/", 1)[1]] if "$ref" in answer else answer
+                schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+                if int(status) >= 400 and not schema.get("$ref", "").endswith(
+                        ("/Error", "/OipError")):
+                    missing.append(f"{method.upper()} {path} {status}")
+    assert missing == []
 
 
 def test_rate_limit_storage_outage_is_503_not_500(tmp_path):

@@ -1,0 +1,54 @@
+"""The API contract: Schemathesis, with every check, against the real gunicorn +
+TorchServe stack, once with a user's token and once with an admin's.
+
+The stack is this module's own: admin operations (register, promote, unregister)
+act on the archives the tests built, never on the shared stack's default.
+"""
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import VENV_BIN
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, start_stack
+
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+MAX_EXAMPLES = 25  # per operation and phase: the two runs take about a minute together
+
+
+@pytest.fixture(scope="module")
+def contract_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+    # The run logs in again after it logs out, and fuzzes /token with the same
+    # username: the per-user failed-login limit is tested in test_auth_lifecycle.py.
+    torchserve, gateway = start_stack(tmp_path_factory.mktemp("contract"), model_store,
+                                      users_file, jwt_secret,
+                                      login_rate_limit="100000 per minute")
+    yield gateway
+    gateway.stop()
+    torchserve.stop()
+
+
+@pytest.mark.parametrize("username,password", [(DEMO_USER, DEMO_PASSWORD),
+                                               (ADMIN_USER, ADMIN_PASSWORD)],
+                         ids=["user_token", "admin_token"])
+def test_schemathesis_finds_no_failure(contract_stack, tmp_path, username, password):
+    started = time.monotonic()
+    result = subprocess.run(
+        [f"{VENV_BIN}/st", "--config-file", str(CONFIG), "run",
+         f"{contract_stack.url}/openapi.json", "--checks", "all",
+         "--max-examples", str(MAX_EXAMPLES), "--workers", "1", "--request-timeout", "30",
+         "--report", "junit", "--report-dir", str(tmp_path)],
+        env={**os.environ, "ST_USERNAME": username, "ST_PASSWORD": password,
+             "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+        cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    summary = result.stdout[result.stdout.rfind("SUMMARY"):]
+    cases = re.search(r"(\d+) generated", summary)
+    print(f"schemathesis as {username}: {cases.group(1) if cases else '?'} cases "
+          f"in {time.monotonic() - started:.0f} s")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert cases and int(cases.group(1)) > 100, summary
+    assert "Tested: 21" in summary, summary  # every operation of the spec
