@@ -5,20 +5,23 @@ import logging
 
 from flask import Flask, jsonify
 from limits.errors import StorageError
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import (auth, docs, health, limits, metrics, model_versions_routes, observability,
-                     oip, predict, prediction_log_routes)
+from gateway import (auth, docs, health, limits, model_versions_routes, observability, oip,
+                     predict, prediction_log_routes)
 from gateway.errors import ApiError
 from gateway.prediction_log import PredictionLog
+from gateway.rollouts import Rollouts
 from gateway.services import EXTENSION, Services
 from gateway.settings import Settings
+from gateway.shadow import ShadowQueue
 from gateway.torchserve_client import TorchServeClient
 from gateway.users import UserStore
 
 BLUEPRINTS = (auth.bp, predict.bp, oip.bp, model_versions_routes.bp, prediction_log_routes.bp,
-              metrics.bp, health.bp, docs.bp)
+              health.bp, docs.bp)
 logger = logging.getLogger(__name__)
 
 
@@ -31,9 +34,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         # only; every other forwarded header is ignored.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0,
                                 x_host=0, x_port=0, x_prefix=0)
+    prediction_log = PredictionLog(settings.database_url) if settings.prediction_log else None
     app.extensions[EXTENSION] = Services(
-        settings, UserStore(settings.users_file), TorchServeClient(settings),
-        PredictionLog(settings.database_url) if settings.prediction_log else None)
+        settings, UserStore(settings.users_file), TorchServeClient(settings), prediction_log,
+        Rollouts(prediction_log.engine, settings.model_name) if prediction_log else None,
+        ShadowQueue(settings.shadow_workers, settings.shadow_queue_size))
     limits.init_app(app, settings.rate_limit_storage_uri)
     observability.init_app(app)
     _register_error_handlers(app)
@@ -76,6 +81,12 @@ def _register_error_handlers(app: Flask) -> None:
     def _limits_storage_down(exc: StorageError):
         logger.error("rate-limit storage unavailable: %s", exc.storage_error)
         return error_response(503, "rate-limit storage is unavailable, try again",
+                              {"Retry-After": "5"})
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database_down(exc: SQLAlchemyError):
+        logger.error("prediction-log database error: %s", exc)
+        return error_response(503, "the prediction log's database is unavailable, try again",
                               {"Retry-After": "5"})
 
     @app.errorhandler(Exception)

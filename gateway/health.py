@@ -1,6 +1,9 @@
-"""Liveness, readiness (the model's workers, not TorchServe's /ping) and the index."""
+"""The operational endpoints: the index, liveness, readiness (the model's workers, not
+TorchServe's /ping) and GET /metrics."""
 
-from flask import Blueprint
+from flask import Blueprint, Response
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
+                               generate_latest, multiprocess)
 
 from gateway.errors import ApiError, unavailable
 from gateway.readiness import default_version_ready, ready_workers
@@ -38,3 +41,14 @@ def readyz():
     return {"status": "ready", "model_name": default.get("modelName"),
             "model_version": default.get("modelVersion"),
             "ready_workers": len(ready_workers(default))}
+
+
+@bp.get("/metrics")
+def metrics():
+    """Every gunicorn worker's samples, aggregated, when PROMETHEUS_MULTIPROC_DIR is set."""
+    if services().settings.prometheus_multiproc_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

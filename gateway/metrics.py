@@ -1,15 +1,12 @@
-"""Prometheus metrics for the gateway, and GET /metrics.
+"""The gateway's Prometheus metrics (plain prometheus_client: the CLIs load it too).
+GET /metrics is in gateway.health.
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set by config/gunicorn.conf.py) makes every
 worker write its samples to files there, and a scrape aggregates all of them, so
 one scrape sees every worker, not one at random.
 """
 
-from flask import Blueprint, Response
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
-                               Histogram, generate_latest, multiprocess)
-
-from gateway.services import services
+from prometheus_client import Counter, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -26,17 +23,19 @@ AUTH_FAILURES = Counter("gateway_auth_failures_total", "Refused logins and token
 TOKEN_REVOCATIONS = Counter("gateway_token_revocations_total", "Tokens revoked", ["reason"])
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by a rate limit",
                        ["route"])
+ROLLOUT_REQUESTS = Counter("gateway_rollout_requests_total",
+                           "Unpinned predictions during a rollout, by arm (default, canary, "
+                           "shadow) and outcome (ok, failed: the candidate's failure)",
+                           ["arm", "version", "outcome"])
+ROLLOUT_LATENCY = Histogram("gateway_rollout_request_duration_seconds",
+                            "Time to answer (shadow: to copy) a prediction during a rollout",
+                            ["arm", "version"], buckets=LATENCY_BUCKETS)
+ROLLBACKS = Counter("gateway_rollbacks_total", "Rollouts rolled back by their guard",
+                    ["version", "reason"])
+SHADOW_COMPARISONS = Counter("gateway_shadow_comparisons_total",
+                             "Shadow copies compared with the default's answer",
+                             ["version", "top1"])
+SHADOW_DROPPED = Counter("gateway_shadow_dropped_total",
+                         "Shadow copies dropped because the shadow queue was full")
 UPLOAD_BYTES = Histogram("gateway_upload_bytes", "Size of uploaded images",
                          buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7))
-
-bp = Blueprint("metrics", __name__)
-
-
-@bp.get("/metrics")
-def metrics():
-    if services().settings.prometheus_multiproc_dir:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

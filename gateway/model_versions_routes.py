@@ -1,10 +1,12 @@
-"""Admin routes for model versions (role admin): thin, validated calls to ModelVersions."""
+"""Admin routes for model versions (role admin): versions through ModelVersions, canary
+and shadow rollouts through RolloutControl."""
 
 from flask import Blueprint, request
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError
 from gateway.model_versions import ModelVersions
+from gateway.rollouts import RolloutControl
 from gateway.services import services
 
 bp = Blueprint("model_versions", __name__, url_prefix="/models")
@@ -17,9 +19,20 @@ def _versions(name: str) -> ModelVersions:
     return versions
 
 
+def _rollouts(name: str) -> RolloutControl:
+    versions = _versions(name)
+    if services().rollouts is None:
+        raise ApiError(409, "canary and shadow rollouts live in the prediction log: "
+                            "they need PREDICTION_LOG=true")
+    return RolloutControl(services().rollouts, versions)
+
+
 @bp.get("/<name>")
 def overview(name):
-    return _versions(name).overview()
+    versions = _versions(name)
+    rollout = (RolloutControl(services().rollouts, versions).status()
+               if services().rollouts else {"rollout": None})
+    return {**versions.overview(), **rollout}
 
 
 @bp.post("/<name>/versions")
@@ -38,4 +51,24 @@ def promote(name, version):
 
 @bp.delete("/<name>/versions/<version>")
 def unregister(name, version):
-    return _versions(name).unregister(version)
+    versions = _versions(name)
+    active = services().rollouts.active() if services().rollouts else None
+    if active is not None and active.version == version:
+        raise ApiError(409, f"version {version} is the candidate of an active {active.mode}: "
+                            "promote or end it first")
+    return versions.unregister(version)
+
+
+@bp.put("/<name>/canary")
+def start_rollout(name):
+    return _rollouts(name).start(request.get_json(silent=True))
+
+
+@bp.post("/<name>/canary/promote")
+def promote_rollout(name):
+    return _rollouts(name).promote()
+
+
+@bp.delete("/<name>/canary")
+def end_rollout(name):
+    return _rollouts(name).abort()

@@ -1,6 +1,8 @@
-"""POST /predict: validate the upload, ask TorchServe, answer in the old contract, log it."""
+"""POST /predict: validate the upload, ask TorchServe (or a rollout's candidate), answer in
+the old contract, log it."""
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -17,6 +19,7 @@ from gateway.errors import ApiError, too_large, unavailable
 from gateway.imagecheck import check_upload
 from gateway.model_versions import check_version
 from gateway.prediction_log import PredictionRow
+from gateway.rollouts import Rollout
 from gateway.services import Services, services
 
 MAX_FILENAME_CHARS = 255
@@ -102,16 +105,19 @@ class Classification:
 
 @dataclass
 class Attempt:
-    """What one prediction has established so far. Its log row is built from this once,
-    when the prediction ends (`row`)."""
+    """What one call to the model has established so far. Its log row is built from this
+    once, when the call ends (`row`)."""
 
     request_id: str
-    requested_version: str | None
+    version: str | None  # asked of TorchServe; None: its default version
+    arm: str  # pinned (the client chose the version), default, canary or shadow
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     username: str | None = None
     upload: Upload | None = None
     classification: Classification | None = None
     upstream_seconds: float | None = None
+    rollout: Rollout | None = None
+    agreement: tuple[bool, int] | None = None  # shadow: (same top-1, top-5 overlap)
 
     def row(self, status_code: int, error_detail: str | None, latency_ms: int) -> PredictionRow:
         upload, answer = self.upload, self.classification
@@ -128,10 +134,13 @@ class Attempt:
             class_id=answer.class_id if answer else None,
             category_name=answer.category_name if answer else None,
             score=answer.score if answer else None,
-            model_version=(answer.model_version if answer
-                           else (self.requested_version or "")[:32] or None),
+            model_version=(answer.model_version if answer else (self.version or "")[:32] or None),
             latency_ms=latency_ms,
             error_detail=error_detail,
+            arm=self.arm,
+            rollout_id=self.rollout.id if self.rollout else None,
+            shadow_top1_agree=self.agreement[0] if self.agreement else None,
+            shadow_top5_overlap=self.agreement[1] if self.agreement else None,
         )
 
 
@@ -143,8 +152,7 @@ def classify_image(svc: Services, attempt: Attempt, upload: Upload) -> Classific
     check_upload(upload.data, settings.max_upload_bytes, settings.max_image_pixels)
     started = time.perf_counter()
     try:
-        result = svc.torchserve.predict(upload.data, attempt.requested_version,
-                                        attempt.request_id)
+        result = svc.torchserve.predict(upload.data, attempt.version, attempt.request_id)
     finally:
         attempt.upstream_seconds = time.perf_counter() - started
         metrics.UPSTREAM_LATENCY.observe(attempt.upstream_seconds)
@@ -152,6 +160,69 @@ def classify_image(svc: Services, attempt: Attempt, upload: Upload) -> Classific
     metrics.PREDICTIONS.labels(attempt.classification.model_version,
                                str(attempt.classification.class_id)).inc()
     return attempt.classification
+
+
+def classify_unpinned(svc: Services, attempt: Attempt, upload: Upload) -> Classification:
+    """An image the client did not pin: the default version, or an active canary's
+    candidate for its share of requests.
+
+    A candidate's failure (5xx, or no longer registered) is not the client's: its row
+    is written and counted against the guard, and the default answers instead. Shadow
+    copies go to the background queue once the default has answered.
+    """
+    rollout = svc.rollouts.active() if svc.rollouts else None
+    if rollout is None:
+        return classify_image(svc, attempt, upload)
+    attempt.rollout = rollout
+    chosen = rollout.takes(attempt.username)
+    if rollout.mode == "canary" and chosen:
+        attempt.arm, attempt.version = "canary", rollout.version
+        try:
+            return classify_image(svc, attempt, upload)
+        except ApiError as exc:
+            if exc.status < 500 and exc.status != 404:
+                raise  # the client's mistake: the default would refuse it too
+            trial = dataclasses.replace(attempt, request_id=f"{attempt.request_id}-canary")
+            try:
+                _record(svc, trial, exc.status, exc.detail, attempt.upstream_seconds or 0)
+            except Exception:  # the client's answer does not depend on the trial's row
+                logger.exception("canary trial row failed for %s", attempt.request_id)
+        attempt.arm, attempt.version, attempt.upstream_seconds = "default", None, None
+    answer = classify_image(svc, attempt, upload)
+    if rollout.mode == "shadow" and chosen:
+        svc.shadow.submit(_shadow_copy, svc, rollout, upload, answer, attempt.request_id,
+                          attempt.username)
+    return answer
+
+
+def _shadow_copy(svc: Services, rollout: Rollout, upload: Upload, answer: Classification,
+                 request_id: str, username: str | None) -> None:
+    """In a shadow worker: the candidate's answer to a copy, compared with the default's.
+    Its outcome, failures included, is its own log row; the client never sees it."""
+    with contextlib.suppress(Exception), \
+            logged_prediction(svc, f"{request_id}-shadow", rollout.version, "shadow") as copy:
+        copy.username, copy.rollout = username, rollout
+        candidate = classify_image(svc, copy, upload)
+        same = candidate.class_id == answer.class_id
+        copy.agreement = (same, len({p["class_id"] for p in candidate.top_k[:5]}
+                                    & {p["class_id"] for p in answer.top_k[:5]}))
+        metrics.SHADOW_COMPARISONS.labels(rollout.version, "agree" if same else "differ").inc()
+
+
+def _record(svc: Services, attempt: Attempt, status: int, detail: str | None,
+            seconds: float) -> None:
+    """Write the attempt's row; for a rollout's arm also its metrics and a guard review."""
+    if attempt.rollout is not None and attempt.arm != "pinned":
+        version = attempt.version or (attempt.classification.model_version
+                                      if attempt.classification else "default")
+        failed = status >= 500 or status == 404
+        metrics.ROLLOUT_REQUESTS.labels(attempt.arm, version, "failed" if failed else "ok").inc()
+        metrics.ROLLOUT_LATENCY.labels(attempt.arm, version).observe(seconds)
+    if svc.prediction_log is None:
+        return
+    svc.prediction_log.record(attempt.row(status, detail, round(seconds * 1000)))
+    if attempt.arm in ("canary", "shadow") and attempt.rollout is not None:
+        svc.rollouts.review(attempt.rollout)
 
 
 def authorize_prediction():
@@ -163,14 +234,15 @@ def authorize_prediction():
 
 
 @contextlib.contextmanager
-def logged_prediction(svc: Services, request_id: str, version: str | None):
+def logged_prediction(svc: Services, request_id: str, version: str | None,
+                      arm: str | None = None):
     """The Attempt of one image; its prediction-log row is written when the block ends,
     whatever the outcome.
 
     The row is written before the answer; if that fails the client must not think it
     was kept, so the answer becomes 503.
     """
-    attempt = Attempt(request_id, version)
+    attempt = Attempt(request_id, version, arm or ("pinned" if version else "default"))
     started = time.perf_counter()
     status, detail = 200, None
     try:
@@ -185,13 +257,11 @@ def logged_prediction(svc: Services, request_id: str, version: str | None):
         status, detail = 500, f"internal error: {exc!r}"
         raise
     finally:
-        if svc.prediction_log is not None:
-            latency_ms = round((time.perf_counter() - started) * 1000)
-            try:
-                svc.prediction_log.record(attempt.row(status, detail, latency_ms))
-            except Exception as exc:
-                logger.exception("prediction log write failed for %s", request_id)
-                raise unavailable("prediction log is unavailable, try again") from exc
+        try:
+            _record(svc, attempt, status, detail, time.perf_counter() - started)
+        except Exception as exc:
+            logger.exception("prediction log write failed for %s", request_id)
+            raise unavailable("prediction log is unavailable, try again") from exc
 
 
 bp = Blueprint("predict", __name__)
@@ -209,7 +279,8 @@ def predict():
         raw_filename, data = _read_upload(svc.settings.max_upload_bytes)
         upload = Upload(safe_filename(raw_filename), data)
         try:
-            answer = classify_image(svc, attempt, upload)
+            answer = (classify_image(svc, attempt, upload) if version is not None
+                      else classify_unpinned(svc, attempt, upload))
         finally:
             g.upstream_seconds = attempt.upstream_seconds
         g.model_version = answer.model_version

@@ -3,8 +3,7 @@
 SQLAlchemy Core on DATABASE_URL: a SQLite file by default (WAL mode, so readers
 never block the single writer and several gunicorn processes can share it),
 PostgreSQL in Kubernetes. The row is written before the response is sent, in its
-own short transaction from the connection pool. The table below is the schema's
-model; migrations in gateway/migrations create and change it (gateway.db).
+own short transaction from the connection pool. The table is in gateway/tables.py.
 """
 
 import dataclasses
@@ -12,30 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import (Boolean, Column, DateTime, Integer, MetaData, String, Table, Text,
-                        create_engine, event, insert, select)
+from sqlalchemy import create_engine, event, insert, select
 from sqlalchemy.engine import Engine, make_url
 
-metadata = MetaData()
-predictions = Table(
-    "predictions", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("request_id", String(128), nullable=False),
-    Column("username", String(64), index=True),
-    Column("filename", String(255)),
-    Column("extension", String(255)),
-    Column("upload_sha256", String(64)),
-    Column("upload_bytes", Integer),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("success", Boolean, nullable=False),
-    Column("status_code", Integer, nullable=False),
-    Column("class_id", Integer),
-    Column("category_name", String(255)),
-    Column("score", Integer),
-    Column("model_version", String(32)),
-    Column("latency_ms", Integer),
-    Column("error_detail", Text),
-)
+from gateway.tables import predictions
+
 INSERT = insert(predictions)
 
 
@@ -59,6 +39,10 @@ class PredictionRow:
     model_version: str | None
     latency_ms: int
     error_detail: str | None
+    arm: str | None  # default | canary | shadow | pinned (gateway.rollouts)
+    rollout_id: int | None
+    shadow_top1_agree: bool | None
+    shadow_top5_overlap: int | None
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

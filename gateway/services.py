@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from flask import current_app
 
 from gateway.prediction_log import PredictionLog
+from gateway.rollouts import Rollouts
 from gateway.settings import Settings
+from gateway.shadow import ShadowQueue
 from gateway.torchserve_client import TorchServeClient
 from gateway.users import UserStore
 
@@ -18,6 +20,8 @@ class Services:
     users: UserStore
     torchserve: TorchServeClient
     prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
+    rollouts: Rollouts | None  # they live in the prediction log's database
+    shadow: ShadowQueue
 
 
 def services() -> Services:

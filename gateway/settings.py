@@ -48,6 +48,8 @@ class Settings:
     database_url: str = "sqlite:///run/predictions.db"
     prediction_log: bool = True
     database_upgrade_on_start: bool = True
+    shadow_workers: int = 2  # threads per process sending shadow copies
+    shadow_queue_size: int = 16  # copies running or waiting per process; more are dropped
     # gunicorn (config/gunicorn.conf.py)
     gateway_bind: str = "127.0.0.1:8000"
     gateway_workers: int = 1
@@ -95,8 +97,10 @@ class Settings:
             raise SettingsError("JWT_TTL_SECONDS must be positive")
         if self.max_upload_bytes <= 0 or self.max_image_pixels <= 0:
             raise SettingsError("MAX_UPLOAD_BYTES and MAX_IMAGE_PIXELS must be positive")
-        if self.gateway_workers < 1 or self.gateway_threads < 1:
-            raise SettingsError("GATEWAY_WORKERS and GATEWAY_THREADS must be 1 or more")
+        if min(self.gateway_workers, self.gateway_threads, self.shadow_workers,
+               self.shadow_queue_size) < 1:
+            raise SettingsError("GATEWAY_WORKERS, GATEWAY_THREADS, SHADOW_WORKERS and "
+                                "SHADOW_QUEUE_SIZE must be 1 or more")
         if self.trusted_proxy_hops < 0:
             raise SettingsError("TRUSTED_PROXY_HOPS must be 0 or more")
         for name in ("login_rate_limit", "login_address_rate_limit", "predict_rate_limit"):

@@ -58,27 +58,34 @@ def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
     target = archive_path(export_dir, version)
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to rebuild it")
-    export_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_model_files(weights, work, variant, min_agreement)
-        subprocess.run(
-            [
-                str(Path(sys.executable).with_name("torch-model-archiver")),
-                "--model-name", MODEL_NAME,
-                "--version", version,
-                "--serialized-file", str(work / "resnet18.pt"),
-                "--handler", str(HANDLER_FILE),
-                "--extra-files", f"{work / 'index_to_name.json'},{work / 'weights.json'}",
-                "--config-file", str(CONFIG_FILE),
-                "--export-path", str(work),
-            ],
-            check=True,
-            # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR
-            # keeps concurrent builds from trampling each other.
-            env={**os.environ, "TMPDIR": str(work)},
-        )
-        shutil.move(work / f"{MODEL_NAME}.mar", target)
+        return package(work, version, export_dir)
+
+
+def package(work: Path, version: str, export_dir: Path) -> Path:
+    """torch-model-archiver on a model directory (write_model_files' files) and the
+    shipped handler; the archive lands in export_dir."""
+    target = archive_path(export_dir, version)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name", MODEL_NAME,
+            "--version", version,
+            "--serialized-file", str(work / "resnet18.pt"),
+            "--handler", str(HANDLER_FILE),
+            "--extra-files", f"{work / 'index_to_name.json'},{work / 'weights.json'}",
+            "--config-file", str(CONFIG_FILE),
+            "--export-path", str(work),
+        ],
+        check=True,
+        # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR
+        # keeps concurrent builds from trampling each other.
+        env={**os.environ, "TMPDIR": str(work)},
+    )
+    shutil.move(work / f"{MODEL_NAME}.mar", target)
     return target
 
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from gateway.prediction_log import metadata
+from gateway.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata,

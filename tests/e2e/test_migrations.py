@@ -6,11 +6,13 @@ from datetime import datetime, timezone
 
 import pytest
 import requests
+from alembic import command
 from sqlalchemy import insert, text
 
-from tests.support.stack import get_token
 from gateway import db, prediction_log
+from gateway.tables import predictions
 from tests.support.servers import ROOT, GatewayServer
+from tests.support.stack import get_token
 from tests.support.services import Postgres, postgres_available, required_or_skip
 
 pytestmark = pytest.mark.e2e
@@ -30,11 +32,13 @@ def database_url(request, tmp_path):
 
 
 def landed_database(url: str, rows: int) -> None:
-    """The table as gateways before migrations made it (create_all, no revision), with rows."""
+    """The table as gateways before migrations made it (the baseline's, no revision),
+    with rows."""
     engine = prediction_log.create_log_engine(url)
-    prediction_log.metadata.create_all(engine)
     with engine.begin() as connection:
-        connection.execute(insert(prediction_log.predictions), [{
+        command.upgrade(db.alembic_config(connection), "0001")
+        connection.execute(text("DROP TABLE alembic_version"))
+        connection.execute(insert(predictions), [{
             "request_id": f"old-{i}", "username": "client_user", "filename": f"{i}.jpg",
             "extension": "jpg", "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
             "success": True, "status_code": 200, "class_id": i, "category_name": "x",

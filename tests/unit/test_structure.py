@@ -6,12 +6,14 @@ import sys
 
 import pytest
 
-from gateway.prediction_log import PredictionRow, predictions
+from gateway.prediction_log import PredictionRow
+from gateway.tables import predictions
 from tests.support.servers import ROOT
 
 
 def test_modelctl_runs_without_flask():
-    """The operator CLI and what it imports (errors, TorchServe client) are plain Python."""
+    """The operator CLI and what it imports (errors, TorchServe client, rollouts, metrics)
+    are plain Python."""
     probe = ("import runpy, sys\n"
              "sys.argv = ['modelctl', '--help']\n"
              "try:\n"
