@@ -12,7 +12,8 @@ MANAGEMENT_URL ?= http://127.0.0.1:8081
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install archive run stop test unit e2e check-java secrets admin \
-        register promote rollback versions bench lint-containers compose-up compose-down \
+        register promote rollback versions canary shadow canary-status canary-promote \
+        canary-abort bench lint-containers compose-up compose-down \
         images test-deploy deploy deploy-check undeploy k8s-secrets clean
 
 install: $(VENV)/.installed
@@ -59,6 +60,19 @@ rollback: install
 	$(MODELCTL) rollback
 versions: install
 	$(MODELCTL) list
+
+# Canary and shadow rollouts of VERSION (the gateway's database: DATABASE_URL; see README).
+PERCENT ?= 10
+canary: install
+	$(MODELCTL) canary $(VERSION) --percent $(PERCENT) $(if $(STICKY),--sticky)
+shadow: install
+	$(MODELCTL) canary $(VERSION) --percent $(PERCENT) --shadow
+canary-status: install
+	$(MODELCTL) canary-status
+canary-promote: install
+	$(MODELCTL) canary-promote
+canary-abort: install
+	$(MODELCTL) canary-abort
 
 # Create (or reset) a local admin user; prints a generated password once.
 admin: install $(LOCAL_USERS)
