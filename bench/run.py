@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +38,7 @@ from tests.support import images
 from tests.support.servers import ROOT, GatewayServer, TorchServeServer
 
 INT8_VERSION = "1.0-int8"
+SHADOW_VERSION = "2.0"
 
 
 def bench_images() -> list[bytes]:
@@ -144,6 +146,35 @@ class InProcess:
         return {"latencies": latencies, "errors": [], "wall": time.perf_counter() - started}
 
 
+def start_shadow(torchserve, gateway) -> dict:
+    """Register SHADOW_VERSION and shadow 100 % of the gateway's unpinned requests to it,
+    through the operators' CLI; the environment the CLI reads."""
+    register = requests.post(torchserve.management_url + "/models", timeout=120, params={
+        "url": f"resnet18-{SHADOW_VERSION}.mar", "initial_workers": 1, "synchronous": "true"})
+    register.raise_for_status()
+    env = {**os.environ, "DATABASE_URL": gateway.env["DATABASE_URL"],
+           "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url}
+    subprocess.run([sys.executable, "-m", "gateway.modelctl", "canary", SHADOW_VERSION,
+                    "--percent", "100", "--shadow", "--min-requests", "100000"],
+                   env=env, check=True, capture_output=True, timeout=60)
+    time.sleep(1.5)  # every gateway process has read the rollout
+    return env
+
+
+def shadow_outcome(gateway, env: dict) -> dict:
+    """Copies compared and dropped, once the queue has drained."""
+    time.sleep(3)
+    status = json.loads(subprocess.run(
+        [sys.executable, "-m", "gateway.modelctl", "canary-status"], env=env, check=True,
+        capture_output=True, text=True, timeout=60).stdout)
+    scrape = requests.get(gateway.url + "/metrics", timeout=10).text
+    dropped = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                  if line.startswith("gateway_shadow_dropped_total"))
+    shadow = status["rollout"]["arms"]["shadow"]
+    return {"shadow_copies_compared": shadow["compared"], "shadow_copies_dropped": int(dropped),
+            "shadow_copy_failures": shadow["failures"]}
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -187,6 +218,7 @@ def main(argv=None) -> int:
         store = tmp / "store"
         resolved = weights.random_weights(0)
         archive.build("1.0", resolved, store)
+        archive.build(SHADOW_VERSION, weights.random_weights(1), store)
         # The int8 variant is built whatever its agreement (random weights miss the
         # 99 % gate); its speed is measured and reported next to the agreement.
         archive.build(INT8_VERSION, resolved, store, variant="int8", min_agreement=0.0)
@@ -198,7 +230,8 @@ def main(argv=None) -> int:
         try:
             torchserve.start()
             ready_s = torchserve.wait_ready()
-            for name, log_on in (("gateway", "true"), ("gateway-no-prediction-log", "false")):
+            for name, log_on in (("gateway", "true"), ("gateway-no-prediction-log", "false"),
+                                 ("gateway-shadow", "true")):
                 gateways[name] = GatewayServer(torchserve, tmp / name, jwt_secret=secret,
                                                users_file=ROOT / "config/users.json",
                                                prediction_log=log_on,
@@ -244,6 +277,13 @@ def main(argv=None) -> int:
                              "gateway-oip": lambda c, n: run_http(
                                  c, n, oip_infer(gateways["gateway"].url, token, payloads))},
                             top, args.rounds, per_round)
+            # Shadow copies of every request to another version against no rollout, at c=1.
+            shadowing = start_shadow(torchserve, gateways["gateway-shadow"])
+            shadow = alternate({"gateway": modes["gateway"],
+                                "gateway-shadow": lambda c, n: run_http(
+                                    c, n, through(gateways["gateway-shadow"].url))},
+                               1, args.rounds, per_round)
+            shadow_copies = shadow_outcome(gateways["gateway-shadow"], shadowing)
             # The int8 variant against fp32, in-process and served (pinned version), side by side.
             register = requests.post(
                 torchserve.management_url + "/models", timeout=120,
@@ -285,16 +325,19 @@ def main(argv=None) -> int:
            for mode in ("in-process", "gateway") for c in sorted({min(levels), top})},
         f"oip_over_predict_throughput_c{top}": round(
             oip[1]["images_per_s"] / oip[0]["images_per_s"], 3),
-        "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip]),
+        "shadow_added_p50_ms_c1": round(shadow[1]["p50_ms"] - shadow[0]["p50_ms"], 2),
+        **shadow_copies,
+        "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow]),
     }
     report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {
         "cpus": os.cpu_count()}, "requests_per_cell": args.requests,
         "results": results, "prediction_log": [log_on, log_off], "variants": variants, "oip": oip,
+        "shadow": shadow,
         "summary": summary}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     plot(results, args.out / "bench.png")
     print(f"{'mode':<16}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
-    for r in [*results, *variants, *oip]:
+    for r in [*results, *variants, *oip, *shadow]:
         print(f"{r['mode']:<16}{r['concurrency']:>4}{r['images_per_s']:>9}{r['p50_ms']:>9}"
               f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}")
     for key, value in summary.items():
