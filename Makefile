@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install archive run stop test unit e2e check-java secrets admin \
         register promote rollback versions canary shadow canary-status canary-promote \
-        canary-abort bench lint-containers compose-up compose-down \
+        canary-abort bench bench-overload lint-containers compose-up compose-down \
         images test-deploy deploy deploy-check undeploy k8s-secrets clean
 
 install: $(VENV)/.installed
@@ -153,6 +153,11 @@ e2e: check-java install
 REQUESTS ?= 400
 bench: check-java install
 	$(BIN)/python -m bench.run --requests $(REQUESTS)
+
+# The gateway past capacity: c=16 (reference), 64 and 128, OVERLOAD_SECONDS each.
+OVERLOAD_SECONDS ?= 60
+bench-overload: check-java install
+	$(BIN)/python -m bench.overload --seconds $(OVERLOAD_SECONDS)
 
 clean:
 	rm -rf run $(MODEL_STORE)/*.mar .pytest_cache

@@ -2,7 +2,7 @@
 
 The gateway is an I/O-bound proxy: a request spends most of its time waiting on
 TorchServe, so threads (gthread) carry the concurrency cheaply. One process with
-16 threads is the default because the login rate limit then lives in memory; run
+32 threads is the default because the login rate limit then lives in memory; run
 more processes (GATEWAY_WORKERS) only with RATE_LIMIT_STORAGE_URI pointing at a
 shared store such as redis://, which the check below enforces.
 """

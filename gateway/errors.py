@@ -38,5 +38,10 @@ def unavailable(detail: str, retry_after: int = 5) -> ApiError:
     return ApiError(503, detail, {"Retry-After": str(retry_after)})
 
 
+def overloaded(detail: str) -> ApiError:
+    """Over capacity: come back in a second (load shedding, not an outage)."""
+    return ApiError(503, detail, {"Retry-After": "1"})
+
+
 def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, f"file is larger than {max_bytes} bytes")

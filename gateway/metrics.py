@@ -37,5 +37,7 @@ SHADOW_COMPARISONS = Counter("gateway_shadow_comparisons_total",
                              ["version", "top1"])
 SHADOW_DROPPED = Counter("gateway_shadow_dropped_total",
                          "Shadow copies dropped because the shadow queue was full")
+SHED = Counter("gateway_shed_total", "Predictions refused with 503 because the gateway "
+               "process had MAX_INFLIGHT_PREDICTIONS in flight to TorchServe")
 UPLOAD_BYTES = Histogram("gateway_upload_bytes", "Size of uploaded images",
                          buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7))

@@ -276,13 +276,14 @@ def predict():
         attempt.username = user.username
         if version is not None:
             check_version(version)
-        raw_filename, data = _read_upload(svc.settings.max_upload_bytes)
-        upload = Upload(safe_filename(raw_filename), data)
-        try:
-            answer = (classify_image(svc, attempt, upload) if version is not None
-                      else classify_unpinned(svc, attempt, upload))
-        finally:
-            g.upstream_seconds = attempt.upstream_seconds
+        with svc.torchserve.slot():
+            raw_filename, data = _read_upload(svc.settings.max_upload_bytes)
+            upload = Upload(safe_filename(raw_filename), data)
+            try:
+                answer = (classify_image(svc, attempt, upload) if version is not None
+                          else classify_unpinned(svc, attempt, upload))
+            finally:
+                g.upstream_seconds = attempt.upstream_seconds
         g.model_version = answer.model_version
         return {
             "username": user.username,

@@ -40,6 +40,10 @@ class Settings:
     upstream_connect_timeout: float = 2.0
     upstream_read_timeout: float = 35.0
     upstream_pool_size: int = 32
+    # Predictions in flight to TorchServe per gateway process; past it a request waits
+    # up to INFLIGHT_WAIT_MS for a slot, then gets 503 + Retry-After (load shedding).
+    max_inflight_predictions: int = 16
+    inflight_wait_ms: int = 20
     rate_limit_storage_uri: str = "memory://"
     login_rate_limit: str = "5 per minute"
     login_address_rate_limit: str = "30 per minute"
@@ -53,7 +57,7 @@ class Settings:
     # gunicorn (config/gunicorn.conf.py)
     gateway_bind: str = "127.0.0.1:8000"
     gateway_workers: int = 1
-    gateway_threads: int = 16
+    gateway_threads: int = 32  # above MAX_INFLIGHT_PREDICTIONS: spare threads shed load
     gateway_log_level: str = "info"
     prometheus_multiproc_dir: str = ""  # "": gunicorn makes a fresh one
 
@@ -98,9 +102,11 @@ class Settings:
         if self.max_upload_bytes <= 0 or self.max_image_pixels <= 0:
             raise SettingsError("MAX_UPLOAD_BYTES and MAX_IMAGE_PIXELS must be positive")
         if min(self.gateway_workers, self.gateway_threads, self.shadow_workers,
-               self.shadow_queue_size) < 1:
-            raise SettingsError("GATEWAY_WORKERS, GATEWAY_THREADS, SHADOW_WORKERS and "
-                                "SHADOW_QUEUE_SIZE must be 1 or more")
+               self.shadow_queue_size, self.max_inflight_predictions) < 1:
+            raise SettingsError("GATEWAY_WORKERS, GATEWAY_THREADS, SHADOW_WORKERS, "
+                                "SHADOW_QUEUE_SIZE and MAX_INFLIGHT_PREDICTIONS must be 1 or more")
+        if self.inflight_wait_ms < 0:
+            raise SettingsError("INFLIGHT_WAIT_MS must be 0 or more")
         if self.trusted_proxy_hops < 0:
             raise SettingsError("TRUSTED_PROXY_HOPS must be 0 or more")
         for name in ("login_rate_limit", "login_address_rate_limit", "predict_rate_limit"):

@@ -40,3 +40,15 @@ def test_bench_smoke(tmp_path):
     assert summary["shadow_copies_compared"] + summary["shadow_copies_dropped"] == 5
     assert summary["shadow_copy_failures"] == 0
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_overload_bench_smoke(tmp_path):
+    """`make bench-overload`'s harness, with two short crowds."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.overload", "--seconds", "3", "--concurrency", "2,24",
+         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "overload.json").read_text())
+    assert [r["concurrency"] for r in report["rows"]] == [2, 24]
+    assert all(r["failed"] == 0 and r["served"] > 0 for r in report["rows"])
+    assert report["summary"]["failed"] == 0 and "goodput_c24_over_c2" in report["summary"]

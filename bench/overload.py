@@ -1,0 +1,112 @@
+"""Overload: the gateway driven past capacity, each crowd for a fixed time.
+
+    python -m bench.overload [--seconds 60] [--concurrency 16,64,128] [--out bench/results]
+
+Every client sends one prediction after another; on a 503 it waits what Retry-After
+says, as a well-behaved client does. Per crowd: goodput (200s per second), the
+latency of the 200s and of the 503s, and every answer counted (none may time out).
+The first crowd is the reference (the peak, c=16 by default).
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from bench.run import bench_images, percentiles
+from modelbuild import archive, weights
+from tests.support.servers import ROOT
+from tests.support.stack import get_token, start_stack
+
+
+def crowd(url: str, token: str, payloads: list[bytes], clients: int, seconds: float) -> dict:
+    served, shed, failed = [], [], []
+    deadline = time.monotonic() + seconds
+
+    def client(n):
+        with requests.Session() as session:
+            i = n
+            while time.monotonic() < deadline:
+                sent = time.perf_counter()
+                try:
+                    response = session.post(url + "/predict", timeout=60,
+                                            headers={"Authorization": f"Bearer {token}"},
+                                            files={"file": ("x.jpg", payloads[i % len(payloads)])})
+                    status = response.status_code
+                except requests.RequestException as exc:
+                    status, response = type(exc).__name__, None
+                elapsed = time.perf_counter() - sent
+                i += clients
+                if status == 200:
+                    served.append(elapsed)
+                elif status == 503:
+                    shed.append(elapsed)
+                    time.sleep(min(float(response.headers.get("Retry-After", 1)),
+                                   max(0.0, deadline - time.monotonic())))
+                else:
+                    failed.append(status)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    shed_latency = percentiles(shed)
+    return {"concurrency": clients, "seconds": round(wall, 1), "served": len(served),
+            "shed": len(shed), "failed": len(failed), "failures": sorted(set(map(str, failed))),
+            "goodput_per_s": round(len(served) / wall, 2), **percentiles(served),
+            "shed_p50_ms": shed_latency["p50_ms"], "shed_p99_ms": shed_latency["p99_ms"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60, help="per crowd")
+    parser.add_argument("--concurrency", default="16,64,128", help="the first is the reference")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    payloads = bench_images()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
+        tmp = Path(tmp)
+        archive.build("1.0", weights.random_weights(0), tmp / "store")
+        torchserve, gateway = start_stack(tmp, tmp / "store", ROOT / "config" / "users.json",
+                                          os.urandom(32).hex())
+        try:
+            token = get_token(gateway)
+            rows = [crowd(gateway.url, token, payloads, c, args.seconds) for c in levels]
+        finally:
+            gateway.stop()
+            torchserve.stop()
+    reference, top = rows[0], rows[-1]
+    summary = {
+        f"goodput_c{top['concurrency']}_over_c{reference['concurrency']}": round(
+            top["goodput_per_s"] / reference["goodput_per_s"], 3),
+        f"p99_c{top['concurrency']}_over_c{reference['concurrency']}": round(
+            top["p99_ms"] / reference["p99_ms"], 2),
+        "shed_p99_ms_max": max((r["shed_p99_ms"] or 0) for r in rows),
+        "failed": sum(r["failed"] for r in rows),
+    }
+    (args.out / "overload.json").write_text(json.dumps({"rows": rows, "summary": summary},
+                                                       indent=2))
+    print(f"{'c':>5}{'s':>6}{'served':>8}{'shed':>7}{'failed':>8}{'goodput/s':>11}"
+          f"{'p50':>8}{'p99':>8}{'shed p50':>10}{'shed p99':>10}")
+    for r in rows:
+        print(f"{r['concurrency']:>5}{r['seconds']:>6}{r['served']:>8}{r['shed']:>7}"
+              f"{r['failed']:>8}{r['goodput_per_s']:>11}{r['p50_ms']:>8}{r['p99_ms']:>8}"
+              f"{str(r['shed_p50_ms']):>10}{str(r['shed_p99_ms']):>10}")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

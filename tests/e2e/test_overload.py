@@ -1,0 +1,68 @@
+"""Over capacity the gateway answers at once with 503 + Retry-After, counts and logs
+every shed request, and keeps serving what it accepted (a real TorchServe + gunicorn)."""
+
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from tests.support import images
+from tests.support.stack import get_token, start_stack
+
+pytestmark = pytest.mark.e2e
+CLIENTS = 24
+
+
+@pytest.fixture(scope="module")
+def small_gateway(tmp_path_factory, model_store, users_file, jwt_secret):
+    base = tmp_path_factory.mktemp("overload")
+    torchserve, gateway = start_stack(base, model_store, users_file, jwt_secret,
+                                      max_inflight_predictions=2, inflight_wait_ms=0)
+    yield gateway, f"sqlite:///{base / 'gateway' / 'predictions.db'}"
+    gateway.stop()
+    torchserve.stop()
+
+
+def test_requests_over_capacity_get_a_fast_503_and_are_accounted_for(small_gateway):
+    gateway, database_url = small_gateway
+    token = get_token(gateway)
+    photo, start = images.jpeg(), threading.Barrier(CLIENTS)
+
+    def one(i):
+        with requests.Session() as session:
+            start.wait()
+            sent = time.perf_counter()
+            response = session.post(gateway.url + "/predict", timeout=60,
+                                    headers={"Authorization": f"Bearer {token}",
+                                             "X-Request-ID": f"crowd-{i}"},
+                                    files={"file": ("x.jpg", photo)})
+            return response, time.perf_counter() - sent
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        outcomes = list(pool.map(one, range(CLIENTS)))
+    served = [seconds for r, seconds in outcomes if r.status_code == 200]
+    shed = [(r, seconds) for r, seconds in outcomes if r.status_code == 503]
+    assert len(served) + len(shed) == CLIENTS  # every request answered, 200 or 503
+    assert served and shed, [r.status_code for r, _ in outcomes]
+    for response, _ in shed:
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["detail"].startswith("over capacity: 2 predictions in flight")
+    with create_engine(database_url).connect() as connection:
+        rows = dict(connection.execute(text(
+            "SELECT status_code, count(*) FROM predictions WHERE request_id LIKE 'crowd-%' "
+            "GROUP BY status_code")).all())
+        shed_ms = [ms for (ms,) in connection.execute(text(
+            "SELECT latency_ms FROM predictions WHERE request_id LIKE 'crowd-%' "
+            "AND status_code = 503"))]
+    assert rows == {200: len(served), 503: len(shed)}  # each one logged, shed ones too
+    client_ms = statistics.median(seconds * 1000 for _, seconds in shed)
+    print(f"{len(served)} served (p50 {statistics.median(served) * 1000:.0f} ms), "
+          f"{len(shed)} shed (gateway p50 {statistics.median(shed_ms)} ms, "
+          f"client p50 {client_ms:.0f} ms)")
+    assert statistics.median(shed_ms) < 100  # a fast no in the gateway, not a slow queue
+    scrape = requests.get(gateway.url + "/metrics", timeout=10).text
+    assert f"gateway_shed_total {float(len(shed))}" in scrape
