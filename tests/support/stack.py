@@ -19,6 +19,9 @@ def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str,
     # limit and the quota are tested on a stack of their own (test_auth_lifecycle.py).
     settings.setdefault("login_address_rate_limit", "100000 per minute")
     settings.setdefault("predict_rate_limit", "100000 per minute")
+    # The load tests run 32 clients against one process: shedding past the in-flight
+    # bound is tested on a stack of its own (test_overload.py).
+    settings.setdefault("max_inflight_predictions", 64)
     gateway = GatewayServer(torchserve, tmp / "gateway", jwt_secret=jwt_secret,
                             users_file=users_file, **settings)
     try:
