@@ -7,6 +7,7 @@ VERSION ?= 1.0
 WEIGHTS ?= auto
 SEED ?= 0
 VARIANT ?= fp32
+ARCH ?= resnet18
 MODEL_STORE ?= model_store
 MANAGEMENT_URL ?= http://127.0.0.1:8081
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -28,11 +29,11 @@ check-java:
 	@command -v java >/dev/null || { echo "Java 11+ is required by TorchServe. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
 	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 11) { print "Java " $$2 " is too old: TorchServe needs 11+ (apt-get install openjdk-17-jre-headless)" > "/dev/stderr"; exit 1 } }'
 
-# Build model_store/resnet18-$(VERSION).mar (kept if it already exists).
+# Build model_store/classifier-$(VERSION).mar (kept if it already exists).
 archive: install
-	@test -f $(MODEL_STORE)/resnet18-$(VERSION).mar || \
+	@test -f $(MODEL_STORE)/classifier-$(VERSION).mar || \
 	  $(BIN)/python -m modelbuild.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) \
-	    --variant $(VARIANT) --export-path $(MODEL_STORE)
+	    --variant $(VARIANT) --arch $(ARCH) --export-path $(MODEL_STORE)
 
 # A local JWT secret in an ignored file, made once.
 run/jwt_secret:
@@ -53,7 +54,7 @@ run: check-java install archive run/jwt_secret $(LOCAL_USERS)
 # Model versions, straight to the management API on loopback (see README).
 MODELCTL = $(BIN)/python -m gateway.modelctl --management-url $(MANAGEMENT_URL)
 register: install
-	$(MODELCTL) register resnet18-$(VERSION).mar
+	$(MODELCTL) register classifier-$(VERSION).mar
 promote: install
 	$(MODELCTL) promote $(VERSION)
 rollback: install
@@ -152,7 +153,7 @@ e2e: check-java install
 # In-process vs TorchServe vs gateway, side by side (see bench/README.md).
 REQUESTS ?= 400
 bench: check-java install
-	$(BIN)/python -m bench.run --requests $(REQUESTS)
+	$(BIN)/python -m bench.run --requests $(REQUESTS) --arch $(ARCH)
 
 # The gateway past capacity: c=16 (reference), 64 and 128, OVERLOAD_SECONDS each.
 OVERLOAD_SECONDS ?= 60

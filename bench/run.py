@@ -31,7 +31,7 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from handler import resnet18_handler as handler
+from handler import resnet_handler as handler
 from modelbuild import archive, weights
 from modelbuild.handler_files import MAX_IMAGE_PIXELS, MODEL_CONFIG
 from tests.support import images
@@ -104,7 +104,7 @@ def oip_infer(url: str, token: str, payloads: list[bytes]):
         tensor = triton.InferInput("image", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([payloads[i % len(payloads)]], dtype=np.object_))
         try:
-            local.client.infer("resnet18", [tensor], headers={"Authorization": f"Bearer {token}"})
+            local.client.infer("classifier", [tensor], headers={"Authorization": f"Bearer {token}"})
         except InferenceServerException as exc:
             return f"InferenceServerException {exc.status()}"
         return 200
@@ -150,7 +150,7 @@ def start_shadow(torchserve, gateway) -> dict:
     """Register SHADOW_VERSION and shadow 100 % of the gateway's unpinned requests to it,
     through the operators' CLI; the environment the CLI reads."""
     register = requests.post(torchserve.management_url + "/models", timeout=120, params={
-        "url": f"resnet18-{SHADOW_VERSION}.mar", "initial_workers": 1, "synchronous": "true"})
+        "url": f"classifier-{SHADOW_VERSION}.mar", "initial_workers": 1, "synchronous": "true"})
     register.raise_for_status()
     env = {**os.environ, "DATABASE_URL": gateway.env["DATABASE_URL"],
            "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url}
@@ -207,7 +207,10 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per cell")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--arch", choices=weights.ARCHS, default=weights.DEFAULT_ARCH,
+                        help="another architecture runs the main table only")
     args = parser.parse_args(argv)
+    main_only = args.arch != weights.DEFAULT_ARCH
     levels = [int(c) for c in args.concurrency.split(",")]
     top = max(levels)
     payloads = bench_images()
@@ -216,15 +219,16 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         tmp = Path(tmp)
         store = tmp / "store"
-        resolved = weights.random_weights(0)
+        resolved = weights.random_weights(0, args.arch)
         archive.build("1.0", resolved, store)
-        archive.build(SHADOW_VERSION, weights.random_weights(1), store)
-        # The int8 variant is built whatever its agreement (random weights miss the
-        # 99 % gate); its speed is measured and reported next to the agreement.
-        archive.build(INT8_VERSION, resolved, store, variant="int8", min_agreement=0.0)
-        with zipfile.ZipFile(store / f"resnet18-{INT8_VERSION}.mar") as mar:
-            int8_weights = json.loads(mar.read("weights.json"))
-            int8_file = mar.extract("resnet18.pt", tmp / "int8")
+        if not main_only:
+            archive.build(SHADOW_VERSION, weights.random_weights(1), store)
+            # The int8 variant is built whatever its agreement (random weights miss the
+            # 99 % gate); its speed is measured and reported next to the agreement.
+            archive.build(INT8_VERSION, resolved, store, variant="int8", min_agreement=0.0)
+            with zipfile.ZipFile(store / f"classifier-{INT8_VERSION}.mar") as mar:
+                int8_weights = json.loads(mar.read("weights.json"))
+                int8_file = mar.extract("model.pt", tmp / "int8")
         torchserve = TorchServeServer(store, tmp / "torchserve")
         gateways = {}
         try:
@@ -243,7 +247,7 @@ def main(argv=None) -> int:
                 "username": "client_user", "password": "tryClassifier"}).json()["access_token"]
 
             def direct(i, session):
-                return session.post(torchserve.url + "/predictions/resnet18",
+                return session.post(torchserve.url + "/predictions/classifier",
                                     data=payloads[i % len(payloads)], timeout=60).status_code
 
             def through(url, version=None):
@@ -256,7 +260,7 @@ def main(argv=None) -> int:
                                         ).status_code
                 return call
 
-            in_process = InProcess(payloads, handler.load_state_dict(resolved.state_dict))
+            in_process = InProcess(payloads, handler.load_state_dict(resolved.state_dict, resolved.arch))
             modes = {
                 "in-process": lambda c, n: in_process.run(c, n),
                 "torchserve": lambda c, n: run_http(c, n, direct),
@@ -270,6 +274,8 @@ def main(argv=None) -> int:
             per_round = max(1, args.requests // args.rounds)
             results = [row for c in levels
                        for row in alternate(modes, c, args.rounds, per_round)]
+            if main_only:
+                return report_main(args, ready_s, results, levels, top)
             log_on, log_off = alternate(log_modes, 1, args.rounds, per_round)
             # The Open Inference Protocol through tritonclient (binary tensors, one image
             # per call) against /predict, side by side.
@@ -287,10 +293,10 @@ def main(argv=None) -> int:
             # The int8 variant against fp32, in-process and served (pinned version), side by side.
             register = requests.post(
                 torchserve.management_url + "/models", timeout=120,
-                params={"url": f"resnet18-{INT8_VERSION}.mar", "initial_workers": 1,
+                params={"url": f"classifier-{INT8_VERSION}.mar", "initial_workers": 1,
                         "synchronous": "true"})
             register.raise_for_status()
-            int8_in_process = InProcess(payloads, handler.load_model(int8_file, "int8"))
+            int8_in_process = InProcess(payloads, handler.load_model(int8_file, "int8", resolved.arch))
             variant_modes = {
                 "in-process": modes["in-process"],
                 "in-process-int8": lambda c, n: int8_in_process.run(c, n),
@@ -303,16 +309,9 @@ def main(argv=None) -> int:
         finally:
             for server in (*gateways.values(), torchserve):
                 server.stop()
-    row = {(r["mode"], r["concurrency"]): r for r in results}
     variant_row = {(r["mode"], r["concurrency"]): r for r in variants}
     summary = {
-        "torchserve_ready_s": round(ready_s, 1),
-        f"gateway_over_in_process_throughput_c{top}": round(
-            row["gateway", top]["images_per_s"] / row["in-process", top]["images_per_s"], 3),
-        f"gateway_over_torchserve_throughput_c{top}": round(
-            row["gateway", top]["images_per_s"] / row["torchserve", top]["images_per_s"], 3),
-        "gateway_minus_torchserve_p50_ms_c1": round(
-            row["gateway", 1]["p50_ms"] - row["torchserve", 1]["p50_ms"], 2) if 1 in levels else None,
+        **main_summary(results, ready_s, levels, top),
         "prediction_log_write_cost_p50_ms_c1": round(log_on["p50_ms"] - log_off["p50_ms"], 2),
         "prediction_log_on_p50_ms_c1": log_on["p50_ms"], "prediction_log_off_p50_ms_c1": log_off["p50_ms"],
         "int8_top1_agreement": int8_weights["top1_agreement"],
@@ -329,15 +328,38 @@ def main(argv=None) -> int:
         **shadow_copies,
         "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow]),
     }
+    return write_report(args, summary, results=results, prediction_log=[log_on, log_off],
+                        variants=variants, oip=oip, shadow=shadow)
+
+
+def main_summary(results: list[dict], ready_s: float, levels: list[int], top: int) -> dict:
+    row = {(r["mode"], r["concurrency"]): r for r in results}
+    return {
+        "torchserve_ready_s": round(ready_s, 1),
+        f"gateway_over_in_process_throughput_c{top}": round(
+            row["gateway", top]["images_per_s"] / row["in-process", top]["images_per_s"], 3),
+        f"gateway_over_torchserve_throughput_c{top}": round(
+            row["gateway", top]["images_per_s"] / row["torchserve", top]["images_per_s"], 3),
+        "gateway_minus_torchserve_p50_ms_c1": round(
+            row["gateway", 1]["p50_ms"] - row["torchserve", 1]["p50_ms"], 2) if 1 in levels else None,
+    }
+
+
+def report_main(args, ready_s: float, results: list[dict], levels: list[int], top: int) -> int:
+    """Another architecture: the main table (in-process, TorchServe, gateway) only."""
+    summary = {**main_summary(results, ready_s, levels, top),
+               "errors": sum(r["errors"] for r in results)}
+    return write_report(args, summary, results=results)
+
+
+def write_report(args, summary: dict, **sections) -> int:
     report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {
-        "cpus": os.cpu_count()}, "requests_per_cell": args.requests,
-        "results": results, "prediction_log": [log_on, log_off], "variants": variants, "oip": oip,
-        "shadow": shadow,
-        "summary": summary}
+        "cpus": os.cpu_count()}, "arch": args.arch, "requests_per_cell": args.requests,
+        **sections, "summary": summary}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
-    plot(results, args.out / "bench.png")
+    plot(sections["results"], args.out / "bench.png")
     print(f"{'mode':<16}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
-    for r in [*results, *variants, *oip, *shadow]:
+    for r in [row for rows in sections.values() for row in rows]:
         print(f"{r['mode']:<16}{r['concurrency']:>4}{r['images_per_s']:>9}{r['p50_ms']:>9}"
               f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}")
     for key, value in summary.items():

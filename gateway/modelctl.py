@@ -1,7 +1,7 @@
 """Operator CLI for model versions, straight to TorchServe's management API on loopback.
 
     python -m gateway.modelctl list
-    python -m gateway.modelctl register resnet18-2.0.mar
+    python -m gateway.modelctl register classifier-2.0.mar
     python -m gateway.modelctl promote 2.0
     python -m gateway.modelctl rollback          # newest version older than the default
     python -m gateway.modelctl unregister 2.0

@@ -5,7 +5,7 @@ TorchServe's /ping says Healthy while workers crash, so readiness asks the manag
 API instead. Standard library only: the gateway's /readyz uses it, and the serve image
 runs this file as its health check and Kubernetes probe.
 
-    python gateway/readiness.py [--url http://127.0.0.1:8081] [--model resnet18] [--wait SECONDS]
+    python gateway/readiness.py [--url http://127.0.0.1:8081] [--model classifier] [--wait SECONDS]
 """
 
 import argparse
@@ -45,7 +45,7 @@ def check(url: str, model: str) -> tuple[bool, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8081")
-    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model", default="classifier")
     parser.add_argument("--wait", type=float, default=0, help="keep trying this many seconds")
     args = parser.parse_args()
     deadline = time.monotonic() + args.wait

@@ -30,7 +30,7 @@ class Settings:
     jwt_secret: str
     torchserve_url: str = "http://127.0.0.1:8080"
     torchserve_management_url: str = "http://127.0.0.1:8081"
-    model_name: str = "resnet18"
+    model_name: str = "classifier"
     users_file: str = "config/users.json"
     jwt_ttl_seconds: int = 1800
     jwt_issuer: str = "image-classifier-gateway"

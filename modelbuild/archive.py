@@ -2,6 +2,7 @@
 
     python -m modelbuild.archive --version 1.0 --weights auto
     python -m modelbuild.archive --version 1.0-int8 --weights imagenet --variant int8
+    python -m modelbuild.archive --version 2.0 --weights imagenet --arch resnet101
 """
 
 import argparse
@@ -18,9 +19,10 @@ import torch
 from modelbuild import quantize
 from modelbuild.handler_files import CONFIG_FILE, HANDLER_FILE
 from modelbuild import weights as weights_mod
-from handler.resnet18_handler import load_state_dict
+from handler.resnet_handler import load_state_dict
 
-MODEL_NAME = "resnet18"
+MODEL_NAME = "classifier"  # the served model's name: its versions may be any ResNet
+SERIALIZED_FILE = "model.pt"
 VARIANTS = ("fp32", "int8")
 
 
@@ -35,15 +37,16 @@ def write_model_files(weights: weights_mod.ResolvedWeights, work: Path,
     fp32: the state dict. int8: the quantised TorchScript model, built only if it
     agrees with fp32 (modelbuild.quantize), with its agreement report in weights.json.
     """
-    record = {"source": weights.source, "sha256": weights.sha256, "seed": weights.seed,
-              "variant": variant}
+    record = {"arch": weights.arch, "source": weights.source, "sha256": weights.sha256,
+              "seed": weights.seed, "variant": variant}
     if variant == "int8":
-        model, report = quantize.int8_variant(load_state_dict(weights.state_dict), min_agreement)
-        torch.jit.save(model, str(work / "resnet18.pt"))
+        model, report = quantize.int8_variant(
+            load_state_dict(weights.state_dict, weights.arch), min_agreement)
+        torch.jit.save(model, str(work / SERIALIZED_FILE))
         record.update(report)
     else:
-        torch.save(weights.state_dict, work / "resnet18.pt")
-    categories = weights_mod.IMAGENET.meta["categories"]
+        torch.save(weights.state_dict, work / SERIALIZED_FILE)
+    categories = weights_mod.IMAGENET_CATEGORIES
     (work / "index_to_name.json").write_text(
         json.dumps({str(i): name for i, name in enumerate(categories)})
     )
@@ -74,7 +77,7 @@ def package(work: Path, version: str, export_dir: Path) -> Path:
             str(Path(sys.executable).with_name("torch-model-archiver")),
             "--model-name", MODEL_NAME,
             "--version", version,
-            "--serialized-file", str(work / "resnet18.pt"),
+            "--serialized-file", str(work / SERIALIZED_FILE),
             "--handler", str(HANDLER_FILE),
             "--extra-files", f"{work / 'index_to_name.json'},{work / 'weights.json'}",
             "--config-file", str(CONFIG_FILE),
@@ -97,6 +100,8 @@ def main(argv=None) -> int:
                         help="imagenet | random | auto | PATH to a .pth state dict")
     parser.add_argument("--seed", type=int, default=weights_mod.DEFAULT_SEED,
                         help="seed for --weights random")
+    parser.add_argument("--arch", choices=weights_mod.ARCHS, default=weights_mod.DEFAULT_ARCH,
+                        help="torchvision architecture (default resnet18)")
     parser.add_argument("--export-path", type=Path, default=Path("model_store"))
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
     parser.add_argument("--variant", choices=VARIANTS, default="fp32",
@@ -104,12 +109,12 @@ def main(argv=None) -> int:
                              "agrees with fp32 on >= 99%% of 200 fixed images")
     args = parser.parse_args(argv)
     try:
-        resolved = weights_mod.resolve(args.weights, args.seed)
+        resolved = weights_mod.resolve(args.weights, args.seed, args.arch)
         target = build(args.version, resolved, args.export_path, args.force, args.variant)
     except (weights_mod.WeightsError, FileExistsError, quantize.VariantRejected) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"built {target} ({args.variant}, weights: {resolved.source}, "
+    print(f"built {target} ({resolved.arch} {args.variant}, weights: {resolved.source}, "
           f"sha256 {resolved.sha256})")
     return 0
 

@@ -13,7 +13,7 @@ import torch
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from handler.resnet18_handler import classify, transform_batch
+from handler.resnet_handler import classify, transform_batch
 from modelbuild import synthetic
 from modelbuild.handler_files import MAX_IMAGE_PIXELS
 

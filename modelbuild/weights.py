@@ -1,4 +1,5 @@
-"""Resolve the ResNet-18 weights an archive is built from, and fingerprint them."""
+"""Resolve the weights an archive is built from (torchvision's ResNet family), and
+fingerprint them."""
 
 import hashlib
 import sys
@@ -6,14 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models import get_model, get_model_weights
 
-IMAGENET = ResNet18_Weights.IMAGENET1K_V1
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+DEFAULT_ARCH = "resnet18"
 DEFAULT_SEED = 0
+# The 1000 ImageNet classes, the same list for every architecture here.
+IMAGENET_CATEGORIES = get_model_weights(DEFAULT_ARCH).IMAGENET1K_V1.meta["categories"]
 
 
 class WeightsError(RuntimeError):
-    """The requested weights cannot be had or do not fit ResNet-18."""
+    """The requested weights cannot be had or do not fit the architecture."""
 
 
 @dataclass
@@ -21,6 +25,7 @@ class ResolvedWeights:
     state_dict: dict
     source: str  # "imagenet", "random", or "file:<name>"
     seed: int | None = None
+    arch: str = DEFAULT_ARCH
 
     @property
     def sha256(self) -> str:
@@ -39,26 +44,35 @@ def state_dict_sha256(state_dict: dict) -> str:
     return digest.hexdigest()
 
 
-def random_weights(seed: int = DEFAULT_SEED) -> ResolvedWeights:
+def check_arch(arch: str) -> str:
+    if arch not in ARCHS:
+        raise WeightsError(f"architecture {arch!r} is not one of {', '.join(ARCHS)}")
+    return arch
+
+
+def random_weights(seed: int = DEFAULT_SEED, arch: str = DEFAULT_ARCH) -> ResolvedWeights:
     torch.manual_seed(seed)
-    return ResolvedWeights(resnet18(weights=None).state_dict(), "random", seed)
+    return ResolvedWeights(get_model(check_arch(arch), weights=None).state_dict(), "random",
+                           seed, arch)
 
 
-def imagenet_weights() -> ResolvedWeights:
+def imagenet_weights(arch: str = DEFAULT_ARCH) -> ResolvedWeights:
     """torchvision's official weights, downloaded with its own hash check."""
+    official = get_model_weights(check_arch(arch)).IMAGENET1K_V1
     try:
-        state_dict = IMAGENET.get_state_dict(progress=False, check_hash=True)
+        state_dict = official.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # urllib, socket and hash errors all mean "not available"
         raise WeightsError(
-            f"could not download ImageNet weights from {IMAGENET.url} ({exc}). "
+            f"could not download ImageNet weights from {official.url} ({exc}). "
             "Are you offline? Use --weights random for a test model, or --weights "
             "PATH with a local .pth file."
         ) from exc
-    return ResolvedWeights(state_dict, "imagenet")
+    return ResolvedWeights(state_dict, "imagenet", arch=arch)
 
 
-def file_weights(path: Path) -> ResolvedWeights:
-    """A local state dict (plain, or wrapped under "state_dict") that must fit ResNet-18."""
+def file_weights(path: Path, arch: str = DEFAULT_ARCH) -> ResolvedWeights:
+    """A local state dict (plain, or wrapped under "state_dict") that must fit the
+    architecture."""
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
@@ -69,21 +83,21 @@ def file_weights(path: Path) -> ResolvedWeights:
     if not isinstance(state_dict, dict):
         raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict")
     try:
-        resnet18(weights=None).load_state_dict(state_dict, strict=True)
+        get_model(check_arch(arch), weights=None).load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
-        raise WeightsError(f"{path} does not fit ResNet-18: {exc}") from exc
-    return ResolvedWeights(state_dict, f"file:{path.name}")
+        raise WeightsError(f"{path} does not fit {arch}: {exc}") from exc
+    return ResolvedWeights(state_dict, f"file:{path.name}", arch=arch)
 
 
-def resolve(spec: str, seed: int = DEFAULT_SEED) -> ResolvedWeights:
-    """imagenet | random | auto | PATH."""
+def resolve(spec: str, seed: int = DEFAULT_SEED, arch: str = DEFAULT_ARCH) -> ResolvedWeights:
+    """imagenet | random | auto | PATH, for one of ARCHS."""
     if spec == "random":
-        return random_weights(seed)
+        return random_weights(seed, arch)
     if spec == "imagenet":
-        return imagenet_weights()
+        return imagenet_weights(arch)
     if spec == "auto":
         try:
-            return imagenet_weights()
+            return imagenet_weights(arch)
         except WeightsError as exc:
             print(
                 "\n" + "!" * 78 + "\n"
@@ -92,5 +106,5 @@ def resolve(spec: str, seed: int = DEFAULT_SEED) -> ResolvedWeights:
                 f"!! Reason: {exc}\n" + "!" * 78 + "\n",
                 file=sys.stderr,
             )
-            return random_weights(seed)
-    return file_weights(Path(spec))
+            return random_weights(seed, arch)
+    return file_weights(Path(spec), arch)

@@ -8,7 +8,7 @@
 #   TS_METRICS_PORT     Prometheus metrics                  (8082)
 #   TS_GRPC_PORTS       gRPC inference,management (loopback only)  (7070,7071)
 #   MODEL_STORE         directory of .mar files             (./model_store)
-#   TS_LOAD_MODELS      archives loaded at start            (resnet18-1.0.mar)
+#   TS_LOAD_MODELS      archives loaded at start            (classifier-1.0.mar)
 #   TS_RUN_DIR          logs, temp files, generated config  (./run/torchserve)
 set -euo pipefail
 
@@ -37,7 +37,7 @@ config="$run_dir/config.properties"
   echo "model_store=$store"
   # Only archives inside the model store; never http(s) (CVE-2023-43654).
   echo "allowed_urls=file://$store/[^/]*[.]mar"
-  echo "load_models=${TS_LOAD_MODELS:-resnet18-1.0.mar}"
+  echo "load_models=${TS_LOAD_MODELS:-classifier-1.0.mar}"
 } >"$config"
 
 # TorchServe keeps its pid file in the temp dir; a private one lets several

@@ -12,7 +12,7 @@ from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_sta
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> Path:
-    """resnet18-1.0.mar (seed 0) and resnet18-2.0.mar (seed 1): predictions differ."""
+    """classifier-1.0.mar (seed 0) and classifier-2.0.mar (seed 1): predictions differ."""
     store = tmp_path_factory.mktemp("model_store")
     archive.build("1.0", weights.random_weights(0), store)
     archive.build("2.0", weights.random_weights(1), store)

@@ -35,7 +35,7 @@ def fault_stack(tmp_path_factory, model_store, users_file, jwt_secret):
 
 
 def worker_pid(torchserve) -> int | None:
-    body = requests.get(f"{torchserve.management_url}/models/resnet18", timeout=5).json()
+    body = requests.get(f"{torchserve.management_url}/models/classifier", timeout=5).json()
     ready = readiness.ready_workers(body[0])
     return ready[0]["pid"] if ready else None
 

@@ -29,19 +29,19 @@ def test_tritonclient_health_metadata_ready_and_binary_infer(gateway, user_token
     auth = {"Authorization": f"Bearer {user_token}"}
     client = triton.InferenceServerClient(url=gateway.url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready()
-    metadata = client.get_model_metadata("resnet18", headers=auth)
+    metadata = client.get_model_metadata("classifier", headers=auth)
     assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
     assert {o["name"] for o in metadata["outputs"]} == {"class_id", "probability",
                                                         "category_name"}
     assert "1.0" in metadata["versions"]
-    assert client.is_model_ready("resnet18", "1.0", headers=auth)
-    assert not client.is_model_ready("resnet18", "9.9", headers=auth)
+    assert client.is_model_ready("classifier", "1.0", headers=auth)
+    assert not client.is_model_ready("classifier", "9.9", headers=auth)
 
     tensor = triton.InferInput("image", [len(BATCH)], "BYTES")
     tensor.set_data_from_numpy(np.array(BATCH, dtype=np.object_), binary_data=True)
     outputs = [triton.InferRequestedOutput(name, binary_data=True)
                for name in ("class_id", "probability", "category_name")]
-    result = client.infer("resnet18", [tensor], outputs=outputs, headers=auth)
+    result = client.infer("classifier", [tensor], outputs=outputs, headers=auth)
     class_ids, probabilities = result.as_numpy("class_id"), result.as_numpy("probability")
     names = result.as_numpy("category_name")
     assert class_ids.shape == probabilities.shape == names.shape == (4, 5)
@@ -50,7 +50,7 @@ def test_tritonclient_health_metadata_ready_and_binary_infer(gateway, user_token
     assert [int(c) for c in class_ids[:, 0]] == [predict_class(gateway, user_token, image)
                                                  for image in BATCH]
     # The same request pinned to a version, answered in JSON (binary_data off).
-    pinned = client.infer("resnet18", [tensor], model_version="1.0", headers=auth,
+    pinned = client.infer("classifier", [tensor], model_version="1.0", headers=auth,
                           outputs=[triton.InferRequestedOutput("class_id", binary_data=False)])
     assert (pinned.as_numpy("class_id") == class_ids).all()
     assert pinned.get_response()["model_version"] == "1.0"
@@ -61,7 +61,7 @@ def test_kserve_sdk_json_infer(gateway, user_token):
     request = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
                            "data": [base64.b64encode(BATCH[0]).decode()]}],
                "parameters": {"top_k": 3}}
-    response = asyncio.run(client.infer(gateway.url, request, model_name="resnet18",
+    response = asyncio.run(client.infer(gateway.url, request, model_name="classifier",
                                         headers={"Authorization": f"Bearer {user_token}"}))
     outputs = {o.name: o for o in response.outputs}
     assert outputs["class_id"].shape == [1, 3]
@@ -69,7 +69,7 @@ def test_kserve_sdk_json_infer(gateway, user_token):
     assert len(outputs["category_name"].data) == 3
 
 
-def infer_raw(gateway, token, body, path="/v2/models/resnet18/infer"):
+def infer_raw(gateway, token, body, path="/v2/models/classifier/infer"):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return requests.post(gateway.url + path, json=body, headers=headers, timeout=60)
 
@@ -80,13 +80,13 @@ def image_input(datatype="BYTES", data=None):
 
 
 @pytest.mark.parametrize("path, body, token, status", [
-    ("/v2/models/resnet18/versions/9.9/infer", image_input(), True, 404),
+    ("/v2/models/classifier/versions/9.9/infer", image_input(), True, 404),
     ("/v2/models/other/infer", image_input(), True, 404),
-    ("/v2/models/resnet18/infer", image_input("FP32", [1.0]), True, 400),
-    ("/v2/models/resnet18/infer", image_input(data=["not base64!"]), True, 400),
-    ("/v2/models/resnet18/infer", image_input(data=[base64.b64encode(b"text").decode()]), True, 415),
-    ("/v2/models/resnet18/infer", {"inputs": []}, True, 400),
-    ("/v2/models/resnet18/infer", image_input(), False, 401),
+    ("/v2/models/classifier/infer", image_input("FP32", [1.0]), True, 400),
+    ("/v2/models/classifier/infer", image_input(data=["not base64!"]), True, 400),
+    ("/v2/models/classifier/infer", image_input(data=[base64.b64encode(b"text").decode()]), True, 415),
+    ("/v2/models/classifier/infer", {"inputs": []}, True, 400),
+    ("/v2/models/classifier/infer", image_input(), False, 401),
 ], ids=["unknown_version", "unknown_model", "bad_datatype", "bad_base64", "not_an_image",
         "no_inputs", "no_token"])
 def test_errors_in_the_protocols_shape(gateway, user_token, path, body, token, status):
@@ -100,15 +100,15 @@ def test_tritonclient_sees_errors(gateway, user_token):
     tensor = triton.InferInput("image", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([BATCH[0]], dtype=np.object_), binary_data=True)
     with pytest.raises(InferenceServerException, match="not registered"):
-        client.infer("resnet18", [tensor], model_version="9.9",
+        client.infer("classifier", [tensor], model_version="9.9",
                      headers={"Authorization": f"Bearer {user_token}"})
     with pytest.raises(InferenceServerException, match="Not authenticated"):
-        client.infer("resnet18", [tensor])
+        client.infer("classifier", [tensor])
 
 
 def test_every_image_of_an_infer_leaves_its_row(gateway, user_token):
     request_id = "oip-rows"
-    answer = requests.post(gateway.url + "/v2/models/resnet18/infer", timeout=60,
+    answer = requests.post(gateway.url + "/v2/models/classifier/infer", timeout=60,
                            headers={"Authorization": f"Bearer {user_token}",
                                     "X-Request-ID": request_id},
                            json={"inputs": [{"name": "image", "datatype": "BYTES", "shape": [3],

@@ -22,7 +22,7 @@ from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO
 
 pytestmark = pytest.mark.e2e
 RIDERS = [(f"rider{i:02d}", f"rider-password-{i:02d}") for i in range(20)]
-MODELS = "/models/resnet18"
+MODELS = "/models/classifier"
 
 
 class Broken(torch.nn.Module):
@@ -47,7 +47,7 @@ def broken_archive(store, version: str) -> None:
     work = store / f"work-{version}"
     work.mkdir()
     archive.write_model_files(weights.random_weights(0), work)  # labels, weights.json
-    torch.jit.save(torch.jit.script(Broken()), str(work / "resnet18.pt"))
+    torch.jit.save(torch.jit.script(Broken()), str(work / "model.pt"))
     record = json.loads((work / "weights.json").read_text())
     (work / "weights.json").write_text(json.dumps({**record, "variant": "int8"}))
     archive.package(work, version, store)
@@ -70,7 +70,7 @@ def rollout_stack(tmp_path_factory, model_store, users_file, jwt_secret):
     torchserve, gateway = start_stack(base, store, users, jwt_secret, gateway_workers=2,
                                       rate_limit_storage_uri=redis.url)
     admin = {"Authorization": f"Bearer {get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)}"}
-    for mar in ("resnet18-2.0.mar", "resnet18-2.1.mar", "resnet18-3.0-broken.mar"):
+    for mar in ("classifier-2.0.mar", "classifier-2.1.mar", "classifier-3.0-broken.mar"):
         registered = requests.post(gateway.url + MODELS + "/versions", json={"archive": mar},
                                    headers=admin, timeout=200)
         assert registered.status_code == 201, registered.text

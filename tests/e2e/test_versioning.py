@@ -67,12 +67,12 @@ def test_admin_routes_need_the_admin_role(private_stack):
     user = Client(gateway, get_token(gateway))
     anonymous = Client(gateway, "")
     anonymous.headers = {}
-    routes = [("GET", "/models/resnet18"), ("POST", "/models/resnet18/versions"),
-              ("PUT", "/models/resnet18/versions/1.0/default"),
-              ("DELETE", "/models/resnet18/versions/1.0")]
+    routes = [("GET", "/models/classifier"), ("POST", "/models/classifier/versions"),
+              ("PUT", "/models/classifier/versions/1.0/default"),
+              ("DELETE", "/models/classifier/versions/1.0")]
     for method, path in routes:
-        assert user.call(method, path, json={"archive": "resnet18-2.0.mar"}).status_code == 403
-        assert anonymous.call(method, path, json={"archive": "resnet18-2.0.mar"}).status_code == 401
+        assert user.call(method, path, json={"archive": "classifier-2.0.mar"}).status_code == 403
+        assert anonymous.call(method, path, json={"archive": "classifier-2.0.mar"}).status_code == 401
 
 
 def test_register_refuses_urls_and_paths(private_stack):
@@ -80,14 +80,14 @@ def test_register_refuses_urls_and_paths(private_stack):
     admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
     for archive in ("https://evil.example/x.mar", "http://127.0.0.1:9/x.mar", "/etc/x.mar",
                     "../x.mar", "sub/x.mar", "file:///tmp/x.mar", "x.mar/..", 42):
-        response = admin.call("POST", "/models/resnet18/versions", json={"archive": archive})
+        response = admin.call("POST", "/models/classifier/versions", json={"archive": archive})
         assert response.status_code == 422, (archive, response.text)
-    missing = admin.call("POST", "/models/resnet18/versions", json={"archive": "resnet18-9.9.mar"})
+    missing = admin.call("POST", "/models/classifier/versions", json={"archive": "classifier-9.9.mar"})
     assert missing.status_code == 404 and "not in the model store" in missing.json()["detail"]
-    assert admin.call("POST", "/models/resnet18/versions", data="x").status_code == 422
+    assert admin.call("POST", "/models/classifier/versions", data="x").status_code == 422
     assert admin.call("GET", "/models/other").status_code == 404
-    assert admin.call("PUT", "/models/resnet18/versions/../default").status_code in (404, 422)
-    assert admin.call("PUT", "/models/resnet18/versions/..%2e/default").status_code == 422
+    assert admin.call("PUT", "/models/classifier/versions/../default").status_code in (404, 422)
+    assert admin.call("PUT", "/models/classifier/versions/..%2e/default").status_code == 422
 
 
 def test_ship_pin_promote_rollback_without_downtime(private_stack):
@@ -95,18 +95,18 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
     admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
     user = Client(gateway, get_token(gateway))
 
-    before = admin.call("GET", "/models/resnet18").json()
+    before = admin.call("GET", "/models/classifier").json()
     assert before["default_version"] == "1.0"
     assert [v["version"] for v in before["versions"]] == ["1.0"]
     assert before["versions"][0]["weights"]["source"] == "random"
 
-    registered = admin.call("POST", "/models/resnet18/versions",
-                            json={"archive": "resnet18-2.0.mar"})
+    registered = admin.call("POST", "/models/classifier/versions",
+                            json={"archive": "classifier-2.0.mar"})
     assert registered.status_code == 201, registered.text
     versions = {v["version"]: v for v in registered.json()["versions"]}
     assert versions["2.0"]["ready_workers"] == 1 and not versions["2.0"]["default"]
     assert versions["2.0"]["weights"]["sha256"] != versions["1.0"]["weights"]["sha256"]
-    again = admin.call("POST", "/models/resnet18/versions", json={"archive": "resnet18-2.0.mar"})
+    again = admin.call("POST", "/models/classifier/versions", json={"archive": "classifier-2.0.mar"})
     assert again.status_code == 409
 
     v1, v2 = user.predict("1.0").json(), user.predict("2.0").json()
@@ -118,11 +118,11 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
     background.start()
     try:
         background.wait_for_more(10)
-        promoted = admin.call("PUT", "/models/resnet18/versions/2.0/default")
+        promoted = admin.call("PUT", "/models/classifier/versions/2.0/default")
         assert promoted.status_code == 200
         assert user.predict().json()["model_version"] == "2.0"
         background.wait_for_more(10)
-        refused = admin.call("DELETE", "/models/resnet18/versions/2.0")
+        refused = admin.call("DELETE", "/models/classifier/versions/2.0")
         assert refused.status_code == 409 and "default" in refused.json()["detail"]
         rolled = modelctl(torchserve, "rollback")
         assert rolled.returncode == 0, rolled.stderr
@@ -139,9 +139,9 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
     assert served == {"1.0", "2.0"}
     assert failures == []
 
-    assert admin.call("DELETE", "/models/resnet18/versions/2.0").status_code == 200
+    assert admin.call("DELETE", "/models/classifier/versions/2.0").status_code == 200
     assert user.predict("2.0").status_code == 404
-    assert admin.call("PUT", "/models/resnet18/versions/2.0/default").status_code == 404
+    assert admin.call("PUT", "/models/classifier/versions/2.0/default").status_code == 404
 
 
 def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch):
@@ -156,8 +156,8 @@ def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch
     _, gateway = private_stack
     admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
     user = Client(gateway, get_token(gateway))
-    registered = admin.call("POST", "/models/resnet18/versions",
-                            json={"archive": "resnet18-1.0-int8.mar"})
+    registered = admin.call("POST", "/models/classifier/versions",
+                            json={"archive": "classifier-1.0-int8.mar"})
     assert registered.status_code == 201, registered.text
     try:
         versions = {v["version"]: v for v in registered.json()["versions"]}
@@ -169,4 +169,4 @@ def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch
         assert pinned.json()["model_version"] == "1.0-int8" and len(pinned.json()["top_k"]) == 5
         assert user.predict().json()["model_version"] == "1.0"
     finally:
-        assert admin.call("DELETE", "/models/resnet18/versions/1.0-int8").status_code == 200
+        assert admin.call("DELETE", "/models/classifier/versions/1.0-int8").status_code == 200

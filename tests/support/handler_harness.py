@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from handler import resnet18_handler
+from handler import resnet_handler
 from modelbuild.handler_files import MODEL_CONFIG
 
 
@@ -16,13 +16,13 @@ class FakeContext(SimpleNamespace):
         return f"req-{idx}" if key == "X-Request-ID" else None
 
 
-def load_handler(model_dir, version: str = "1.0") -> resnet18_handler.ResNet18Handler:
+def load_handler(model_dir, version: str = "1.0") -> resnet_handler.ResNetHandler:
     """A handler initialised on a model directory (archive.write_model_files)."""
-    handler = resnet18_handler.ResNet18Handler()
+    handler = resnet_handler.ResNetHandler()
     handler.initialize(FakeContext(
         system_properties={"model_dir": str(model_dir)},
-        manifest={"model": {"modelName": "resnet18", "modelVersion": version,
-                            "serializedFile": "resnet18.pt"}},
+        manifest={"model": {"modelName": "classifier", "modelVersion": version,
+                            "serializedFile": "model.pt"}},
         model_yaml_config=MODEL_CONFIG, statuses={}))
     return handler
 

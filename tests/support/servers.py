@@ -62,7 +62,7 @@ class Process:
 
 
 class TorchServeServer(Process):
-    def __init__(self, model_store: Path, run_dir: Path, load_models: str = "resnet18-1.0.mar"):
+    def __init__(self, model_store: Path, run_dir: Path, load_models: str = "classifier-1.0.mar"):
         self.inference_port, self.management_port, self.metrics_port = (
             free_port(), free_port(), free_port())
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,7 @@ class TorchServeServer(Process):
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"TorchServe exited:\n{self.log_tail()}")
-            if readiness.check(self.management_url, "resnet18")[0]:
+            if readiness.check(self.management_url, "classifier")[0]:
                 return time.monotonic() - start
             time.sleep(0.3)
         raise TimeoutError(f"TorchServe not READY after {timeout}s:\n{self.log_tail()}")

@@ -32,7 +32,7 @@ def test_local_pth_with_wrong_shape_is_rejected(tmp_path):
     state["fc.bias"] = torch.zeros(10)
     path = tmp_path / "ten_classes.pth"
     torch.save(state, path)
-    with pytest.raises(weights.WeightsError, match="does not fit ResNet-18"):
+    with pytest.raises(weights.WeightsError, match="does not fit resnet18"):
         weights.resolve(str(path))
 
 
@@ -69,19 +69,19 @@ def test_auto_offline_falls_back_to_random_loudly(tmp_path):
     result = archive_cli(tmp_path, "auto", "1.0", _offline_env(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "RANDOM weights" in result.stderr
-    mar = tmp_path / "resnet18-1.0.mar"
+    mar = tmp_path / "classifier-1.0.mar"
     with zipfile.ZipFile(mar) as z:
         record = json.loads(z.read("weights.json"))
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
         names = set(z.namelist())
     assert record["source"] == "random"
     assert record["sha256"] == weights.random_weights(0).sha256
-    assert manifest["model"]["modelName"] == "resnet18"
+    assert manifest["model"]["modelName"] == "classifier"
     assert manifest["model"]["modelVersion"] == "1.0"
-    assert {"index_to_name.json", "model-config.yaml", "resnet18_handler.py"} <= names
+    assert {"index_to_name.json", "model-config.yaml", "resnet_handler.py"} <= names
     # The handler folder holds only what ships in the archive.
     shipped = {path.name for path in (ROOT / "handler").iterdir() if path.name != "__pycache__"}
-    assert shipped == {"model-config.yaml", "resnet18_handler.py"} and shipped <= names
+    assert shipped == {"model-config.yaml", "resnet_handler.py"} and shipped <= names
     # Never overwrites an existing version unless forced.
     again = archive_cli(tmp_path, "random", "1.0")
     assert again.returncode == 2 and "exists" in again.stderr

@@ -18,7 +18,7 @@ from tests.support.servers import ROOT, free_port
 from tests.support import images
 
 PREDICTION = {
-    "model_name": "resnet18", "model_version": "1.0",
+    "model_name": "classifier", "model_version": "1.0",
     "predictions": [{"class_id": i, "category_name": f"c{i}", "probability": p}
                     for i, p in enumerate([0.876, 0.05, 0.03, 0.02, 0.01])],
 }
@@ -88,7 +88,7 @@ def test_prediction_keeps_the_old_contract(client, auth, app):
     assert body["extension"] == "jpg" and body["score"] == 88 and body["success"] is True
     assert body["model_version"] == "1.0" and len(body["top_k"]) == 5
     method, url, kwargs = app.extensions["gateway"].torchserve.pool.calls[-1]
-    assert url.endswith("/predictions/resnet18")
+    assert url.endswith("/predictions/classifier")
     assert kwargs["headers"]["X-Request-ID"] == response.headers["X-Request-ID"]
     assert (kwargs["timeout"].connect_timeout, kwargs["timeout"].read_timeout) == (2.0, 35.0)
     assert kwargs["body"] == images.jpeg()
@@ -96,7 +96,7 @@ def test_prediction_keeps_the_old_contract(client, auth, app):
 
 def test_pinned_version_goes_to_the_versioned_url(client, auth, app):
     assert upload(client, auth, images.png(), query="?model_version=2.0").status_code == 200
-    assert app.extensions["gateway"].torchserve.pool.calls[-1][1].endswith("/resnet18/2.0")
+    assert app.extensions["gateway"].torchserve.pool.calls[-1][1].endswith("/classifier/2.0")
     assert upload(client, auth, images.png(), query="?model_version=../x").status_code == 422
 
 
@@ -104,7 +104,7 @@ def test_pinned_version_goes_to_the_versioned_url(client, auth, app):
     (NewConnectionError(None, "refused"), 503),
     (ConnectTimeoutError("slow connect"), 503),
     (ProtocolError("Connection aborted", ConnectionResetError()), 503),
-    (ReadTimeoutError(None, "/predictions/resnet18", "slow read"), 504),
+    (ReadTimeoutError(None, "/predictions/classifier", "slow read"), 504),
     (DecodeError("bad chunk"), 502),
     (fake_response(200, {"unexpected": "shape"}), 502),
     (urllib3.HTTPResponse(body=b"<html>busy</html>", status=503), 503),

@@ -1,11 +1,11 @@
-"""ResNet18Handler called directly: every upload mode, batches with bad images."""
+"""ResNetHandler called directly: every upload mode, batches with bad images."""
 
 import json
 
 import pytest
 
 from modelbuild import archive, weights
-from handler import resnet18_handler as mod
+from handler import resnet_handler as mod
 from modelbuild.handler_files import MAX_IMAGE_PIXELS
 from tests.support import images
 from tests.support.handler_harness import load_handler, run
@@ -36,7 +36,7 @@ def test_every_upload_mode_gets_five_predictions(handler, make):
     assert all(0.0 <= p["probability"] <= 1.0 for p in preds)
     assert [p["probability"] for p in preds] == sorted((p["probability"] for p in preds), reverse=True)
     assert all(handler.mapping[p["class_id"]] == p["category_name"] for p in preds)
-    assert result["model_name"] == "resnet18" and result["model_version"] == "1.0"
+    assert result["model_name"] == "classifier" and result["model_version"] == "1.0"
     assert result["weights"]["source"] == "random"
 
 
@@ -123,6 +123,20 @@ def test_thread_count_follows_model_config(handler):
 
 def test_describe_handle_reports_the_weights_record(handler):
     described = json.loads(handler.describe_handle())
-    assert described["model_name"] == "resnet18" and described["model_version"] == "1.0"
+    assert described["model_name"] == "classifier" and described["model_version"] == "1.0"
     assert described["weights"]["source"] == "random"
     assert described["weights"]["sha256"] == weights.random_weights(0).sha256
+
+
+def test_one_handler_serves_another_resnet(tmp_path):
+    """ARCH: the architecture is recorded in weights.json, loaded by the same handler and
+    shown in every answer's weights info."""
+    resnet34 = weights.random_weights(0, "resnet34")
+    record = archive.write_model_files(resnet34, tmp_path)
+    assert record["arch"] == "resnet34"
+    handler = load_handler(tmp_path, "2.0")
+    assert type(handler.model).__name__ == "ResNet" and len(handler.model.layer1) == 3  # 34: 3
+    [result] = run(handler, [{"data": images.jpeg()}])
+    assert len(result["predictions"]) == 5 and result["weights"]["arch"] == "resnet34"
+    with pytest.raises(weights.WeightsError, match="not one of"):
+        weights.random_weights(0, "vgg16")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from modelbuild import archive, quantize, synthetic, weights
-from handler import resnet18_handler as mod
+from handler import resnet_handler as mod
 from modelbuild.handler_files import MAX_IMAGE_PIXELS
 from tests.support import images
 from tests.support.handler_harness import load_handler, run

@@ -1,4 +1,5 @@
-"""TorchServe handler for a torchvision ResNet-18 (fp32 eager, or the int8 TorchScript variant).
+"""TorchServe handler for torchvision's ResNet family (resnet18 to resnet152; fp32 eager, or
+the int8 TorchScript variant). weights.json in the archive names the architecture.
 
 Self-contained on purpose: TorchServe copies this file into the worker's model
 directory and imports it as a top-level module, so it may import only torch,
@@ -15,14 +16,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
-from torchvision.models import resnet18
+from torchvision.models import get_model
 from ts.torch_handler.base_handler import BaseHandler
 
 logger = logging.getLogger(__name__)
 
 TOP_K = 5
 # What each answer and `GET /models` tell about the weights a version runs.
-WEIGHTS_SHOWN = ("source", "sha256", "variant", "top1_agreement", "agreement_images",
+WEIGHTS_SHOWN = ("arch", "source", "sha256", "variant", "top1_agreement", "agreement_images",
                  "passes_gate")
 
 IMAGENET_TRANSFORM = transforms.Compose(
@@ -83,22 +84,22 @@ def transform_batch(payloads: list[bytes], max_pixels: int) -> torch.Tensor:
     return torch.stack([IMAGENET_TRANSFORM(decode_image(p, max_pixels)) for p in payloads])
 
 
-def load_state_dict(state_dict: dict) -> torch.nn.Module:
-    """Eager ResNet-18 in eval mode, channels-last.
+def load_state_dict(state_dict: dict, arch: str) -> torch.nn.Module:
+    """The eager torchvision model `arch` (e.g. resnet101) in eval mode, channels-last.
 
     Channels-last makes the CPU convolutions 15-20 % faster at batch 8
     (bench/README.md); the bench's in-process reference uses this too.
     """
-    model = resnet18(weights=None)
+    model = get_model(arch, weights=None)
     model.load_state_dict(state_dict)
     return model.eval().to(memory_format=torch.channels_last)
 
 
-def load_model(path: str, variant: str = "fp32") -> torch.nn.Module:
+def load_model(path: str, variant: str, arch: str) -> torch.nn.Module:
     """The archive's model: a state dict (fp32) or a quantised TorchScript file (int8)."""
     if variant == "int8":
         return torch.jit.load(path, map_location="cpu")
-    return load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return load_state_dict(torch.load(path, map_location="cpu", weights_only=True), arch)
 
 
 def classify(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -119,8 +120,8 @@ def _payload(row) -> bytes:
     raise ValueError("request carries no image bytes")
 
 
-class ResNet18Handler(BaseHandler):
-    """Classifies images with ResNet-18; one bad image never fails its batch."""
+class ResNetHandler(BaseHandler):
+    """Classifies images with a ResNet; one bad image never fails its batch."""
 
     def initialize(self, context):
         self.context = context
@@ -139,9 +140,10 @@ class ResNet18Handler(BaseHandler):
         with open(os.path.join(model_dir, "weights.json"), encoding="utf-8") as f:
             self.weights = json.load(f)
         self.weights.setdefault("variant", "fp32")  # archives built before variants
+        self.weights.setdefault("arch", "resnet18")  # archives built before ARCH
         self.model = load_model(
             os.path.join(model_dir, self.manifest["model"]["serializedFile"]),
-            self.weights["variant"],
+            self.weights["variant"], self.weights["arch"],
         )
         self.model_info = {
             "model_name": self.manifest["model"]["modelName"],
