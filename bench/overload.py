@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from bench.run import bench_images, percentiles
+from gateway.settings import Settings
 from modelbuild import archive, weights
 from tests.support.servers import ROOT
 from tests.support.stack import get_token, start_stack
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=60, help="per crowd")
     parser.add_argument("--concurrency", default="16,64,128", help="the first is the reference")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--max-inflight", type=int, default=Settings.max_inflight_predictions,
+                        help="MAX_INFLIGHT_PREDICTIONS of the gateway under test")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     payloads = bench_images()
@@ -78,8 +81,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
         tmp = Path(tmp)
         archive.build("1.0", weights.random_weights(0), tmp / "store")
-        torchserve, gateway = start_stack(tmp, tmp / "store", ROOT / "config" / "users.json",
-                                          os.urandom(32).hex())
+        # The shipped in-flight bound (test stacks raise it for their load tests).
+        torchserve, gateway = start_stack(
+            tmp, tmp / "store", ROOT / "config" / "users.json", os.urandom(32).hex(),
+            max_inflight_predictions=args.max_inflight)
         try:
             token = get_token(gateway)
             rows = [crowd(gateway.url, token, payloads, c, args.seconds) for c in levels]

@@ -36,9 +36,9 @@ def test_bench_smoke(tmp_path):
     assert summary["oip_over_predict_throughput_c2"] > 0
     assert [r["mode"] for r in report["shadow"]] == ["gateway", "gateway-shadow"]
     assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["shadow"])
-    # Warm-up and 4 requests, each copied once: compared, or dropped and counted.
-    assert summary["shadow_copies_compared"] + summary["shadow_copies_dropped"] == 5
-    assert summary["shadow_copy_failures"] == 0
+    # A share of warm-up and 4 requests is copied: compared, or dropped and counted.
+    assert 0 <= summary["shadow_copies_compared"] + summary["shadow_copies_dropped"] <= 5
+    assert summary["shadow_copy_failures"] == 0 and summary["shadow_percent"] == 10
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 
