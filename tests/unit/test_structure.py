@@ -29,7 +29,7 @@ def test_modelctl_runs_without_flask():
     assert "LOADED []" in result.stdout
 
 
-def test_no_sys_path_edits():
+def test_nothing_edits_the_import_path():
     needle = "sys." + "path"
     offenders = [str(path.relative_to(ROOT)) for folder in ("bench", "tests", "gateway", "handler",
                                                             "modelbuild", "config")
