@@ -312,10 +312,10 @@ class RolloutControl:
         guard = Guard.from_json(body.get("guard"))
         if mode == "canary" and guard.min_agreement is not None:
             raise ApiError(422, "guard.min_agreement applies to shadow mode only")
-        registered = {v["version"]: v for v in self.versions.overview()["versions"]}
+        registered = [v["modelVersion"] for v in self.versions.ts.describe("all")]
         if version not in registered:
             raise ApiError(404, f"model {self.versions.name} version {version} is not registered")
-        if registered[version]["default"]:
+        if version == self.versions.default_version():
             raise ApiError(409, f"version {version} is already the default")
         return self.status(self.rollouts.start(mode, version, float(percent), sticky, guard))
 

@@ -8,11 +8,10 @@ import sys
 import pytest
 import requests
 
-from tests.support.stack import get_token
-from gateway.users import UserStore
 from tests.support import images
 from tests.support.servers import ROOT, GatewayServer
 from tests.support.services import Redis, required_or_skip
+from tests.support.stack import get_token, users_file_with
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "a-good-password"
@@ -23,11 +22,9 @@ def auth_stack(tmp_path_factory, torchserve, users_file, jwt_secret):
     required_or_skip(shutil.which("redis-server") is not None, "redis-server")
     base = tmp_path_factory.mktemp("auth")
     users = base / "users.json"
-    shutil.copy(users_file, users)
-    store = UserStore(users)
-    for name in ("pw_user", "role_user", "revoke_user", "logout_user", "quota_user",
-                 "other_user", "victim"):
-        store.set_user(name, PASSWORD, "user")
+    store = users_file_with(users_file, users, [
+        (name, PASSWORD) for name in ("pw_user", "role_user", "revoke_user", "logout_user",
+                                      "quota_user", "other_user", "victim")])
     store.set_quota("quota_user", "3 per minute")
     redis = Redis().start()
     gateway = GatewayServer(torchserve, base / "gateway", jwt_secret=jwt_secret,

@@ -13,12 +13,11 @@ import requests
 import torch
 from PIL import Image
 
-from gateway.users import UserStore
 from modelbuild import archive, weights
 from tests.support import images
 from tests.support.services import Redis, required_or_skip
 from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, get_token,
-                                 start_stack)
+                                 start_stack, users_file_with)
 
 pytestmark = pytest.mark.e2e
 RIDERS = [(f"rider{i:02d}", f"rider-password-{i:02d}") for i in range(20)]
@@ -63,21 +62,25 @@ def rollout_stack(tmp_path_factory, model_store, users_file, jwt_secret):
     nudged_archive(store, "2.1")
     broken_archive(store, "3.0-broken")
     users = base / "users.json"
-    shutil.copy(users_file, users)
-    for username, password in RIDERS:
-        UserStore(users).set_user(username, password, "user")
+    users_file_with(users_file, users, RIDERS)
     redis = Redis().start()
-    torchserve, gateway = start_stack(base, store, users, jwt_secret, gateway_workers=2,
-                                      rate_limit_storage_uri=redis.url)
-    admin = {"Authorization": f"Bearer {get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)}"}
-    for mar in ("classifier-2.0.mar", "classifier-2.1.mar", "classifier-3.0-broken.mar"):
-        registered = requests.post(gateway.url + MODELS + "/versions", json={"archive": mar},
-                                   headers=admin, timeout=200)
-        assert registered.status_code == 201, registered.text
-    yield gateway, admin
-    gateway.stop()
-    torchserve.stop()
-    redis.stop()
+    try:
+        torchserve, gateway = start_stack(base, store, users, jwt_secret, gateway_workers=2,
+                                          rate_limit_storage_uri=redis.url)
+    except BaseException:
+        redis.stop()
+        raise
+    try:
+        admin = {"Authorization": f"Bearer {get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)}"}
+        for mar in ("classifier-2.0.mar", "classifier-2.1.mar", "classifier-3.0-broken.mar"):
+            registered = requests.post(gateway.url + MODELS + "/versions",
+                                       json={"archive": mar}, headers=admin, timeout=200)
+            assert registered.status_code == 201, registered.text
+        yield gateway, admin
+    finally:
+        gateway.stop()
+        torchserve.stop()
+        redis.stop()
 
 
 @pytest.fixture

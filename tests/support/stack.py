@@ -1,9 +1,12 @@
 """The real stack for tests and the bench: users, a READY TorchServe and a gunicorn gateway."""
 
 import secrets
+import shutil
 from pathlib import Path
 
 import requests
+
+from gateway.users import UserStore
 
 from tests.support.servers import GatewayServer, TorchServeServer
 
@@ -41,3 +44,13 @@ def get_token(gateway, username=DEMO_USER, password=DEMO_PASSWORD) -> str:
                              data={"username": username, "password": password}, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
+
+
+def users_file_with(users_file: Path, dest: Path, users) -> UserStore:
+    """A copy of the tests' users file at `dest` with more users: (name, password) pairs,
+    role user."""
+    shutil.copy(users_file, dest)
+    store = UserStore(dest)
+    for username, password in users:
+        store.set_user(username, password, "user")
+    return store

@@ -11,6 +11,14 @@ from gateway.tables import predictions
 from tests.support.servers import ROOT
 
 
+def in_fresh_process(code: str) -> str:
+    """Run code in a new interpreter from the repository root; its stdout."""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_modelctl_runs_without_flask():
     """The operator CLI and what it imports (errors, TorchServe client, rollouts, metrics)
     are plain Python."""
@@ -22,11 +30,9 @@ def test_modelctl_runs_without_flask():
              "    assert exit.code == 0, exit.code\n"
              "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'werkzeug'))\n"
              "print('LOADED', loaded)\n")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "usage: python -m gateway.modelctl" in result.stdout
-    assert "LOADED []" in result.stdout
+    output = in_fresh_process(probe)
+    assert "usage: python -m gateway.modelctl" in output
+    assert "LOADED []" in output
 
 
 def test_nothing_edits_the_import_path():
@@ -61,7 +67,4 @@ def test_pixel_limit_above_pillows_own_threshold(limit, answer):
              "    print('accepted')\n"
              "except ApiError as exc:\n"
              "    print(exc.status, exc.detail)\n")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == answer
+    assert in_fresh_process(probe).strip() == answer
