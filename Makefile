@@ -152,8 +152,9 @@ e2e: check-java install
 
 # In-process vs TorchServe vs gateway, side by side (see bench/README.md).
 REQUESTS ?= 400
+CONCURRENCY ?= 1,16
 bench: check-java install
-	$(BIN)/python -m bench.run --requests $(REQUESTS) --arch $(ARCH)
+	$(BIN)/python -m bench.run --requests $(REQUESTS) --concurrency $(CONCURRENCY) --arch $(ARCH)
 
 # The gateway past capacity: c=16 (reference), 64 and 128, OVERLOAD_SECONDS each.
 OVERLOAD_SECONDS ?= 60

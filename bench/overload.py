@@ -17,8 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-import requests
-
+from bench import client
 from bench.run import bench_images, percentiles
 from gateway.settings import Settings
 from modelbuild import archive, weights
@@ -26,21 +25,20 @@ from tests.support.servers import ROOT
 from tests.support.stack import get_token, start_stack
 
 
-def crowd(url: str, token: str, payloads: list[bytes], clients: int, seconds: float) -> dict:
-    served, shed, failed = [], [], []
+def crowd(url: str, token: str, uploads: list[tuple[bytes, str]], clients: int,
+          seconds: float) -> dict:
+    served, shed, failed, advised = [], [], [], []
     deadline = time.monotonic() + seconds
 
-    def client(n):
-        with requests.Session() as session:
+    def one_client(n):
+        with client.new_pool() as pool:
             i = n
             while time.monotonic() < deadline:
                 sent = time.perf_counter()
                 try:
-                    response = session.post(url + "/predict", timeout=60,
-                                            headers={"Authorization": f"Bearer {token}"},
-                                            files={"file": ("x.jpg", payloads[i % len(payloads)])})
-                    status = response.status_code
-                except requests.RequestException as exc:
+                    response = client.predict(pool, url, token, uploads[i % len(uploads)])
+                    status = response.status
+                except client.FAILURES as exc:
                     status, response = type(exc).__name__, None
                 elapsed = time.perf_counter() - sent
                 i += clients
@@ -48,12 +46,12 @@ def crowd(url: str, token: str, payloads: list[bytes], clients: int, seconds: fl
                     served.append(elapsed)
                 elif status == 503:
                     shed.append(elapsed)
-                    time.sleep(min(float(response.headers.get("Retry-After", 1)),
-                                   max(0.0, deadline - time.monotonic())))
+                    advised.append(float(response.headers.get("Retry-After", 1)))
+                    time.sleep(min(advised[-1], max(0.0, deadline - time.monotonic())))
                 else:
                     failed.append(status)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    threads = [threading.Thread(target=one_client, args=(n,)) for n in range(clients)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -64,7 +62,8 @@ def crowd(url: str, token: str, payloads: list[bytes], clients: int, seconds: fl
     return {"concurrency": clients, "seconds": round(wall, 1), "served": len(served),
             "shed": len(shed), "failed": len(failed), "failures": sorted(set(map(str, failed))),
             "goodput_per_s": round(len(served) / wall, 2), **percentiles(served),
-            "shed_p50_ms": shed_latency["p50_ms"], "shed_p99_ms": shed_latency["p99_ms"]}
+            "shed_p50_ms": shed_latency["p50_ms"], "shed_p99_ms": shed_latency["p99_ms"],
+            "retry_after_mean_s": round(sum(advised) / len(advised), 2) if advised else None}
 
 
 def main(argv=None) -> int:
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
                         help="MAX_INFLIGHT_PREDICTIONS of the gateway under test")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
-    payloads = bench_images()
+    uploads = client.uploads(bench_images())
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
         tmp = Path(tmp)
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
             max_inflight_predictions=args.max_inflight)
         try:
             token = get_token(gateway)
-            rows = [crowd(gateway.url, token, payloads, c, args.seconds) for c in levels]
+            rows = [crowd(gateway.url, token, uploads, c, args.seconds) for c in levels]
         finally:
             gateway.stop()
             torchserve.stop()
@@ -103,11 +102,12 @@ def main(argv=None) -> int:
     (args.out / "overload.json").write_text(json.dumps({"rows": rows, "summary": summary},
                                                        indent=2))
     print(f"{'c':>5}{'s':>6}{'served':>8}{'shed':>7}{'failed':>8}{'goodput/s':>11}"
-          f"{'p50':>8}{'p99':>8}{'shed p50':>10}{'shed p99':>10}")
+          f"{'p50':>8}{'p99':>8}{'shed p50':>10}{'shed p99':>10}{'retry s':>9}")
     for r in rows:
         print(f"{r['concurrency']:>5}{r['seconds']:>6}{r['served']:>8}{r['shed']:>7}"
               f"{r['failed']:>8}{r['goodput_per_s']:>11}{r['p50_ms']:>8}{r['p99_ms']:>8}"
-              f"{str(r['shed_p50_ms']):>10}{str(r['shed_p99_ms']):>10}")
+              f"{str(r['shed_p50_ms']):>10}{str(r['shed_p99_ms']):>10}"
+              f"{str(r['retry_after_mean_s']):>9}")
     for key, value in summary.items():
         print(f"{key}: {value}")
     return 1 if summary["failed"] else 0

@@ -11,6 +11,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import (auth, docs, health, limits, model_versions_routes, observability, oip,
                      predict, prediction_log_routes)
+from gateway.admission import Admission
 from gateway.errors import ApiError
 from gateway.prediction_log import PredictionLog
 from gateway.rollouts import Rollouts
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
                                 x_host=0, x_port=0, x_prefix=0)
     prediction_log = PredictionLog(settings.database_url) if settings.prediction_log else None
     app.extensions[EXTENSION] = Services(
-        settings, UserStore(settings.users_file), TorchServeClient(settings), prediction_log,
+        settings, UserStore(settings.users_file), TorchServeClient(settings), Admission(settings),
+        prediction_log,
         Rollouts(prediction_log.engine, settings.model_name) if prediction_log else None,
         ShadowQueue(settings.shadow_workers, settings.shadow_queue_size))
     limits.init_app(app, settings.rate_limit_storage_uri)

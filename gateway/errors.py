@@ -38,9 +38,9 @@ def unavailable(detail: str, retry_after: int = 5) -> ApiError:
     return ApiError(503, detail, {"Retry-After": str(retry_after)})
 
 
-def overloaded(detail: str) -> ApiError:
-    """Over capacity: come back in a second (load shedding, not an outage)."""
-    return ApiError(503, detail, {"Retry-After": "1"})
+def overloaded(detail: str, retry_after: int) -> ApiError:
+    """Over capacity: come back in `retry_after` seconds (load shedding, not an outage)."""
+    return ApiError(503, detail, {"Retry-After": str(retry_after)})
 
 
 def too_large(max_bytes: int) -> ApiError:

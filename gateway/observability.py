@@ -42,6 +42,13 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
+def server_timing(stages: dict[str, float]) -> str:
+    """W3C Server-Timing: where a prediction's milliseconds went (gateway stages: auth,
+    read, check, upstream, log, app; TorchServe handler's: preprocess, inference,
+    postprocess). Browsers' developer tools and `make bench` read it."""
+    return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in stages.items())
+
+
 def init_app(app: Flask) -> None:
     configure_logging()
 
@@ -56,6 +63,9 @@ def init_app(app: Flask) -> None:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule else "unmatched"
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        stages = g.get("stages")
+        if stages is not None:
+            response.headers["Server-Timing"] = server_timing({**stages, "app": elapsed})
         metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         metrics.REQUEST_LATENCY.labels(route, request.method).observe(elapsed)
         if response.status_code == 429:

@@ -226,7 +226,7 @@ def infer(name, version=None):
     def one(index_image) -> Classification:  # in a pool thread: no Flask globals here
         index, image = index_image
         request_id = f"{base_id}-{index}"
-        with logged_prediction(svc, request_id, version) as attempt, svc.torchserve.slot():
+        with logged_prediction(svc, request_id, version) as attempt, svc.admission.slot():
             attempt.username = user.username
             return classify_image(svc, attempt, Upload(f"image-{index}", image))
 

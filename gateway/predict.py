@@ -118,6 +118,8 @@ class Attempt:
     upstream_seconds: float | None = None
     rollout: Rollout | None = None
     agreement: tuple[bool, int] | None = None  # shadow: (same top-1, top-5 overlap)
+    # Seconds per stage (gateway's and TorchServe handler's), for the Server-Timing header.
+    stages: dict[str, float] = field(default_factory=dict)
 
     def row(self, status_code: int, error_detail: str | None, latency_ms: int) -> PredictionRow:
         upload, answer = self.upload, self.classification
@@ -144,18 +146,31 @@ class Attempt:
         )
 
 
+@contextlib.contextmanager
+def timed(attempt: Attempt, stage: str):
+    """The block's duration as the attempt's `stage`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        attempt.stages[stage] = time.perf_counter() - started
+
+
 def classify_image(svc: Services, attempt: Attempt, upload: Upload) -> Classification:
     """Check one image and ask TorchServe; the attempt keeps what it learns."""
     settings = svc.settings
     attempt.upload = upload
     metrics.UPLOAD_BYTES.observe(len(upload.data))
-    check_upload(upload.data, settings.max_upload_bytes, settings.max_image_pixels)
+    with timed(attempt, "check"):
+        check_upload(upload.data, settings.max_upload_bytes, settings.max_image_pixels)
     started = time.perf_counter()
     try:
-        result = svc.torchserve.predict(upload.data, attempt.version, attempt.request_id)
+        result, handler_stages = svc.torchserve.predict(upload.data, attempt.version,
+                                                        attempt.request_id)
     finally:
-        attempt.upstream_seconds = time.perf_counter() - started
+        attempt.upstream_seconds = attempt.stages["upstream"] = time.perf_counter() - started
         metrics.UPSTREAM_LATENCY.observe(attempt.upstream_seconds)
+    attempt.stages.update(handler_stages)
     attempt.classification = Classification.from_result(result)
     metrics.PREDICTIONS.labels(attempt.classification.model_version,
                                str(attempt.classification.class_id)).inc()
@@ -258,7 +273,8 @@ def logged_prediction(svc: Services, request_id: str, version: str | None,
         raise
     finally:
         try:
-            _record(svc, attempt, status, detail, time.perf_counter() - started)
+            with timed(attempt, "log"):
+                _record(svc, attempt, status, detail, time.perf_counter() - started)
         except Exception as exc:
             logger.exception("prediction log write failed for %s", request_id)
             raise unavailable("prediction log is unavailable, try again") from exc
@@ -272,12 +288,15 @@ def predict():
     svc = services()
     version = request.args.get("model_version")
     with logged_prediction(svc, g.request_id, version) as attempt:
-        user = authorize_prediction()
+        g.stages = attempt.stages
+        with timed(attempt, "auth"):
+            user = authorize_prediction()
         attempt.username = user.username
         if version is not None:
             check_version(version)
-        with svc.torchserve.slot():
-            raw_filename, data = _read_upload(svc.settings.max_upload_bytes)
+        with svc.admission.slot():
+            with timed(attempt, "read"):
+                raw_filename, data = _read_upload(svc.settings.max_upload_bytes)
             upload = Upload(safe_filename(raw_filename), data)
             try:
                 answer = (classify_image(svc, attempt, upload) if version is not None

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from gateway.admission import Admission
 from gateway.prediction_log import PredictionLog
 from gateway.rollouts import Rollouts
 from gateway.settings import Settings
@@ -19,6 +20,7 @@ class Services:
     settings: Settings
     users: UserStore
     torchserve: TorchServeClient
+    admission: Admission  # the bound on predictions in flight
     prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
     rollouts: Rollouts | None  # they live in the prediction log's database
     shadow: ShadowQueue

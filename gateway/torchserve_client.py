@@ -6,15 +6,13 @@ than a `requests.Session` (bench/README.md), on a path every prediction takes.
 
 import contextlib
 import json
-import threading
 from urllib.parse import urlencode
 
 import urllib3
 from urllib3.exceptions import (ConnectTimeoutError, HTTPError, ProtocolError,
                                 ReadTimeoutError)
 
-from gateway import metrics
-from gateway.errors import ApiError, overloaded, unavailable
+from gateway.errors import ApiError, unavailable
 from gateway.settings import Settings
 
 
@@ -29,52 +27,40 @@ class TorchServeClient:
         # client's back) and no proxy from the environment.
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=settings.upstream_pool_size,
                                         retries=False)
-        # The gateway's own bound on predictions in flight: TorchServe's queue would take
-        # them all and answer each later and later; past the bound we say so at once.
-        self.inflight = threading.BoundedSemaphore(settings.max_inflight_predictions)
-        self.inflight_limit = settings.max_inflight_predictions
-        self.inflight_wait = settings.inflight_wait_ms / 1000
 
-    def _call(self, method: str, url: str, timeout: urllib3.Timeout | None = None,
-              params: dict | None = None, **kwargs) -> tuple[int, object]:
-        """(status, JSON body or {}) of one HTTP call."""
+    def _request(self, method: str, url: str, timeout: urllib3.Timeout | None = None,
+                 params: dict | None = None, **kwargs) -> urllib3.BaseHTTPResponse:
+        """One HTTP call; a transport failure is an ApiError 502/503/504."""
         if params:
             url += "?" + urlencode(params)
         try:
-            response = self.pool.request(method, url, timeout=timeout or self.timeout, **kwargs)
+            return self.pool.request(method, url, timeout=timeout or self.timeout, **kwargs)
         except ReadTimeoutError as exc:
             raise ApiError(504, "model server did not answer in time") from exc
         except (ConnectTimeoutError, ProtocolError) as exc:  # refused, reset, slow connect
             raise unavailable("model server is unavailable") from exc
         except HTTPError as exc:
             raise ApiError(502, f"model server request failed: {exc}") from exc
+
+    def _call(self, method: str, url: str, **kwargs) -> tuple[int, object]:
+        """(status, JSON body or {}) of one HTTP call."""
+        response = self._request(method, url, **kwargs)
         return response.status, _json(response.data)
 
-    @contextlib.contextmanager
-    def slot(self):
-        """One of the MAX_INFLIGHT_PREDICTIONS slots for a client's prediction, or
-        ApiError 503 with Retry-After 1 after INFLIGHT_WAIT_MS. Taken before the upload
-        is read, so a refusal costs little. Shadow copies take none: the shadow queue
-        bounds them."""
-        if not self.inflight.acquire(timeout=self.inflight_wait):
-            metrics.SHED.inc()
-            raise overloaded(f"over capacity: {self.inflight_limit} predictions in flight "
-                             "in this gateway process, try again in a second")
-        try:
-            yield
-        finally:
-            self.inflight.release()
-
-    def predict(self, image: bytes, version: str | None, request_id: str) -> dict:
-        """The handler's result for one image: predictions, model name and version."""
+    def predict(self, image: bytes, version: str | None,
+                request_id: str) -> tuple[dict, dict[str, float]]:
+        """The handler's result for one image (predictions, model name and version) and
+        its stage times in seconds (its Server-Timing header: preprocess, inference,
+        postprocess)."""
         name = self.model_name
         path = f"/predictions/{name}" + (f"/{version}" if version else "")
-        status, body = self._call(
+        response = self._request(
             "POST", self.url + path, body=image,
             headers={"Content-Type": "application/octet-stream", "X-Request-ID": request_id},
         )
+        status, body = response.status, _json(response.data)
         if status == 200 and isinstance(body, dict) and "predictions" in body:
-            return body
+            return body, stage_seconds(response.headers.get("Server-Timing", ""))
         if status == 422:
             detail = body.get("error") if isinstance(body, dict) else None
             raise ApiError(422, detail or "image could not be classified")
@@ -100,6 +86,16 @@ class TorchServeClient:
         if status != 200 or not isinstance(body, list):
             raise unavailable(f"management API answered {status}")
         return body
+
+
+def stage_seconds(header: str) -> dict[str, float]:
+    """{"inference": 0.0221, ...} from "inference;dur=22.1, ..."; malformed entries skipped."""
+    stages = {}
+    for entry in header.split(","):
+        name, _, duration = entry.strip().partition(";dur=")
+        with contextlib.suppress(ValueError):
+            stages[name] = float(duration) / 1000
+    return stages
 
 
 def _json(data: bytes):

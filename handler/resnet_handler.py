@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -160,7 +161,8 @@ class ResNetHandler(BaseHandler):
         self.initialized = True
 
     def preprocess(self, data):
-        """-> {"size", "tensor" (good images stacked, or None), "good", "errors"}."""
+        """-> {"size", "tensor" (good images stacked, or None), "good", "errors", "timing"}."""
+        started = time.perf_counter()
         tensors, good, errors = [], [], {}
         # The gateway's X-Request-ID, so this log joins the gateway's.
         request_ids = [self.context.get_request_header(i, "X-Request-ID") for i in range(len(data))]
@@ -173,14 +175,20 @@ class ResNetHandler(BaseHandler):
                 errors[idx] = str(exc)
                 logger.info("request %s: %s", request_ids[idx], exc)
         tensor = torch.stack(tensors) if tensors else None
-        return {"size": len(data), "tensor": tensor, "good": good, "errors": errors}
+        timing = {"preprocess": time.perf_counter() - started}
+        return {"size": len(data), "tensor": tensor, "good": good, "errors": errors,
+                "timing": timing}
 
     def inference(self, data, *args, **kwargs):
         if data["tensor"] is None:
             return data, None
-        return data, classify(self.model, data["tensor"])
+        started = time.perf_counter()
+        probabilities = classify(self.model, data["tensor"])
+        data["timing"]["inference"] = time.perf_counter() - started
+        return data, probabilities
 
     def postprocess(self, data):
+        started = time.perf_counter()
         batch, probabilities = data
         results = [None] * batch["size"]
         for idx, message in batch["errors"].items():
@@ -201,7 +209,19 @@ class ResNetHandler(BaseHandler):
                     ],
                     **self.model_info,
                 }
+        batch["timing"]["postprocess"] = time.perf_counter() - started
+        self._report_timing(batch)
         return results
+
+    def _report_timing(self, batch: dict) -> None:
+        """The batch's stage times as each answer's Server-Timing header (W3C), which the
+        gateway passes on: where a request's milliseconds went inside the worker."""
+        if self.context is None:
+            return
+        value = ", ".join(f"{stage};dur={seconds * 1000:.2f}"
+                          for stage, seconds in batch["timing"].items())
+        for idx in range(batch["size"]):
+            self.context.set_response_header(idx, "Server-Timing", value)
 
     def describe_handle(self):
         """Management API `GET /models/{name}?customized=true`: which weights run here."""

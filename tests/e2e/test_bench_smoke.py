@@ -24,6 +24,11 @@ def test_bench_smoke(tmp_path):
     summary = report["summary"]
     assert summary["errors"] == 0 and summary["torchserve_ready_s"] > 0
     assert "gateway_over_in_process_throughput_c2" in summary
+    # Round two's goals, as ratios and differences the run prints.
+    assert summary["gateway_int8_over_in_process_int8_throughput_c2"] > 0
+    assert summary["gateway_minus_in_process_p50_ms_c1"] > 0
+    assert summary["gateway_int8_minus_in_process_int8_p50_ms_c1"] > 0
+    assert summary["gateway_p99_over_p50_c1"] >= 1 and summary["gateway_int8_p99_over_p50_c1"] >= 1
     variants = {(r["mode"], r["concurrency"]) for r in report["variants"]}
     assert variants == {(m, c) for m in ("in-process", "in-process-int8", "gateway",
                                          "gateway-int8") for c in (1, 2)}
@@ -39,6 +44,22 @@ def test_bench_smoke(tmp_path):
     # A share of warm-up and 4 requests is copied: compared, or dropped and counted.
     assert 0 <= summary["shadow_copies_compared"] + summary["shadow_copies_dropped"] <= 5
     assert summary["shadow_copy_failures"] == 0 and summary["shadow_percent"] == 10
+    # The per-stage breakdown: every stage of each path, the handler's inside the served
+    # paths' totals.
+    stages = {path: {row["stage"]: row["p50_ms"] for row in rows}
+              for path, rows in report["breakdown"].items() if path != "requests"}
+    assert len(stages["gateway"]) == 12 and len(stages["torchserve"]) == 6
+    assert 0 < stages["gateway"]["handler inference"] < stages["gateway"]["total seen by the client"]
+    assert 0 < stages["torchserve"]["handler inference"] < stages["torchserve"]["total seen by the client"]
+    # CPU per image by process, for each int8/fp32 mode and concurrency.
+    cpu = report["cpu_ms_per_image"]
+    assert set(cpu) == {f"{m}, c={c}" for m in ("in-process", "in-process-int8", "gateway",
+                                                 "gateway-int8") for c in (1, 2)}
+    assert cpu["gateway, c=2"]["gunicorn"] > 0 and cpu["gateway, c=2"]["TorchServe model worker"] > 0
+    assert cpu["in-process, c=2"]["bench process"] > 0
+    assert set(report["section_seconds"]) == {"set-up", "main table", "breakdown",
+                                              "prediction log", "open inference protocol",
+                                              "shadow", "int8"}
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 

@@ -97,3 +97,24 @@ def test_service_endpoints(gateway):
     assert requests.get(gateway.url + "/openapi.json", timeout=10).json()["openapi"].startswith("3.")
     assert "swagger-ui" in requests.get(gateway.url + "/docs/", timeout=10).text
     assert requests.get(gateway.url + "/", timeout=10).json()["links"]["docs"] == "/docs"
+
+
+def test_server_timing_says_where_the_milliseconds_went(gateway, torchserve, user_token):
+    response = post_file(gateway, user_token, images.jpeg((800, 600)))
+    assert response.status_code == 200
+    stages = {name: float(duration) for name, duration in (
+        entry.split(";dur=") for entry in response.headers["Server-Timing"].split(", "))}
+    assert list(stages) == ["auth", "read", "check", "upstream", "preprocess", "inference",
+                            "postprocess", "log", "app"]
+    # The handler's stages happen inside the upstream call, which is inside the app's time.
+    assert stages["preprocess"] + stages["inference"] + stages["postprocess"] < stages["upstream"]
+    assert sum(stages[k] for k in ("auth", "read", "check", "upstream", "log")) <= stages["app"]
+    assert stages["inference"] > 1  # a ResNet-18 forward pass, in ms
+    # TorchServe answers with the handler's stages itself.
+    direct = requests.post(torchserve.url + "/predictions/classifier", data=images.jpeg(),
+                           timeout=60)
+    assert [e.split(";")[0] for e in direct.headers["Server-Timing"].split(", ")] == [
+        "preprocess", "inference", "postprocess"]
+    # A refused prediction still says what it spent.
+    refused = post_file(gateway, user_token, b"just text")
+    assert refused.status_code == 415 and "check;dur=" in refused.headers["Server-Timing"]

@@ -10,6 +10,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from gateway.admission import RETRY_AFTER_MAX_S
 from tests.support import images
 from tests.support.stack import get_token, start_stack
 
@@ -49,7 +50,9 @@ def test_requests_over_capacity_get_a_fast_503_and_are_accounted_for(small_gatew
     assert len(served) + len(shed) == CLIENTS  # every request answered, 200 or 503
     assert served and shed, [r.status_code for r, _ in outcomes]
     for response, _ in shed:
-        assert response.headers["Retry-After"] == "1"
+        # A burst before any completion has nothing to estimate from: 1 s (the unit test
+        # covers the estimate); never more than the cap.
+        assert 1 <= int(response.headers["Retry-After"]) <= RETRY_AFTER_MAX_S
         assert response.json()["detail"].startswith("over capacity: 2 predictions in flight")
     with create_engine(database_url).connect() as connection:
         rows = dict(connection.execute(text(

@@ -7,10 +7,14 @@ from modelbuild.handler_files import MODEL_CONFIG
 
 
 class FakeContext(SimpleNamespace):
-    """The parts of TorchServe's Context the handler uses; statuses are kept per request."""
+    """The parts of TorchServe's Context the handler uses; statuses and headers are kept
+    per request."""
 
     def set_response_status(self, code, phrase, idx):
         self.statuses[idx] = (code, phrase)
+
+    def set_response_header(self, idx, key, value):
+        self.headers.setdefault(idx, {})[key] = value
 
     def get_request_header(self, idx, key):
         return f"req-{idx}" if key == "X-Request-ID" else None
@@ -23,11 +27,11 @@ def load_handler(model_dir, version: str = "1.0") -> resnet_handler.ResNetHandle
         system_properties={"model_dir": str(model_dir)},
         manifest={"model": {"modelName": "classifier", "modelVersion": version,
                             "serializedFile": "model.pt"}},
-        model_yaml_config=MODEL_CONFIG, statuses={}))
+        model_yaml_config=MODEL_CONFIG, statuses={}, headers={}))
     return handler
 
 
 def run(handler, rows):
     """preprocess -> inference -> postprocess on one batch of request rows."""
-    handler.context.statuses = {}
+    handler.context.statuses, handler.context.headers = {}, {}
     return handler.postprocess(handler.inference(handler.preprocess(rows)))

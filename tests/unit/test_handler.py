@@ -96,6 +96,19 @@ def test_bad_image_in_batch_does_not_fail_the_others(handler):
 def test_batch_of_only_bad_images(handler):
     results = run(handler, [{"data": b""}, {"data": None}, {"data": "text"}])
     assert [("error" in r) for r in results] == [True, True, True]
+    # No forward pass ran: the timing says so rather than inventing one.
+    assert set(handler.context.headers) == {0, 1, 2}
+    assert "inference" not in handler.context.headers[0]["Server-Timing"]
+
+
+def test_every_answer_carries_the_batch_stage_times(handler):
+    run(handler, [{"data": images.jpeg((800, 600))}, {"data": b"bad"}])
+    values = {idx: headers["Server-Timing"] for idx, headers in handler.context.headers.items()}
+    assert set(values) == {0, 1} and values[0] == values[1]
+    stages = dict(entry.split(";dur=") for entry in values[0].split(", "))
+    assert list(stages) == ["preprocess", "inference", "postprocess"]
+    # An 800x600 JPEG's decode and resize and a ResNet-18 forward pass each take time.
+    assert float(stages["preprocess"]) > 0.5 and float(stages["inference"]) > 1
 
 
 def test_pixel_cap_rejects_bombs():

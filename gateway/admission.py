@@ -1,0 +1,70 @@
+"""Admission: at most MAX_INFLIGHT_PREDICTIONS predictions of this process in flight to
+TorchServe, and for the ones refused a 503 whose Retry-After follows the load.
+
+TorchServe's queue would take every request and answer each later and later; past the
+bound we say so at once. Retry-After is the number of refusals per completed prediction
+over the last WINDOW_S seconds, rounded up (at least 1 s, at most RETRY_AFTER_MAX_S):
+each refusal costs CPU the model needs, and clients who honour it come back about when
+a slot is theirs (bench/README.md has the figures). Until the window holds as many
+completions as there are slots (a burst after a quiet spell) it says 1 s.
+"""
+
+import contextlib
+import math
+import threading
+import time
+from collections import deque
+
+from gateway import metrics
+from gateway.errors import overloaded
+from gateway.settings import Settings
+
+WINDOW_S = 5.0
+RETRY_AFTER_MAX_S = 10
+
+
+class Admission:
+    def __init__(self, settings: Settings):
+        self.limit = settings.max_inflight_predictions
+        self.wait = settings.inflight_wait_ms / 1000
+        self._slots = threading.BoundedSemaphore(self.limit)
+        self._lock = threading.Lock()
+        # Monotonic times of completions and refusals within the last WINDOW_S.
+        self._completed: deque[float] = deque()
+        self._refused: deque[float] = deque()
+
+    @contextlib.contextmanager
+    def slot(self):
+        """One slot for a client's prediction, or ApiError 503 after INFLIGHT_WAIT_MS.
+        Taken before the upload is read, so a refusal costs little. Shadow copies take
+        none: the shadow queue bounds them."""
+        if not self._slots.acquire(timeout=self.wait):
+            metrics.SHED.inc()
+            retry_after = self._refusal()
+            raise overloaded(f"over capacity: {self.limit} predictions in flight in this "
+                             f"gateway process, try again in {retry_after} s", retry_after)
+        try:
+            yield
+        finally:
+            self._slots.release()
+            with self._lock:
+                self._note(self._completed, time.monotonic())
+
+    def _refusal(self) -> int:
+        """Count a refusal; the Retry-After it gets."""
+        with self._lock:
+            now = time.monotonic()
+            self._note(self._refused, now)
+            self._note(self._completed, now, record=False)
+            if len(self._completed) < self.limit:  # too little to go on
+                return 1
+            ratio = len(self._refused) / len(self._completed)
+        return min(RETRY_AFTER_MAX_S, max(1, math.ceil(ratio)))
+
+    @staticmethod
+    def _note(times: deque, now: float, record: bool = True) -> None:
+        """Append `now` (if record) and drop what is older than the window."""
+        if record:
+            times.append(now)
+        while times and times[0] < now - WINDOW_S:
+            times.popleft()
