@@ -3,8 +3,9 @@ spends per image, which `make bench` prints.
 
 Stages come from the Server-Timing headers the gateway and the handler send (gateway:
 auth, read, check, upstream, log, app; handler: preprocess, inference, postprocess),
-TorchServe's queue time from its Prometheus counters (a mean: it reports no per-request
-figure), and the client's own clock.
+TorchServe's queue time from its Prometheus counters read before and after each request
+(it has no per-request figure; one request at a time, the difference is that request's),
+and the client's own clock.
 """
 
 import os
@@ -22,7 +23,7 @@ from modelbuild.handler_files import MAX_IMAGE_PIXELS
 HANDLER_STAGES = ("preprocess", "inference", "postprocess")
 # Rows: (label, how to get it in ms from one request's figures), in request order.
 INSIDE_TORCHSERVE = (
-    ("TorchServe queue and batch wait (mean)", lambda s: s["queue"]),
+    ("TorchServe queue and batch wait", lambda s: s["queue"]),
     ("handler preprocess (decode, resize)", lambda s: s["preprocess"]),
     ("handler inference", lambda s: s["inference"]),
     ("handler postprocess", lambda s: s["postprocess"]),
