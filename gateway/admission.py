@@ -49,23 +49,23 @@ class Admission:
         finally:
             self._slots.release()
             with self._lock:
-                self._note(self._completed, time.monotonic())
+                self._completed.append(time.monotonic())
+                _trim(self._completed, self._completed[-1])
 
     def _refusal(self) -> int:
         """Count a refusal; the Retry-After it gets."""
         with self._lock:
             now = time.monotonic()
-            self._note(self._refused, now)
-            self._note(self._completed, now, record=False)
+            self._refused.append(now)
+            _trim(self._refused, now)
+            _trim(self._completed, now)
             if len(self._completed) < self.limit:  # too little to go on
                 return 1
             ratio = len(self._refused) / len(self._completed)
         return min(RETRY_AFTER_MAX_S, max(1, math.ceil(ratio)))
 
-    @staticmethod
-    def _note(times: deque, now: float, record: bool = True) -> None:
-        """Append `now` (if record) and drop what is older than the window."""
-        if record:
-            times.append(now)
-        while times and times[0] < now - WINDOW_S:
-            times.popleft()
+
+def _trim(times: deque, now: float) -> None:
+    """Drop the times older than the window."""
+    while times and times[0] < now - WINDOW_S:
+        times.popleft()

@@ -19,7 +19,7 @@ from gateway.errors import ApiError, too_large, unavailable
 from gateway.imagecheck import check_upload
 from gateway.model_versions import check_version
 from gateway.prediction_log import PredictionRow
-from gateway.rollouts import Rollout
+from gateway.rollouts import Rollout, candidate_failed
 from gateway.services import Services, services
 
 MAX_FILENAME_CHARS = 255
@@ -195,7 +195,7 @@ def classify_unpinned(svc: Services, attempt: Attempt, upload: Upload) -> Classi
         try:
             return classify_image(svc, attempt, upload)
         except ApiError as exc:
-            if exc.status < 500 and exc.status != 404:
+            if not candidate_failed(exc.status):
                 raise  # the client's mistake: the default would refuse it too
             trial = dataclasses.replace(attempt, request_id=f"{attempt.request_id}-canary")
             try:
@@ -230,8 +230,8 @@ def _record(svc: Services, attempt: Attempt, status: int, detail: str | None,
     if attempt.rollout is not None and attempt.arm != "pinned":
         version = attempt.version or (attempt.classification.model_version
                                       if attempt.classification else "default")
-        failed = status >= 500 or status == 404
-        metrics.ROLLOUT_REQUESTS.labels(attempt.arm, version, "failed" if failed else "ok").inc()
+        metrics.ROLLOUT_REQUESTS.labels(attempt.arm, version,
+                                        "failed" if candidate_failed(status) else "ok").inc()
         metrics.ROLLOUT_LATENCY.labels(attempt.arm, version).observe(seconds)
     if svc.prediction_log is None:
         return

@@ -7,7 +7,7 @@ own short transaction from the connection pool. The table is in gateway/tables.p
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, insert, select
@@ -72,6 +72,12 @@ def create_log_engine(database_url: str) -> Engine:
     return engine
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes for the log database's timestamp columns; they are
+    UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment and not moment.tzinfo else moment
+
+
 class PredictionLog:
     """Reads and writes the table; its schema is kept by migrations (gateway.db)."""
 
@@ -84,11 +90,12 @@ class PredictionLog:
             connection.execute(INSERT, vars(row))  # a shallow dict: asdict() deep-copies
 
     def page(self, username: str | None, limit: int, before: int | None) -> list[dict]:
-        """Newest first; `before` is the id to continue below."""
+        """Newest first, times in UTC; `before` is the id to continue below."""
         query = select(predictions).order_by(predictions.c.id.desc()).limit(limit)
         if username is not None:
             query = query.where(predictions.c.username == username)
         if before is not None:
             query = query.where(predictions.c.id < before)
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(query)]
+            return [{**row._mapping, "created_at": as_utc(row.created_at)}
+                    for row in connection.execute(query)]

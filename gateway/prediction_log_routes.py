@@ -1,7 +1,5 @@
 """GET /predictions: the caller's own prediction log, newest first; admins may pick a user."""
 
-from datetime import timezone
-
 from flask import Blueprint, request
 
 from gateway.auth import authenticate
@@ -34,7 +32,5 @@ def list_predictions():
         raise ApiError(403, "only admins may read another user's predictions")
     rows = prediction_log.page(username, limit, before)
     for row in rows:
-        created = row["created_at"]  # SQLite hands back naive datetimes; they are UTC
-        row["created_at"] = (created if created.tzinfo else created.replace(tzinfo=timezone.utc)
-                             ).isoformat()
+        row["created_at"] = row["created_at"].isoformat()
     return {"items": rows, "next_before": rows[-1]["id"] if len(rows) == limit else None}

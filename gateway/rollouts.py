@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from gateway import metrics
 from gateway.errors import ApiError
 from gateway.model_versions import ModelVersions, check_version
+from gateway.prediction_log import as_utc
 from gateway.tables import predictions, rollouts
 
 CACHE_SECONDS = 1.0
@@ -105,15 +106,10 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they are UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment and not moment.tzinfo else moment
-
-
 def _from_row(row) -> Rollout:
     return Rollout(row.id, row.model_name, row.mode, row.version, row.percent, row.sticky,
                    Guard(**json.loads(row.guard)), row.state, row.reason,
-                   _utc(row.started_at), _utc(row.ended_at))
+                   as_utc(row.started_at), as_utc(row.ended_at))
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -227,7 +223,7 @@ class Rollouts:
                     "version": rollout.version if arm != "default" else None,
                     "share_percent": _share(rollout, arm),
                     "requests": counts.get(arm, 0),
-                    "failures": sum(_failed(r.status_code) for r in rows),
+                    "failures": sum(candidate_failed(r.status_code) for r in rows),
                     "error_rate": _error_rate(rows),
                     "p50_ms": percentile(latencies, 0.50),
                     "p95_ms": percentile(latencies, 0.95),
@@ -254,14 +250,14 @@ def _share(rollout: Rollout, arm: str) -> float:
     return 100 - rollout.percent if rollout.mode == "canary" else 100.0
 
 
-def _failed(status: int) -> bool:
+def candidate_failed(status: int) -> bool:
     """The candidate's failure, not the client's: a server error, or a candidate that is
     no longer registered."""
     return status >= 500 or status == 404
 
 
 def _error_rate(rows) -> float | None:
-    return sum(_failed(r.status_code) for r in rows) / len(rows) if rows else None
+    return sum(candidate_failed(r.status_code) for r in rows) / len(rows) if rows else None
 
 
 def _breach(guard: Guard, window: list, baseline: list) -> str | None:
@@ -271,8 +267,10 @@ def _breach(guard: Guard, window: list, baseline: list) -> str | None:
         return (f"error_rate {error_rate:.3f} over the last {len(window)} candidate requests "
                 f"is above {guard.max_error_rate}")
     if guard.max_p95_ratio is not None and len(baseline) >= 5:
-        candidate = percentile([r.latency_ms for r in window if not _failed(r.status_code)], 0.95)
-        default = percentile([r.latency_ms for r in baseline if not _failed(r.status_code)], 0.95)
+        candidate = percentile(
+            [r.latency_ms for r in window if not candidate_failed(r.status_code)], 0.95)
+        default = percentile(
+            [r.latency_ms for r in baseline if not candidate_failed(r.status_code)], 0.95)
         if candidate is not None and default and candidate / default > guard.max_p95_ratio:
             return (f"p95_ratio {candidate / default:.2f} (candidate p95 {candidate} ms, default "
                     f"{default} ms) is above {guard.max_p95_ratio}")
