@@ -12,7 +12,7 @@ MODEL_STORE ?= model_store
 MANAGEMENT_URL ?= http://127.0.0.1:8081
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install archive run stop test unit e2e check-java secrets admin \
+.PHONY: install archive run stop test unit e2e fuzz check-java secrets admin \
         register promote rollback versions canary shadow canary-status canary-promote \
         canary-abort bench bench-overload lint-containers compose-up compose-down \
         images test-deploy deploy deploy-check undeploy k8s-secrets clean
@@ -149,6 +149,18 @@ unit: install
 
 e2e: check-java install
 	$(BIN)/pytest -q tests/e2e
+
+# Random exploration of the API contract, not part of CI: the contract test with
+# FUZZ_RUNS new Schemathesis seeds, each printed; `make fuzz SEEDS="123 456"` repeats
+# them. What it finds becomes a fixed example test (tests/e2e/test_hostile_input.py).
+FUZZ_RUNS ?= 3
+fuzz: check-java install
+	@seeds="$${SEEDS:-$$(shuf -i 1-2147483647 -n $(FUZZ_RUNS) | tr '\n' ' ')}"; \
+	for seed in $$seeds; do \
+	  echo "contract fuzz, seed $$seed"; \
+	  CONTRACT_SEED=$$seed $(BIN)/pytest -q tests/e2e/test_contract.py \
+	    || { echo "failed with seed $$seed: make fuzz SEEDS=$$seed"; exit 1; }; \
+	done
 
 # In-process vs TorchServe vs gateway, side by side (see bench/README.md).
 REQUESTS ?= 400

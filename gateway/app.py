@@ -19,6 +19,7 @@ from gateway.services import EXTENSION, Services
 from gateway.settings import Settings
 from gateway.shadow import ShadowQueue
 from gateway.torchserve_client import TorchServeClient
+from gateway.uploads import MULTIPART_OVERHEAD
 from gateway.users import UserStore
 
 BLUEPRINTS = (auth.bp, predict.bp, oip.bp, model_versions_routes.bp, prediction_log_routes.bp,
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes + predict.MULTIPART_OVERHEAD)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     if settings.trusted_proxy_hops:
         # The client address from X-Forwarded-For, through that many trusted proxies
         # only; every other forwarded header is ignored.

@@ -22,10 +22,11 @@ from gateway.auth import authenticate
 from gateway.errors import ApiError
 from gateway.health import readyz
 from gateway.model_versions import check_version
-from gateway.predict import (Classification, Upload, authorize_prediction, classify_image,
+from gateway.predict import (Classification, authorize_prediction, classify_image,
                              logged_prediction)
 from gateway.readiness import ready_workers
 from gateway.services import services
+from gateway.uploads import Upload
 
 MAX_BATCH = 8  # the handler's batch size (handler/model-config.yaml)
 TOP_K = 5  # the handler answers its 5 best classes

@@ -9,80 +9,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import multipart
 from flask import Blueprint, g, request
 from werkzeug.exceptions import HTTPException
 
 from gateway import limits, metrics
 from gateway.auth import authenticate
-from gateway.errors import ApiError, too_large, unavailable
+from gateway.errors import ApiError, unavailable
 from gateway.imagecheck import check_upload
 from gateway.model_versions import check_version
 from gateway.prediction_log import PredictionRow
 from gateway.rollouts import Rollout, candidate_failed
 from gateway.services import Services, services
+from gateway.uploads import Upload, read_upload
 
-MAX_FILENAME_CHARS = 255
-# Multipart framing around the file, on top of MAX_UPLOAD_BYTES.
-MULTIPART_OVERHEAD = 64 * 1024
 logger = logging.getLogger(__name__)
-
-
-def safe_filename(raw: str | None) -> str:
-    """The base name only, without control characters, at most 255 characters."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable())
-    return name[:MAX_FILENAME_CHARS]
-
-
-def extension_of(filename: str) -> str:
-    stem, dot, ext = filename.rpartition(".")
-    return ext.lower() if dot and stem else ""
-
-
-def _read_upload(max_bytes: int) -> tuple[str | None, bytes]:
-    """The one multipart part named "file": (its filename, its bytes).
-
-    Parsed with the `multipart` package rather than werkzeug's parser, which
-    compiles a new regex for every request's random boundary (0.57 ms against
-    0.02 ms per upload, bench/README.md).
-    """
-    limit = max_bytes + MULTIPART_OVERHEAD
-    if (request.content_length or 0) > limit:
-        raise too_large(max_bytes)
-    mimetype, options = multipart.parse_options_header(request.content_type or "")
-    parts = []
-    if mimetype == "multipart/form-data":
-        if not options.get("boundary"):
-            raise ApiError(422, "multipart body has no boundary")
-        parser = multipart.MultipartParser(
-            request.environ["wsgi.input"], options["boundary"], request.content_length or -1,
-            part_limit=16, headersize_limit=16 * 1024, memory_limit=limit, disk_limit=limit,
-            spool_limit=limit)
-        try:
-            parts = [part for part in parser if part.name == "file"]
-        except multipart.ParserLimitReached as exc:
-            raise ApiError(413, f"multipart body is over a limit: {exc.args[0]}") from None
-        except multipart.MultipartError as exc:
-            reason = exc.args[0] if exc.args else exc
-            raise ApiError(422, f"multipart body could not be parsed: {reason}") from None
-    if not parts:
-        raise ApiError(422, "multipart form field 'file' is required")
-    if len(parts) > 1:
-        raise ApiError(422, "send exactly one 'file' field")
-    return parts[0].filename, parts[0].raw
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One image as it was sent: its cleaned file name and its bytes."""
-
-    filename: str
-    data: bytes
-
-    @property
-    def extension(self) -> str:
-        return extension_of(self.filename)
 
 
 @dataclass(frozen=True)
@@ -296,8 +236,8 @@ def predict():
             check_version(version)
         with svc.admission.slot():
             with timed(attempt, "read"):
-                raw_filename, data = _read_upload(svc.settings.max_upload_bytes)
-            upload = Upload(safe_filename(raw_filename), data)
+                upload = read_upload(request.environ["wsgi.input"], request.content_type,
+                                     request.content_length, svc.settings.max_upload_bytes)
             try:
                 answer = (classify_image(svc, attempt, upload) if version is not None
                           else classify_unpinned(svc, attempt, upload))

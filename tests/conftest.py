@@ -6,8 +6,29 @@ from pathlib import Path
 
 import pytest
 from modelbuild import archive, weights
+from tests.support import leftovers
 from tests.support.servers import ROOT
 from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
+from tests.support.waiting import wait_for
+
+leftovers.mark_this_run()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running():
+    """After the last test, pass or fail, no process the suite started is still running.
+    Set up before any other fixture, so torn down after all of them."""
+    yield
+    try:
+        wait_for(lambda: not leftovers.left_running(), timeout=60,
+                 what="every process the suite started to exit", interval=0.5)
+    except TimeoutError:
+        left = leftovers.left_running()
+        described = leftovers.describe(left)
+        for process in left:
+            process.kill()
+        pytest.fail(f"processes the suite started were still running (now killed):\n"
+                    f"{described}")
 
 
 @pytest.fixture(scope="session")

@@ -49,12 +49,12 @@ def stack(engine, images, name_prefix):
 def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     containers, url = stack["containers"], stack["url"]
     for service in SERVICES:  # serve: its image's HEALTHCHECK (a READY worker)
-        engine.wait_healthy(containers[service], timeout=300)
+        engine.wait_healthy(containers[service])
     # The entrypoint migrated the schema before gunicorn started (which only checks it).
     revision = engine("exec", containers["postgres"], "psql", "-U", "classifier", "-d",
                       "classifier", "-tAc", "SELECT version_num FROM alembic_version")
     assert revision.stdout.strip() == db.head()
-    wait_ready(url, timeout=120)
+    wait_ready(url)
     print(f"compose up -> all healthy and /readyz 200: {time.monotonic() - stack['started']:.1f} s")
 
     body = round_trip(url)
@@ -93,7 +93,7 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
 def test_compose_down_keeps_the_database_volume(engine, stack):
     """`down` keeps the PostgreSQL volume (the README's promise); `down -v` removes it."""
     volume = f"{stack['project']}_pgdata"
-    engine.wait_healthy(stack["containers"]["postgres"], timeout=120)
+    engine.wait_healthy(stack["containers"]["postgres"])
     assert stack["compose"]("down").returncode == 0
     assert engine.volume_exists(volume)
     assert stack["compose"]("down", "-v").returncode == 0

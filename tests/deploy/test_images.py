@@ -31,14 +31,14 @@ def test_images_run_hardened_and_round_trip(engine, images, network, name_prefix
     serve, gateway, port = f"{name_prefix}-serve", f"{name_prefix}-gateway", free_port()
     run(engine, network, serve, "serve", "--network-alias", "serve", "image-classifier-serve:1.0")
     # The serve image's own HEALTHCHECK: the model's worker is READY.
-    engine.wait_healthy(serve, timeout=300)
+    engine.wait_healthy(serve)
     run(engine, network, gateway, "gateway", "-p", f"127.0.0.1:{port}:8000",
         "-e", f"JWT_SECRET={secrets.token_urlsafe(48)}",
         "-e", "TORCHSERVE_URL=http://serve:8080", "-e", "TORCHSERVE_MANAGEMENT_URL=http://serve:8081",
         "image-classifier-gateway:1.0")
-    engine.wait_healthy(gateway, timeout=60)
+    engine.wait_healthy(gateway)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, timeout=60)
+    wait_ready(url)
     body = round_trip(url)
     assert body["model_version"] == "1.0"
     # Nothing of TorchServe is published; the gateway only on loopback.

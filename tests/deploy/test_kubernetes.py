@@ -1,14 +1,13 @@
 """The manifests' own pod specs, run with `podman kube play` (see support/kube.py for
 exactly what that proves and what only a real cluster can)."""
 
-import time
-
 import pytest
 import yaml
 
 from tests.support.containers import round_trip, wait_ready
 from tests.support.kube import KubePlay, pod_name, render
 from tests.support.servers import free_port
+from tests.support.waiting import CONTAINER_READY_S, wait_for
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
@@ -41,35 +40,28 @@ def run_probe(engine, pod: str, container: str, probe: dict):
                   "image-classifier-gateway:1.0", "-c", check, check=False, timeout=60)
 
 
-def wait_probes(engine, kube, workload: str, timeout: float):
+def wait_probes(engine, kube, workload: str):
     spec = kube.workloads[workload]["spec"]["template"]["spec"]
     names = kube.containers(workload)
-    deadline = time.monotonic() + timeout
     for container in spec["containers"]:
+        name = names[container["name"]]
         for kind in PROBES:
-            if kind not in container:
-                continue
-            while True:
-                result = run_probe(engine, pod_name(kube.workloads[workload]),
-                                   names[container["name"]], container[kind])
-                if result.returncode == 0:
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{workload}/{container['name']} {kind} never passed:\n"
-                                         f"{result.stdout}{result.stderr}\n"
-                                         f"{engine.logs(names[container['name']])}")
-                time.sleep(2)
+            if kind in container:
+                wait_for(lambda: run_probe(engine, pod_name(kube.workloads[workload]), name,
+                                           container[kind]).returncode == 0,
+                         timeout=CONTAINER_READY_S, what=f"{workload}/{container['name']} {kind}",
+                         log=lambda: engine.logs(name), interval=2)
 
 
 def test_manifests_run_and_round_trip(engine, kube):
     kube.start_backends()
     for workload in ("postgres", "redis", "serve"):
-        wait_probes(engine, kube, workload, timeout=300)
+        wait_probes(engine, kube, workload)
     kube.start_gateway()  # its migrate init container first
     assert "prediction log schema: empty -> " in kube.init_logs
-    wait_probes(engine, kube, "gateway", timeout=120)
+    wait_probes(engine, kube, "gateway")
     url = f"http://127.0.0.1:{kube.gateway_port}"
-    wait_ready(url, timeout=60)
+    wait_ready(url)
     round_trip(url)
     for workload in kube.workloads:
         for name in kube.containers(workload).values():

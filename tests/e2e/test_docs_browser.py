@@ -13,8 +13,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.support import images
 from tests.support.services import required_or_skip
 from tests.support.stack import DEMO_PASSWORD, DEMO_USER
+from tests.support.waiting import SERVER_START_S, wait_for
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+PAGE_S = 120  # a page step in a browser on a cold, busy 2-core machine
 
 
 @pytest.fixture
@@ -26,14 +28,16 @@ def browser(tmp_path):
                  "--disable-background-networking", "--window-size=1400,2400",
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    # chromedriver gives itself a few seconds to listen; a failed start is "not yet".
+    driver = wait_for(lambda: webdriver.Chrome(service=Service(CHROMEDRIVER), options=options),
+                      timeout=SERVER_START_S, what="chromium and chromedriver", interval=1)
+    driver.set_page_load_timeout(PAGE_S)
     yield driver
     driver.quit()
 
 
 def test_authorize_then_try_predict(gateway, browser, tmp_path):
-    wait = WebDriverWait(browser, 30)
+    wait = WebDriverWait(browser, PAGE_S)
     browser.get(gateway.url + "/docs")
 
     def click(css, within=browser):

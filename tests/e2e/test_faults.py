@@ -16,6 +16,7 @@ from tests.support.stack import get_token, start_stack
 from gateway import readiness
 from tests.support import images
 from tests.support.services import Redis, required_or_skip
+from tests.support.waiting import MODEL_READY_S, SERVER_START_S, wait_for
 
 pytestmark = pytest.mark.e2e
 READ_TIMEOUT = 35  # the gateway's UPSTREAM_READ_TIMEOUT
@@ -67,22 +68,24 @@ def test_killed_model_worker_is_replaced_and_the_stream_recovers(fault_stack):
     stream = Stream(gateway, get_token(gateway))
     stream.start()
     try:
-        time.sleep(1)
+        wait_for(lambda: stream.results, timeout=120, what="the stream's first answer")
         old_pid = worker_pid(torchserve)
         killed_at = time.monotonic()
         os.kill(old_pid, signal.SIGKILL)
         readiness = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def replaced():
+            """The new worker's pid once /readyz is 200 again; every /readyz status seen."""
             readiness.append(requests.get(gateway.url + "/readyz", timeout=10).status_code)
-            new_pid = worker_pid(torchserve)
-            if readiness[-1] == 200 and new_pid and new_pid != old_pid:
-                break
-            time.sleep(0.05)
+            new = worker_pid(torchserve)
+            return new if readiness[-1] == 200 and new and new != old_pid else None
+
+        new_pid = wait_for(replaced, timeout=MODEL_READY_S, what="a new READY model worker",
+                           interval=0.05, log=torchserve.log_tail)
         recovered_after = time.monotonic() - killed_at
         settled = len(stream.results)
-        while len(stream.results) < settled + 10 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: len(stream.results) >= settled + 10, timeout=MODEL_READY_S,
+                 what="10 answers after the recovery")
     finally:
         stream.stop()
     assert new_pid and new_pid != old_pid, "TorchServe did not start a new worker"
@@ -124,13 +127,13 @@ def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_st
     threading.Thread(target=killer, daemon=True).start()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(send, plan))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        workers_after = {p.pid for p in master.children()}
-        if len(workers_after) == 2 and workers_after != workers_before:
-            break
-        time.sleep(0.2)
-    assert len(workers_after) == 2 and workers_after != workers_before, "worker not replaced"
+
+    def replaced():
+        workers = {p.pid for p in master.children()}
+        return workers if len(workers) == 2 and workers != workers_before else None
+
+    wait_for(replaced, timeout=SERVER_START_S, what="gunicorn replaced its killed worker",
+             log=gateway.log_tail)
 
     engine = create_engine(database_url)
     with engine.connect() as connection:

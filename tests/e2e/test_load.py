@@ -12,7 +12,7 @@ from tests.support.stack import get_token
 from tests.support import images
 
 pytestmark = pytest.mark.e2e
-REQUESTS, CONCURRENCY, TIME_BOUND = 2000, 32, 600
+REQUESTS, CONCURRENCY = 2000, 32
 RSS_GROWTH_BOUND = 40 * 2**20  # bytes, second half of the run against the first
 
 
@@ -45,7 +45,6 @@ def test_load_mixed_requests(gateway):
     statuses = first + second
     unexpected = [(p[0], s, p[2]) for p, s in zip(plan, statuses) if s != p[2]]
     assert unexpected == []
-    assert elapsed < TIME_BOUND
 
     engine = create_engine(gateway.env["DATABASE_URL"])
     with engine.connect() as connection:

@@ -13,9 +13,11 @@ import requests
 import torch
 from PIL import Image
 
+from gateway.rollouts import CACHE_SECONDS
 from modelbuild import archive, weights
 from tests.support import images
 from tests.support.services import Redis, required_or_skip
+from tests.support.waiting import wait_for
 from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, get_token,
                                  start_stack, users_file_with)
 
@@ -90,13 +92,13 @@ def stack(rollout_stack):
     yield gateway, admin
     requests.delete(gateway.url + MODELS + "/canary", headers=admin, timeout=10)
     requests.put(gateway.url + MODELS + "/versions/1.0/default", headers=admin, timeout=30)
-    time.sleep(1.1)  # every process sees it
+    time.sleep(CACHE_SECONDS + 0.1)  # every process sees it
 
 
 def start(gateway, admin, **body) -> dict:
     response = requests.put(gateway.url + MODELS + "/canary", json=body, headers=admin, timeout=30)
     assert response.status_code == 200, response.text
-    time.sleep(1.1)  # every gunicorn process reads the rollout at most a second late
+    time.sleep(CACHE_SECONDS + 0.1)  # every process reads the rollout at most that late
     return response.json()["rollout"]
 
 
@@ -142,7 +144,7 @@ def test_weighted_canary_gets_its_share_and_pins_are_never_diverted(stack):
 
     ended = requests.delete(gateway.url + MODELS + "/canary", headers=admin, timeout=10)
     assert ended.status_code == 200 and ended.json()["rollout"]["state"] == "aborted"
-    time.sleep(1.1)
+    time.sleep(CACHE_SECONDS + 0.1)
     after = overview(gateway, admin)
     assert after["default_version"] == "1.0" and after["rollout"]["state"] == "aborted"
     assert set(predict_many(gateway, token, 40)) == {(200, "1.0")}
@@ -181,13 +183,9 @@ def test_shadow_agreement_matches_a_direct_comparison(stack):
           guard={"min_requests": 1000, "max_p95_ratio": None})
     answers = predict_many(gateway, token, len(photos), concurrency=1, payloads=photos)
     assert set(answers) == {(200, "1.0")}  # the client only ever sees the default
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        shadow = overview(gateway, admin)["rollout"]["arms"]["shadow"]
-        if shadow["compared"] == len(photos):
-            break
-        time.sleep(0.5)
-    assert shadow["compared"] == len(photos), shadow
+    wait_for(lambda: overview(gateway, admin)["rollout"]["arms"]["shadow"]["compared"]
+             == len(photos), timeout=120, what="every shadow copy compared", interval=0.5)
+    shadow = overview(gateway, admin)["rollout"]["arms"]["shadow"]
 
     def top(version):
         tops = []

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import requests
@@ -11,6 +10,7 @@ import requests
 from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token
 from tests.support import images
 from tests.support.servers import ROOT
+from tests.support.waiting import MODEL_READY_S, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -44,12 +44,11 @@ class BackgroundPredictions(threading.Thread):
             except requests.RequestException as exc:
                 self.results.append((type(exc).__name__, None))
 
-    def wait_for_more(self, count: int, timeout: float = 60):
+    def wait_for_more(self, count: int):
         """Let at least `count` more predictions complete."""
         target = len(self.results) + count
-        deadline = time.monotonic() + timeout
-        while len(self.results) < target and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(self.results) >= target, timeout=MODEL_READY_S,
+                 what=f"{count} more background predictions", interval=0.05)
 
     def stop(self):
         self.stop_event.set()

@@ -13,6 +13,7 @@ import yaml
 
 from tests.support import images
 from tests.support.servers import ROOT, VENV_BIN
+from tests.support.waiting import CONTAINER_READY_S, wait_for
 
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 
@@ -52,14 +53,12 @@ class Engine:
         status = self("inspect", "--format", "{{.State.Health.Status}}", container, check=False)
         return status.stdout.strip() == "healthy"
 
-    def wait_healthy(self, container: str, timeout: float) -> float:
+    def wait_healthy(self, container: str, timeout: float = CONTAINER_READY_S) -> float:
         """Seconds until healthy; raises with the container's log otherwise."""
         start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.healthy(container):
-                return time.monotonic() - start
-            time.sleep(2)
-        raise TimeoutError(f"{container} not healthy after {timeout}s:\n{self.logs(container)}")
+        wait_for(lambda: self.healthy(container), timeout=timeout, what=f"{container} healthy",
+                 log=lambda: self.logs(container), interval=2)
+        return time.monotonic() - start
 
     def logs(self, container: str) -> str:
         out = self("logs", "--tail", "60", container, check=False)
@@ -88,19 +87,12 @@ def hardening_args(service: dict) -> list[str]:
     return args
 
 
-def wait_ready(url: str, timeout: float) -> float:
+def wait_ready(url: str, timeout: float = CONTAINER_READY_S) -> float:
     """Seconds until GET url/readyz answers 200."""
     start = time.monotonic()
-    last = None
-    while time.monotonic() - start < timeout:
-        try:
-            last = requests.get(url + "/readyz", timeout=5)
-            if last.status_code == 200:
-                return time.monotonic() - start
-        except requests.RequestException as exc:
-            last = exc
-        time.sleep(1)
-    raise TimeoutError(f"{url}/readyz not 200 after {timeout}s: {getattr(last, 'text', last)}")
+    wait_for(lambda: requests.get(url + "/readyz", timeout=10).status_code == 200,
+             timeout=timeout, what=f"{url}/readyz 200", interval=1)
+    return time.monotonic() - start
 
 
 def round_trip(url: str, username: str = "client_user", password: str = "tryClassifier") -> dict:

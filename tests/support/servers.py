@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 
 from gateway import readiness
+from tests.support.waiting import MODEL_READY_S, SERVER_START_S, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -60,6 +61,19 @@ class Process:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, probe, timeout: float, what: str):
+        """wait_for(probe) on this process; a failed wait stops it, so that a fixture
+        whose set-up fails leaves nothing running."""
+        try:
+            return wait_for(probe, timeout=timeout, what=what, alive=self.running,
+                            log=self.log_tail)
+        except BaseException:
+            self.stop()
+            raise
+
 
 class TorchServeServer(Process):
     def __init__(self, model_store: Path, run_dir: Path, load_models: str = "classifier-1.0.mar"):
@@ -80,16 +94,12 @@ class TorchServeServer(Process):
         self.management_url = f"http://127.0.0.1:{self.management_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
 
-    def wait_ready(self, timeout: float = 120) -> float:
+    def wait_ready(self, timeout: float = MODEL_READY_S) -> float:
         """Seconds until the default version has a READY worker."""
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"TorchServe exited:\n{self.log_tail()}")
-            if readiness.check(self.management_url, "classifier")[0]:
-                return time.monotonic() - start
-            time.sleep(0.3)
-        raise TimeoutError(f"TorchServe not READY after {timeout}s:\n{self.log_tail()}")
+        started = time.monotonic()
+        self.wait(lambda: readiness.check(self.management_url, "classifier")[0], timeout,
+                  "TorchServe's default version READY")
+        return time.monotonic() - started
 
 
 class GatewayServer(Process):
@@ -108,15 +118,7 @@ class GatewayServer(Process):
         self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_dir = run_dir / "metrics"
 
-    def wait_up(self, timeout: float = 30):
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited:\n{self.log_tail()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"gateway not up after {timeout}s:\n{self.log_tail()}")
+    def wait_up(self, timeout: float = SERVER_START_S) -> None:
+        """Until /healthz answers 200: gunicorn listens before its workers answer."""
+        self.wait(lambda: requests.get(self.url + "/healthz", timeout=10).status_code == 200,
+                  timeout, "the gateway's /healthz")

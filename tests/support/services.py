@@ -5,10 +5,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from tests.support.servers import free_port
+from tests.support.waiting import SERVER_START_S, wait_for
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -40,7 +40,12 @@ class Postgres:
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args):
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True,
+                       timeout=SERVER_START_S + 30)
+
+    def log_tail(self) -> str:
+        log = self.dir / "log"
+        return log.read_text(errors="replace")[-4000:] if log.exists() else ""
 
     def start(self):
         self.dir.mkdir()
@@ -48,12 +53,23 @@ class Postgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self._run(_pg_tool("initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres")
-        self._run(_pg_tool("pg_ctl"), "-D", str(self.dir), "-w", "-l", str(self.dir / "log"),
-                  "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
+        # pg_ctl -w waits until the server accepts connections, for at most -t seconds.
+        try:
+            self._run(_pg_tool("pg_ctl"), "-D", str(self.dir), "-w", "-t", str(SERVER_START_S),
+                      "-l", str(self.dir / "log"),
+                      "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                      "start")
+        except subprocess.SubprocessError as exc:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"PostgreSQL did not start: {exc}\n{tail}") from None
         return self
 
     def stop(self):
-        self._run(_pg_tool("pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "stop")
+        try:
+            self._run(_pg_tool("pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "stop")
+        except subprocess.CalledProcessError:
+            pass  # not running (it never started)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -64,21 +80,32 @@ class Redis:
         self.proc = None
 
     def start(self):
+        self.log = tempfile.NamedTemporaryFile(prefix="test-redis-", suffix=".log")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            probe = subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
-                                   capture_output=True, text=True)
-            if probe.stdout.strip() == "PONG":
-                return self
-            time.sleep(0.1)
-        raise TimeoutError("redis-server did not start")
+             "--appendonly", "no"], stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(self._answers, timeout=SERVER_START_S, what="redis-server's PING",
+                     alive=lambda: self.proc.poll() is None,
+                     log=lambda: Path(self.log.name).read_text(errors="replace")[-4000:])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _answers(self) -> bool:
+        probe = subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
+                               capture_output=True, text=True, timeout=10)
+        return probe.stdout.strip() == "PONG"
 
     def stop(self):
         self.proc.terminate()
-        self.proc.wait(10)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.log.close()
 
 
 def required_or_skip(available: bool, what: str):

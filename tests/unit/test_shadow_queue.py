@@ -1,10 +1,10 @@
 """The shadow queue is bounded: a full queue drops (and counts) a copy, never waits."""
 
 import threading
-import time
 
 from gateway import metrics
 from gateway.shadow import ShadowQueue
+from tests.support.waiting import wait_for
 
 
 def dropped() -> float:
@@ -15,19 +15,21 @@ def test_full_queue_drops_and_counts_without_waiting():
     queue, release, ran = ShadowQueue(workers=1, capacity=2), threading.Event(), []
 
     def job(n):
-        release.wait(10)
+        release.wait(60)
         ran.append(n)
 
     before = dropped()
     assert queue.submit(job, 1) and queue.submit(job, 2)  # one running, one waiting
-    started = time.perf_counter()
-    assert not queue.submit(job, 3)
-    assert time.perf_counter() - started < 0.05  # the caller never waits for a slot
+    # The jobs hold both slots until `release` is set, which happens only after this
+    # submit returns: a submit that waited for a slot would never return.
+    refused = []
+    caller = threading.Thread(target=lambda: refused.append(queue.submit(job, 3)))
+    caller.start()
+    caller.join(60)
+    assert refused == [False], "submit waited for a slot instead of dropping the copy"
     assert dropped() == before + 1
     release.set()
-    deadline = time.monotonic() + 10
-    while len(ran) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(ran) == 2, timeout=60, what="both queued jobs ran")
     assert sorted(ran) == [1, 2]
-    time.sleep(0.05)  # the done callbacks free the slots
-    assert queue.submit(job, 4)
+    # The done callbacks free the slots just after the jobs end.
+    assert wait_for(lambda: queue.submit(job, 4), timeout=60, what="a slot freed")
