@@ -13,9 +13,9 @@ MANAGEMENT_URL ?= http://127.0.0.1:8081
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install archive run stop test unit e2e fuzz check-java secrets admin \
-        register promote rollback versions canary shadow canary-status canary-promote \
-        canary-abort bench bench-overload lint-containers compose-up compose-down \
-        images test-deploy deploy deploy-check undeploy k8s-secrets clean
+        register promote rollback versions canary shadow rollout-status rollout-promote \
+        rollout-abort canary-status canary-promote canary-abort bench bench-overload \
+        lint-containers compose-up compose-down images test-deploy deploy deploy-check undeploy k8s-secrets clean
 
 install: $(VENV)/.installed
 
@@ -63,17 +63,18 @@ versions: install
 	$(MODELCTL) list
 
 # Canary and shadow rollouts of VERSION (the gateway's database: DATABASE_URL; see README).
+# The canary-* names are the older ones, kept.
 PERCENT ?= 10
 canary: install
-	$(MODELCTL) canary $(VERSION) --percent $(PERCENT) $(if $(STICKY),--sticky)
+	$(MODELCTL) rollout $(VERSION) --mode canary --percent $(PERCENT) $(if $(STICKY),--sticky)
 shadow: install
-	$(MODELCTL) canary $(VERSION) --percent $(PERCENT) --shadow
-canary-status: install
-	$(MODELCTL) canary-status
-canary-promote: install
-	$(MODELCTL) canary-promote
-canary-abort: install
-	$(MODELCTL) canary-abort
+	$(MODELCTL) rollout $(VERSION) --mode shadow --percent $(PERCENT)
+rollout-status canary-status: install
+	$(MODELCTL) rollout-status
+rollout-promote canary-promote: install
+	$(MODELCTL) rollout-promote
+rollout-abort canary-abort: install
+	$(MODELCTL) rollout-abort
 
 # Create (or reset) a local admin user; prints a generated password once.
 admin: install $(LOCAL_USERS)
@@ -144,6 +145,7 @@ stop:
 test: check-java install
 	$(BIN)/pytest -q tests --ignore=tests/deploy
 
+# The gateway's logic without a server and without torch (tests/unit): under a minute.
 unit: install
 	$(BIN)/pytest -q tests/unit
 

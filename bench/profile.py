@@ -2,7 +2,7 @@
 spends per image, which `make bench` prints.
 
 Stages come from the Server-Timing headers the gateway and the handler send (gateway:
-auth, read, check, upstream, log, app; handler: preprocess, inference, postprocess),
+auth, quota, read, check, upstream, log, app; handler: preprocess, inference, postprocess),
 TorchServe's queue time from its Prometheus counters read before and after each request
 (it has no per-request figure; one request at a time, the difference is that request's),
 and the client's own clock.
@@ -18,7 +18,7 @@ import requests
 from bench import client
 from gateway.torchserve_client import stage_seconds
 from handler import resnet_handler as handler
-from modelbuild.handler_files import MAX_IMAGE_PIXELS
+from modelbuild.handler_files import transform_batch
 
 HANDLER_STAGES = ("preprocess", "inference", "postprocess")
 # Rows: (label, how to get it in ms from one request's figures), in request order.
@@ -31,7 +31,7 @@ INSIDE_TORCHSERVE = (
 TOTAL = ("total seen by the client", lambda s: s["total"])
 GATEWAY_ROWS = (
     ("client, HTTP to the gateway, gunicorn", lambda s: s["total"] - s["app"]),
-    ("gateway: token and quota", lambda s: s["auth"]),
+    ("gateway: token and quota", lambda s: s["auth"] + s["quota"]),
     ("gateway: read the upload", lambda s: s["read"]),
     ("gateway: image header check", lambda s: s["check"]),
     ("gateway -> TorchServe: HTTP, frontend, worker protocol",
@@ -39,7 +39,8 @@ GATEWAY_ROWS = (
     *INSIDE_TORCHSERVE,
     ("gateway: prediction-log write", lambda s: s["log"]),
     ("gateway: Flask, JSON answer, the rest",
-     lambda s: s["app"] - sum(s[k] for k in ("auth", "read", "check", "upstream", "log"))),
+     lambda s: s["app"] - sum(s[k] for k in ("auth", "quota", "read", "check", "upstream",
+                                             "log"))),
     TOTAL,
 )
 DIRECT_ROWS = (
@@ -96,7 +97,7 @@ def breakdown(gateway_url: str, token: str, torchserve, model, payloads: list[by
     in_process = []
     for i in range(requests_each):
         started = time.perf_counter()
-        batch = handler.transform_batch([payloads[i % len(payloads)]], MAX_IMAGE_PIXELS)
+        batch = transform_batch([payloads[i % len(payloads)]])
         decoded = time.perf_counter()
         handler.classify(model, batch).topk(5)
         done = time.perf_counter()

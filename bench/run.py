@@ -32,9 +32,10 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from bench import client, profile
+from gateway.rollouts.guard import percentile
 from handler import resnet_handler as handler
 from modelbuild import archive, weights
-from modelbuild.handler_files import MAX_IMAGE_PIXELS, MODEL_CONFIG
+from modelbuild.handler_files import MODEL_CONFIG, transform_batch
 from tests.support import images
 from tests.support.servers import ROOT, GatewayServer, TorchServeServer
 
@@ -56,10 +57,9 @@ def bench_images() -> list[bytes]:
 def percentiles(latencies: list[float]) -> dict:
     if not latencies:
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-    ordered = sorted(latencies)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "p95_ms": round(pick(0.95), 2), "p99_ms": round(pick(0.99), 2)}
+    return {"p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "p95_ms": round(percentile(latencies, 0.95) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
 
 
 def summarise(mode: str, concurrency: int, runs: list[dict]) -> dict:
@@ -139,7 +139,7 @@ class InProcess:
 
     def step(self, start: int, batch: int) -> None:
         chosen = [self.payloads[(start + k) % len(self.payloads)] for k in range(batch)]
-        handler.classify(self.model, handler.transform_batch(chosen, MAX_IMAGE_PIXELS)).topk(5)
+        handler.classify(self.model, transform_batch(chosen)).topk(5)
 
     def run(self, concurrency: int, total: int) -> dict:
         batch = max(1, min(concurrency, MODEL_CONFIG["batchSize"]))

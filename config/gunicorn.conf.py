@@ -9,7 +9,6 @@ shared store such as redis://, which the check below enforces.
 
 import os
 import shutil
-import tempfile
 
 from gateway.settings import Settings, SettingsError
 
@@ -43,11 +42,13 @@ if workers > 1 and settings.rate_limit_storage_uri.startswith("memory://"):
 # instance; we do not use it.
 control_socket_disable = True
 
-# Prometheus multiprocess mode: each worker writes its samples under this
-# directory and /metrics aggregates them all. Emptied when the master starts.
-# Exported: prometheus_client and the workers' Settings read it from the environment.
-metrics_dir = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="gateway-metrics-")
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+# Prometheus multiprocess mode: each worker writes its samples under this directory
+# (PROMETHEUS_MULTIPROC_DIR, which scripts/start-gateway.sh sets before prometheus_client
+# is imported anywhere) and /metrics aggregates them all. Emptied when the master starts.
+metrics_dir = settings.prometheus_multiproc_dir
+if not metrics_dir:
+    raise SystemExit("gateway: PROMETHEUS_MULTIPROC_DIR is not set (start the gateway "
+                     "with scripts/start-gateway.sh)")
 
 
 def on_starting(server):

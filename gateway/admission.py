@@ -5,9 +5,9 @@ TorchServe's queue would take every request and answer each later and later; pas
 bound we say so at once. Retry-After is the number of refusals per completed prediction
 over the last WINDOW_S seconds, rounded up (at least 1 s, at most RETRY_AFTER_MAX_S):
 the more crowded, the longer honouring clients stay away, and each refusal they spare
-is CPU left to the model (at c=128 against 16 slots: half the refusals of a fixed 1 s,
-goodput 0.79 -> 0.89-0.92 of c=16; bench/README.md). Until the window holds as many
-completions as there are slots (a burst after a quiet spell) it says 1 s.
+is CPU left to the model (measured against a fixed 1 s in bench/README.md). Until the
+window holds as many completions as there are slots (a burst after a quiet spell) it
+says 1 s.
 """
 
 import contextlib
@@ -17,7 +17,7 @@ import time
 from collections import deque
 
 from gateway import metrics
-from gateway.errors import overloaded
+from gateway.errors import unavailable
 from gateway.settings import Settings
 
 WINDOW_S = 5.0
@@ -37,12 +37,12 @@ class Admission:
     @contextlib.contextmanager
     def slot(self):
         """One slot for a client's prediction, or ApiError 503 after INFLIGHT_WAIT_MS.
-        Taken before the upload is read, so a refusal costs little. Shadow copies take
-        none: the shadow queue bounds them."""
+        Taken before the body is read, so a refusal costs little; a /v2 call of several
+        images takes one. Shadow copies take none: the shadow queue bounds them."""
         if not self._slots.acquire(timeout=self.wait):
             metrics.SHED.inc()
             retry_after = self._refusal()
-            raise overloaded(f"over capacity: {self.limit} predictions in flight in this "
+            raise unavailable(f"over capacity: {self.limit} predictions in flight in this "
                              f"gateway process, try again in {retry_after} s", retry_after)
         try:
             yield

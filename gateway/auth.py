@@ -4,9 +4,9 @@ import time
 
 from flask import Blueprint, g, request
 
-from gateway import limits, metrics, tokens
+from gateway import metrics, ratelimits, tokens
 from gateway.errors import ApiError, invalid_token, unauthorized
-from gateway.limits import limiter
+from gateway.ratelimits import limiter
 from gateway.services import services
 from gateway.users import User
 
@@ -25,7 +25,7 @@ def _claims() -> dict:
     except tokens.TokenError as exc:
         metrics.AUTH_FAILURES.labels("invalid_token").inc()
         raise invalid_token(str(exc)) from None
-    if limits.denied(claims["jti"]):
+    if ratelimits.denied(claims["jti"]):
         metrics.AUTH_FAILURES.labels("revoked_token").inc()
         raise invalid_token("token has been revoked (logged out)")
     return claims
@@ -66,10 +66,10 @@ def no_store(response):
 
 @bp.post("/token")
 @limiter.limit(lambda: services().settings.login_rate_limit,
-               key_func=limits.login_user_key, deduct_when=_failed_login,
+               key_func=ratelimits.login_user_key, deduct_when=_failed_login,
                error_message="too many failed logins for this user and client, try again later")
 @limiter.limit(lambda: services().settings.login_address_rate_limit,
-               key_func=limits.login_address_key, deduct_when=_failed_login,
+               key_func=ratelimits.login_address_key, deduct_when=_failed_login,
                error_message="too many failed logins from this client, try again later")
 def issue_token():
     form = request.form
@@ -97,6 +97,6 @@ def logout():
     """Revoke the presented token at once, in every process sharing the limits storage."""
     claims = _claims()
     g.user = claims["sub"]
-    limits.deny(claims["jti"], claims["exp"] - time.time())
+    ratelimits.deny(claims["jti"], claims["exp"] - time.time())
     metrics.TOKEN_REVOCATIONS.labels("logout").inc()
     return {"revoked": True}

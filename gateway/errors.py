@@ -1,8 +1,8 @@
 """ApiError, the gateway's one error type, and helpers for the common ones.
 
-Plain Python: the TorchServe client, the image check and the CLIs raise it without
-loading Flask. The app factory (gateway.app) answers it as JSON {"detail": "..."}
-with its status and headers.
+Plain Python: the services, the TorchServe client, the image check and the CLIs raise
+it without loading Flask. gateway.responses renders it, in the shape of the protocol
+that was spoken.
 """
 
 
@@ -35,13 +35,22 @@ def invalid_token(detail: str) -> ApiError:
 
 
 def unavailable(detail: str, retry_after: int = 5) -> ApiError:
+    """503: an outage, or load shedding; come back in `retry_after` seconds."""
     return ApiError(503, detail, {"Retry-After": str(retry_after)})
 
 
-def overloaded(detail: str, retry_after: int) -> ApiError:
-    """Over capacity: come back in `retry_after` seconds (load shedding, not an outage)."""
-    return ApiError(503, detail, {"Retry-After": str(retry_after)})
+def rate_limit_storage_down() -> ApiError:
+    """Fail closed: no unlimited logins, no unchecked revocations or quotas."""
+    return unavailable("rate-limit storage is unavailable, try again")
+
+
+def database_down() -> ApiError:
+    return unavailable("the prediction log's database is unavailable, try again")
 
 
 def too_large(max_bytes: int) -> ApiError:
     return ApiError(413, f"file is larger than {max_bytes} bytes")
+
+
+def body_too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, f"request body is larger than {max_bytes} bytes")

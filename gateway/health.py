@@ -5,8 +5,7 @@ from flask import Blueprint, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                generate_latest, multiprocess)
 
-from gateway.errors import ApiError, unavailable
-from gateway.readiness import default_version_ready, ready_workers
+from gateway.model_versions import ModelVersions
 from gateway.services import services
 
 bp = Blueprint("health", __name__)
@@ -29,18 +28,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    torchserve = services().torchserve
-    try:
-        described = torchserve.describe()
-    except ApiError as exc:
-        raise unavailable(f"not ready: {exc.detail}") from None
-    ready, reason = default_version_ready(described, torchserve.model_name)
-    if not ready:
-        raise unavailable(f"not ready: {reason}")
-    default = described[0]
-    return {"status": "ready", "model_name": default.get("modelName"),
-            "model_version": default.get("modelVersion"),
-            "ready_workers": len(ready_workers(default))}
+    return {"status": "ready", **ModelVersions(services().torchserve).ready()}
 
 
 @bp.get("/metrics")

@@ -1,9 +1,10 @@
 """Reject bad uploads before they reach TorchServe (Pillow only, no torch).
 
 Only what the image header tells is checked here: size, format, pixel count
-(the decompression-bomb guard). Whether the pixel data itself is intact is found
-by the handler, which decodes every image anyway and answers 422 for that one
-image; decoding it here too cost 0.5 ms of gateway CPU per request (bench/README.md).
+(the decompression-bomb guard, whatever Pillow's own threshold: the app factory turns
+that one off). Whether the pixel data itself is intact is found by the handler, which
+decodes every image anyway and answers 422 for that one image; decoding it here too
+would cost gateway CPU on every request (bench/README.md).
 """
 
 import io
@@ -14,10 +15,6 @@ from gateway.errors import ApiError, too_large
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"}
 ACCEPTED = ", ".join(sorted(ACCEPTED_FORMATS))
-# The pixel limit is MAX_IMAGE_PIXELS, checked below from the header. Pillow's own
-# process-wide bomb threshold (about 89 MP) would otherwise answer first, with its
-# number, for any limit set above it. Nothing here decodes pixel data.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def check_upload(data: bytes, max_bytes: int, max_pixels: int) -> None:

@@ -1,13 +1,14 @@
-"""Model version management on TorchServe's management API: list, register, promote,
-unregister, roll back.
+"""Model versions on TorchServe's management API: which are registered, which is ready,
+register, promote, unregister, roll back.
 
-Shared by the admin routes and the operator CLI (python -m gateway.modelctl).
+Shared by the admin routes, the prediction pipeline, readiness and the operator CLI
+(python -m gateway.modelctl).
 """
 
 import re
 
-from gateway.errors import ApiError
-from gateway.readiness import ready_workers
+from gateway.errors import ApiError, unavailable
+from gateway.readiness import default_version_ready, ready_workers
 from gateway.torchserve_client import TorchServeClient
 
 # A plain archive file name in the model store: no URL, no path, no "..".
@@ -49,6 +50,28 @@ class ModelVersions:
 
     def default_version(self) -> str:
         return self.ts.describe()[0]["modelVersion"]
+
+    def registered(self, required: str | None = None) -> list[str]:
+        """The registered versions; ApiError 404 when `required` is not one of them."""
+        versions = [v["modelVersion"] for v in self.ts.describe("all")]
+        if required is not None and required not in versions:
+            raise ApiError(404, f"model {self.name} version {required} is not registered")
+        return versions
+
+    def ready(self, version: str | None = None) -> dict:
+        """The version (default: the default one) with its READY worker count, or
+        ApiError 503 with the reason it is not ready."""
+        try:
+            described = self.ts.describe(version or "")
+        except ApiError as exc:
+            if version is not None and exc.status == 404:
+                raise
+            raise unavailable(f"not ready: {exc.detail}") from None
+        ready, reason = default_version_ready(described, self.name)
+        if not ready:
+            raise unavailable(f"not ready: {reason}")
+        return {"model_name": self.name, "model_version": described[0].get("modelVersion"),
+                "ready_workers": len(ready_workers(described[0]))}
 
     def overview(self) -> dict:
         """Every version with workers, default flag and recorded weights."""
@@ -103,8 +126,7 @@ class ModelVersions:
     def rollback(self) -> dict:
         """Make the newest registered version older than the default the default."""
         current = self.default_version()
-        older = [v["modelVersion"] for v in self.ts.describe("all")
-                 if version_key(v["modelVersion"]) < version_key(current)]
+        older = [v for v in self.registered() if version_key(v) < version_key(current)]
         if not older:
             raise ApiError(409, f"no registered version older than the default {current}")
         return self.promote(max(older, key=version_key))

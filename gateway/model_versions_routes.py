@@ -1,12 +1,14 @@
 """Admin routes for model versions (role admin): versions through ModelVersions, canary
-and shadow rollouts through RolloutControl."""
+and shadow rollouts (`/models/{name}/rollout`) through RolloutControl.
+
+`/models/{name}/canary` is the rollout resource's older name, kept as an alias."""
 
 from flask import Blueprint, request
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError
 from gateway.model_versions import ModelVersions
-from gateway.rollouts import RolloutControl
+from gateway.rollouts.control import RolloutControl
 from gateway.services import services
 
 bp = Blueprint("model_versions", __name__, url_prefix="/models")
@@ -59,16 +61,19 @@ def unregister(name, version):
     return versions.unregister(version)
 
 
+@bp.put("/<name>/rollout")
 @bp.put("/<name>/canary")
 def start_rollout(name):
     return _rollouts(name).start(request.get_json(silent=True))
 
 
+@bp.post("/<name>/rollout/promote")
 @bp.post("/<name>/canary/promote")
 def promote_rollout(name):
     return _rollouts(name).promote()
 
 
+@bp.delete("/<name>/rollout")
 @bp.delete("/<name>/canary")
 def end_rollout(name):
     return _rollouts(name).abort()

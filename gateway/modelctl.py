@@ -5,11 +5,13 @@
     python -m gateway.modelctl promote 2.0
     python -m gateway.modelctl rollback          # newest version older than the default
     python -m gateway.modelctl unregister 2.0
-    python -m gateway.modelctl canary 2.0 --percent 10 [--sticky] [--shadow] [--max-p95-ratio 1.5]
-    python -m gateway.modelctl canary-status | canary-promote | canary-abort
+    python -m gateway.modelctl rollout 2.0 --percent 10 [--mode canary|shadow] [--sticky]
+                                                [--max-p95-ratio 1.5] [--min-requests 50] ...
+    python -m gateway.modelctl rollout-status | rollout-promote | rollout-abort
 
-Canary and shadow rollouts live in the prediction log's database (DATABASE_URL), which
-every gateway process reads at most a second late.
+Rollouts live in the prediction log's database (DATABASE_URL), which every gateway
+process reads at most a second late. The older names `canary` (with `--shadow` for
+`--mode shadow`), `canary-status`, `canary-promote` and `canary-abort` still work.
 """
 
 import argparse
@@ -19,12 +21,18 @@ import sys
 from gateway.errors import ApiError
 from gateway.model_versions import ModelVersions
 from gateway.prediction_log import create_log_engine
-from gateway.rollouts import Guard, RolloutControl, Rollouts
+from gateway.rollouts.control import RolloutControl
+from gateway.rollouts.guard import Guard
+from gateway.rollouts.state import MODES
+from gateway.rollouts.store import RolloutStore
 from gateway.settings import Settings, SettingsError
 from gateway.torchserve_client import TorchServeClient
 
+ROLLOUT_COMMANDS = {"rollout": "start", "rollout-status": "status",
+                    "rollout-promote": "promote", "rollout-abort": "abort"}
 
-def main(argv=None) -> int:
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway.modelctl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--management-url", dest="torchserve_management_url",
@@ -38,19 +46,26 @@ def main(argv=None) -> int:
     sub.add_parser("promote").add_argument("version")
     sub.add_parser("unregister").add_argument("version")
     sub.add_parser("rollback")
-    canary = sub.add_parser("canary", help="start a canary (or --shadow), or change its share")
-    canary.add_argument("version")
-    canary.add_argument("--percent", type=float, required=True)
-    canary.add_argument("--sticky", action="store_true", help="keep each user on one arm")
-    canary.add_argument("--shadow", action="store_true", help="copy instead of divert")
+    start = sub.add_parser("rollout", aliases=["canary"],
+                           help="start a canary or shadow, or change the active one")
+    start.add_argument("version")
+    start.add_argument("--percent", type=float, required=True)
+    start.add_argument("--mode", choices=MODES, default="canary",
+                       help="canary: the candidate serves its share; shadow: gets copies")
+    start.add_argument("--shadow", dest="mode", action="store_const", const="shadow",
+                       help="the same as --mode shadow")
+    start.add_argument("--sticky", action="store_true", help="keep each user on one arm")
     for field in Guard.__dataclass_fields__.values():
-        canary.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                            type=int if field.name == "min_requests" else float,
-                            help=f"guard (default {field.default})")
-    sub.add_parser("canary-status")
-    sub.add_parser("canary-promote")
-    sub.add_parser("canary-abort")
-    args = parser.parse_args(argv)
+        start.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
+                           type=int if field.name == "min_requests" else float,
+                           help=f"guard (default {field.default})")
+    for name in ("rollout-status", "rollout-promote", "rollout-abort"):
+        sub.add_parser(name, aliases=[name.replace("rollout", "canary")])
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     given = {name: getattr(args, name) for name in ("torchserve_management_url", "model_name")
              if getattr(args, name) is not None}
     try:
@@ -59,19 +74,21 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     versions = ModelVersions(TorchServeClient(settings))
+    command = args.command.replace("canary", "rollout")
     try:
-        if args.command.startswith("canary"):
-            result = _rollout_command(args, RolloutControl(
-                Rollouts(create_log_engine(settings.database_url), settings.model_name),
-                versions))
-        elif args.command == "list":
+        if command in ROLLOUT_COMMANDS:
+            control = RolloutControl(
+                RolloutStore(create_log_engine(settings.database_url), settings.model_name),
+                versions)
+            result = _rollout_command(ROLLOUT_COMMANDS[command], args, control)
+        elif command == "list":
             result = versions.overview()
-        elif args.command == "register":
+        elif command == "register":
             result = versions.register(args.archive)
-        elif args.command == "rollback":
+        elif command == "rollback":
             result = versions.rollback()
         else:
-            result = getattr(versions, args.command)(args.version)
+            result = getattr(versions, command)(args.version)
     except ApiError as exc:
         print(f"error ({exc.status}): {exc.detail}", file=sys.stderr)
         return 1
@@ -79,18 +96,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def _rollout_command(args, control: RolloutControl) -> dict:
-    if args.command == "canary":
+def _rollout_command(action: str, args, control: RolloutControl) -> dict:
+    if action == "start":
         guard = {name: getattr(args, name) for name in Guard.__dataclass_fields__
                  if getattr(args, name) is not None}
         return control.start({"version": args.version, "percent": args.percent,
-                              "sticky": args.sticky,
-                              "mode": "shadow" if args.shadow else "canary", "guard": guard})
-    if args.command == "canary-promote":
-        return control.promote()
-    if args.command == "canary-abort":
-        return control.abort()
-    return control.status()
+                              "sticky": args.sticky, "mode": args.mode, "guard": guard})
+    return getattr(control, action)()
 
 
 if __name__ == "__main__":

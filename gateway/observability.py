@@ -1,4 +1,10 @@
-"""Per-request observability: request id, one JSON log line, request metrics."""
+"""Per-request observability: request id, one JSON log line, request metrics, and the
+Server-Timing header of predictions.
+
+Request context lives on flask.g as Flask intends: the request id (set before the
+view) and the authenticated user (gateway.auth). What a prediction's view learned
+travels with its response (`report`), not through g.
+"""
 
 import json
 import logging
@@ -6,9 +12,11 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 
 from gateway import metrics
 
@@ -44,9 +52,23 @@ def configure_logging() -> None:
 
 def server_timing(stages: dict[str, float]) -> str:
     """W3C Server-Timing: where a prediction's milliseconds went (gateway stages: auth,
-    read, check, upstream, log, app; TorchServe handler's: preprocess, inference,
+    quota, read, check, upstream, log, app; TorchServe handler's: preprocess, inference,
     postprocess). Browsers' developer tools and `make bench` read it."""
     return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in stages.items())
+
+
+@dataclass(frozen=True)
+class PredictionReport:
+    stages: Mapping[str, float]  # seconds per stage, in the order they ran
+    model_version: str | None
+    upstream_seconds: float | None
+
+
+def report(response: Response, stages: Mapping[str, float], model_version: str | None,
+           upstream_seconds: float | None) -> Response:
+    """Attach what the access log and Server-Timing report of a prediction's answer."""
+    response.prediction_report = PredictionReport(stages, model_version, upstream_seconds)
+    return response
 
 
 def init_app(app: Flask) -> None:
@@ -63,19 +85,20 @@ def init_app(app: Flask) -> None:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule else "unmatched"
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        stages = g.get("stages")
-        if stages is not None:
-            response.headers["Server-Timing"] = server_timing({**stages, "app": elapsed})
+        prediction = getattr(response, "prediction_report", None)
+        if prediction is not None:
+            response.headers["Server-Timing"] = server_timing(
+                {**prediction.stages, "app": elapsed})
         metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         metrics.REQUEST_LATENCY.labels(route, request.method).observe(elapsed)
         if response.status_code == 429:
             metrics.RATE_LIMITED.labels(route).inc()
-        upstream = g.get("upstream_seconds")
+        upstream = prediction.upstream_seconds if prediction else None
         access_log.info({
             "event": "request", "request_id": g.get("request_id"), "user": g.get("user"),
             "method": request.method, "route": route, "path": request.path,
             "status": response.status_code, "latency_ms": round(elapsed * 1000, 2),
-            "model_version": g.get("model_version"),
+            "model_version": prediction.model_version if prediction else None,
             "upstream_ms": round(upstream * 1000, 2) if upstream is not None else None,
         })
         return response

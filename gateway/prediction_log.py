@@ -84,10 +84,12 @@ class PredictionLog:
     def __init__(self, database_url: str):
         self.engine = create_log_engine(database_url)
 
-    def record(self, row: PredictionRow) -> None:
+    def record(self, *rows: PredictionRow) -> None:
+        """A call's rows, in one transaction."""
         with self.engine.begin() as connection:
-            # One statement object with bound parameters: compiled once, then cached.
-            connection.execute(INSERT, vars(row))  # a shallow dict: asdict() deep-copies
+            # One statement object with bound parameters: compiled once, then cached;
+            # shallow dicts (asdict() deep-copies).
+            connection.execute(INSERT, [vars(row) for row in rows])
 
     def page(self, username: str | None, limit: int, before: int | None) -> list[dict]:
         """Newest first, times in UTC; `before` is the id to continue below."""

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""The readiness rule, written once: the model's default version has a READY worker.
+"""The readiness rule, written once: a model's default version has a READY worker.
 
 TorchServe's /ping says Healthy while workers crash, so readiness asks the management
 API instead. Standard library only: the gateway's /readyz uses it, and the serve image
 runs this file as its health check and Kubernetes probe.
 
-    python gateway/readiness.py [--url http://127.0.0.1:8081] [--model classifier] [--wait SECONDS]
+    python gateway/readiness.py [--url http://127.0.0.1:8081] [--model NAME] [--wait SECONDS]
 """
 
 import argparse
@@ -31,21 +31,32 @@ def default_version_ready(described: list[dict], model: str) -> tuple[bool, str]
     return ready > 0, f"{model} {default.get('modelVersion')}: {state}"
 
 
-def check(url: str, model: str) -> tuple[bool, str]:
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=3) as resp:
+        return json.load(resp)
+
+
+def check(url: str, model: str | None = None) -> tuple[bool, str]:
+    """The rule for `model`, or for every model registered when it is None."""
     try:
-        with urllib.request.urlopen(f"{url}/models/{model}", timeout=3) as resp:
-            described = json.load(resp)
+        models = [model] if model else [m["modelName"] for m in _get(f"{url}/models")["models"]]
+        if not models:
+            return False, "no model is registered"
+        for name in models:
+            ready, reason = default_version_ready(_get(f"{url}/models/{name}"), name)
+            if not ready:
+                return False, reason
     except urllib.error.HTTPError as exc:
-        return False, f"{model}: management API answered {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return False, f"{model or 'models'}: management API answered {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as exc:
         return False, f"management API unreachable: {exc}"
-    return default_version_ready(described, model)
+    return True, reason
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8081")
-    parser.add_argument("--model", default="classifier")
+    parser.add_argument("--model", help="default: every registered model")
     parser.add_argument("--wait", type=float, default=0, help="keep trying this many seconds")
     args = parser.parse_args()
     deadline = time.monotonic() + args.wait

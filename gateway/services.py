@@ -1,12 +1,17 @@
-"""What every blueprint shares, and `services()`, the one way a request reaches it."""
+"""What every blueprint shares (`Services`, built once by the app factory) and
+`services()`, the one way a request reaches it."""
 
 from dataclasses import dataclass
 
 from flask import current_app
+from limits.strategies import RateLimiter
 
 from gateway.admission import Admission
+from gateway.pipeline import PredictionPipeline
 from gateway.prediction_log import PredictionLog
-from gateway.rollouts import Rollouts
+from gateway.quota import Quota
+from gateway.rollouts.store import RolloutStore
+from gateway.served_model import HandlerConfig
 from gateway.settings import Settings
 from gateway.shadow import ShadowQueue
 from gateway.torchserve_client import TorchServeClient
@@ -15,15 +20,31 @@ from gateway.users import UserStore
 EXTENSION = "gateway"  # app.extensions key
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     users: UserStore
     torchserve: TorchServeClient
-    admission: Admission  # the bound on predictions in flight
+    handler: HandlerConfig  # the served model's batch size and top-k
     prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
-    rollouts: Rollouts | None  # they live in the prediction log's database
-    shadow: ShadowQueue
+    rollouts: RolloutStore | None  # they live in the prediction log's database
+    pipeline: PredictionPipeline
+
+    @classmethod
+    def build(cls, settings: Settings, rate_limiter: RateLimiter) -> "Services":
+        """Everything, from the settings and the rate-limit strategy (quotas share the
+        login limits' storage)."""
+        torchserve = TorchServeClient(settings)
+        handler = HandlerConfig.read(settings.model_config_file)
+        prediction_log = PredictionLog(settings.database_url) if settings.prediction_log else None
+        rollouts = (RolloutStore(prediction_log.engine, settings.model_name)
+                    if prediction_log else None)
+        pipeline = PredictionPipeline(
+            settings, torchserve, Admission(settings),
+            Quota(rate_limiter, settings.predict_rate_limit), prediction_log, rollouts,
+            ShadowQueue(settings.shadow_workers, settings.shadow_queue_size), handler.batch_size)
+        return cls(settings, UserStore(settings.users_file), torchserve, handler,
+                   prediction_log, rollouts, pipeline)
 
 
 def services() -> Services:

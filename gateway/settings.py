@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 
 from limits import parse_many
 
+from gateway.served_model import MODEL_CONFIG_FILE, MODEL_NAME
+
 MIN_SECRET_BYTES = 32
 
 
@@ -30,7 +32,8 @@ class Settings:
     jwt_secret: str
     torchserve_url: str = "http://127.0.0.1:8080"
     torchserve_management_url: str = "http://127.0.0.1:8081"
-    model_name: str = "classifier"
+    model_name: str = MODEL_NAME
+    model_config_file: str = str(MODEL_CONFIG_FILE)  # the handler's limits (batch, top-k)
     users_file: str = "config/users.json"
     jwt_ttl_seconds: int = 1800
     jwt_issuer: str = "image-classifier-gateway"
@@ -59,7 +62,7 @@ class Settings:
     gateway_workers: int = 1
     gateway_threads: int = 32  # above MAX_INFLIGHT_PREDICTIONS: spare threads shed load
     gateway_log_level: str = "info"
-    prometheus_multiproc_dir: str = ""  # "": gunicorn makes a fresh one
+    prometheus_multiproc_dir: str = ""  # "": one process (scripts/start-gateway.sh sets it)
 
     @classmethod
     def from_env(cls, environ=None, *, require_secret: bool = True, **overrides) -> "Settings":

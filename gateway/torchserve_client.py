@@ -1,7 +1,7 @@
 """The TorchServe client: pooled HTTP, timeouts, and TorchServe's failures mapped to ApiError.
 
-Built on urllib3 (the pool under `requests`) directly: 0.4 ms less CPU per call
-than a `requests.Session` (bench/README.md), on a path every prediction takes.
+Built on urllib3 (the pool under `requests`) directly: less CPU per call than a
+`requests.Session` (bench/README.md), on a path every prediction takes.
 """
 
 import contextlib

@@ -53,8 +53,15 @@ class Upload:
         return extension_of(self.filename)
 
 
-def read_upload(stream: BinaryIO, content_type: str | None, content_length: int | None,
-                max_bytes: int) -> Upload:
+@dataclass(frozen=True)
+class Form:
+    """POST /predict's form, as the prediction pipeline reads it: its one image."""
+
+    uploads: tuple[Upload]
+
+
+def read_form(stream: BinaryIO, content_type: str | None, content_length: int | None,
+              max_bytes: int) -> Form:
     """The one multipart part named "file", or ApiError 413/422."""
     limit = max_bytes + MULTIPART_OVERHEAD
     if (content_length or 0) > limit:
@@ -84,4 +91,4 @@ def read_upload(stream: BinaryIO, content_type: str | None, content_length: int 
         raise ApiError(422, "multipart form field 'file' is required")
     if len(parts) > 1:
         raise ApiError(422, "send exactly one 'file' field")
-    return Upload(safe_filename(parts[0].filename), parts[0].raw)
+    return Form((Upload(safe_filename(parts[0].filename), parts[0].raw),))

@@ -18,6 +18,7 @@ ignoring the tail; at login a longer password simply cannot match.
 
 import argparse
 import dataclasses
+import functools
 import getpass
 import json
 import os
@@ -38,8 +39,13 @@ ROLES = ("user", "admin")
 BCRYPT_ROUNDS = 12
 BCRYPT_MAX_BYTES = 72
 MIN_PASSWORD_CHARS = 8
-# Checked when the user does not exist, so both answers take the same time.
-_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(BCRYPT_ROUNDS))
+
+
+@functools.cache
+def _dummy_hash() -> bytes:
+    """What an unknown user's password is checked against, so the answer takes as long
+    as for a known one; made on first use, not at import."""
+    return bcrypt.hashpw(b"no such user", bcrypt.gensalt(BCRYPT_ROUNDS))
 
 
 class UserError(ValueError):
@@ -97,7 +103,7 @@ class UserStore:
         """The user if the password matches; constant work whether or not they exist."""
         user = self.get(username)
         candidate = password.encode("utf-8", "surrogateescape")
-        stored = user.password_hash.encode("ascii") if user else _DUMMY_HASH
+        stored = user.password_hash.encode("ascii") if user else _dummy_hash()
         if len(candidate) > BCRYPT_MAX_BYTES:
             bcrypt.checkpw(b"", stored)  # same cost, cannot match
             return None

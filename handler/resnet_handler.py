@@ -22,7 +22,6 @@ from ts.torch_handler.base_handler import BaseHandler
 
 logger = logging.getLogger(__name__)
 
-TOP_K = 5
 # What each answer and `GET /models` tell about the weights a version runs.
 WEIGHTS_SHOWN = ("arch", "source", "sha256", "variant", "top1_agreement", "agreement_images",
                  "passes_gate")
@@ -80,17 +79,15 @@ def decode_image(payload: bytes, max_pixels: int) -> Image.Image:
     return img.convert("RGB")
 
 
-def transform_batch(payloads: list[bytes], max_pixels: int) -> torch.Tensor:
-    """Decoded, transformed and stacked: the model's input for good images."""
-    return torch.stack([IMAGENET_TRANSFORM(decode_image(p, max_pixels)) for p in payloads])
+def transform(payload: bytes, max_pixels: int) -> torch.Tensor:
+    """One image's model input, or ValueError for an image that cannot be one."""
+    return IMAGENET_TRANSFORM(decode_image(payload, max_pixels))
 
 
 def load_state_dict(state_dict: dict, arch: str) -> torch.nn.Module:
-    """The eager torchvision model `arch` (e.g. resnet101) in eval mode, channels-last.
-
-    Channels-last makes the CPU convolutions 15-20 % faster at batch 8
-    (bench/README.md); the bench's in-process reference uses this too.
-    """
+    """The eager torchvision model `arch` (e.g. resnet101) in eval mode, channels-last
+    (faster CPU convolutions, bench/README.md); the bench's in-process reference uses
+    this too."""
     model = get_model(arch, weights=None)
     model.load_state_dict(state_dict)
     return model.eval().to(memory_format=torch.channels_last)
@@ -136,6 +133,7 @@ class ResNetHandler(BaseHandler):
         # guard (a process-wide setting) follows it.
         self.max_pixels = int(settings["max_image_pixels"])
         Image.MAX_IMAGE_PIXELS = self.max_pixels
+        self.top_k = int(settings["top_k"])
         with open(os.path.join(model_dir, "index_to_name.json"), encoding="utf-8") as f:
             self.mapping = {int(k): v for k, v in json.load(f).items()}
         with open(os.path.join(model_dir, "weights.json"), encoding="utf-8") as f:
@@ -169,7 +167,7 @@ class ResNetHandler(BaseHandler):
         logger.info("batch of %d, request ids %s", len(data), request_ids)
         for idx, row in enumerate(data):
             try:
-                tensors.append(IMAGENET_TRANSFORM(decode_image(_payload(row), self.max_pixels)))
+                tensors.append(transform(_payload(row), self.max_pixels))
                 good.append(idx)
             except ValueError as exc:
                 errors[idx] = str(exc)
@@ -192,11 +190,10 @@ class ResNetHandler(BaseHandler):
         batch, probabilities = data
         results = [None] * batch["size"]
         for idx, message in batch["errors"].items():
-            if self.context is not None:
-                self.context.set_response_status(422, message, idx)
+            self.context.set_response_status(422, message, idx)
             results[idx] = {"error": message, **self.model_info}
         if probabilities is not None:
-            top_p, top_i = probabilities.topk(TOP_K, dim=1)
+            top_p, top_i = probabilities.topk(self.top_k, dim=1)
             for row, idx in enumerate(batch["good"]):
                 results[idx] = {
                     "predictions": [
@@ -216,8 +213,6 @@ class ResNetHandler(BaseHandler):
     def _report_timing(self, batch: dict) -> None:
         """The batch's stage times as each answer's Server-Timing header (W3C), which the
         gateway passes on: where a request's milliseconds went inside the worker."""
-        if self.context is None:
-            return
         value = ", ".join(f"{stage};dur={seconds * 1000:.2f}"
                           for stage, seconds in batch["timing"].items())
         for idx in range(batch["size"]):

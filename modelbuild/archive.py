@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from modelbuild import quantize
+from gateway.served_model import MODEL_NAME
 from modelbuild.handler_files import CONFIG_FILE, HANDLER_FILE
 from modelbuild import weights as weights_mod
 from handler.resnet_handler import load_state_dict
 
-MODEL_NAME = "classifier"  # the served model's name: its versions may be any ResNet
 SERIALIZED_FILE = "model.pt"
 VARIANTS = ("fp32", "int8")
 

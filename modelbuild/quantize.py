@@ -13,9 +13,9 @@ import torch
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from handler.resnet_handler import classify, transform_batch
+from handler.resnet_handler import classify
 from modelbuild import synthetic
-from modelbuild.handler_files import MAX_IMAGE_PIXELS
+from modelbuild.handler_files import transform_batch
 
 MIN_AGREEMENT = 0.99
 CALIBRATION = {"count": 64, "seed": 1}
@@ -28,7 +28,7 @@ class VariantRejected(RuntimeError):
 
 def batches(payloads: list[bytes], size: int = 16):
     for start in range(0, len(payloads), size):
-        yield transform_batch(payloads[start:start + size], MAX_IMAGE_PIXELS)
+        yield transform_batch(payloads[start:start + size])
 
 
 def quantize_int8(model: torch.nn.Module, calibration: list[bytes]) -> torch.jit.ScriptModule:

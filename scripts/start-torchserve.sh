@@ -44,7 +44,7 @@ config="$run_dir/config.properties"
 # instances (make run, tests) live side by side.
 export TMPDIR="$run_dir/tmp" TEMP="$run_dir/tmp"
 # Idle torch (OpenMP) threads spin briefly, then sleep: long enough to bridge the
-# gaps between a forward pass's operators (PASSIVE, no spin, cost 6 ms at batch 1),
+# gaps between a forward pass's operators (PASSIVE, no spin, is slower: bench/README.md),
 # short enough not to burn the cores that the Java frontend and the gateway need
 # (libgomp's default spins ~30x longer). Measured in bench/README.md.
 export GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-10000}"

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.containers import Engine
 from tests.support.servers import ROOT
-from tests.support.services import required_or_skip
+from tests.support.backends import required_or_skip
 
 
 

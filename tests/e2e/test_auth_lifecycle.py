@@ -10,7 +10,7 @@ import requests
 
 from tests.support import images
 from tests.support.servers import ROOT, GatewayServer
-from tests.support.services import Redis, required_or_skip
+from tests.support.backends import Redis, required_or_skip
 from tests.support.stack import get_token, users_file_with
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support import images
-from tests.support.services import required_or_skip
+from tests.support.backends import required_or_skip
 from tests.support.stack import DEMO_PASSWORD, DEMO_USER
 from tests.support.waiting import SERVER_START_S, wait_for
 

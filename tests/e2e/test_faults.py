@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from tests.support.stack import get_token, start_stack
 from gateway import readiness
 from tests.support import images
-from tests.support.services import Redis, required_or_skip
+from tests.support.backends import Redis, required_or_skip
 from tests.support.waiting import MODEL_READY_S, SERVER_START_S, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -104,11 +104,12 @@ def test_server_timing_says_where_the_milliseconds_went(gateway, torchserve, use
     assert response.status_code == 200
     stages = {name: float(duration) for name, duration in (
         entry.split(";dur=") for entry in response.headers["Server-Timing"].split(", "))}
-    assert list(stages) == ["auth", "read", "check", "upstream", "preprocess", "inference",
-                            "postprocess", "log", "app"]
+    assert list(stages) == ["auth", "quota", "read", "check", "upstream", "preprocess",
+                            "inference", "postprocess", "log", "app"]
     # The handler's stages happen inside the upstream call, which is inside the app's time.
     assert stages["preprocess"] + stages["inference"] + stages["postprocess"] < stages["upstream"]
-    assert sum(stages[k] for k in ("auth", "read", "check", "upstream", "log")) <= stages["app"]
+    assert sum(stages[k] for k in ("auth", "quota", "read", "check", "upstream", "log")) \
+        <= stages["app"]
     assert stages["inference"] > 1  # a ResNet-18 forward pass, in ms
     # TorchServe answers with the handler's stages itself.
     direct = requests.post(torchserve.url + "/predictions/classifier", data=images.jpeg(),

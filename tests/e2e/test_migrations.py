@@ -13,7 +13,7 @@ from gateway import db, prediction_log
 from gateway.tables import predictions
 from tests.support.servers import ROOT, GatewayServer
 from tests.support.stack import get_token
-from tests.support.services import Postgres, postgres_available, required_or_skip
+from tests.support.backends import Postgres, postgres_available, required_or_skip
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_USER, get_token
 from tests.support import images
 from tests.support.servers import GatewayServer
-from tests.support.services import Postgres, Redis, postgres_available, required_or_skip
+from tests.support.backends import Postgres, Redis, postgres_available, required_or_skip
 
 pytestmark = pytest.mark.e2e
 

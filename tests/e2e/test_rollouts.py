@@ -1,9 +1,13 @@
 """Canary and shadow rollouts, guarded: a real TorchServe serving two real archive
 versions (different seeded weights) behind gunicorn with two processes and Redis."""
 
+import base64
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,11 +16,13 @@ import pytest
 import requests
 import torch
 from PIL import Image
+from sqlalchemy import create_engine, text
 
-from gateway.rollouts import CACHE_SECONDS
+from gateway.rollouts.store import CACHE_SECONDS
 from modelbuild import archive, weights
 from tests.support import images
-from tests.support.services import Redis, required_or_skip
+from tests.support.backends import Redis, required_or_skip
+from tests.support.servers import ROOT
 from tests.support.waiting import wait_for
 from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, get_token,
                                  start_stack, users_file_with)
@@ -90,13 +96,13 @@ def stack(rollout_stack):
     """The stack, left with no active rollout and 1.0 as the default after each test."""
     gateway, admin = rollout_stack
     yield gateway, admin
-    requests.delete(gateway.url + MODELS + "/canary", headers=admin, timeout=10)
+    requests.delete(gateway.url + MODELS + "/rollout", headers=admin, timeout=10)
     requests.put(gateway.url + MODELS + "/versions/1.0/default", headers=admin, timeout=30)
     time.sleep(CACHE_SECONDS + 0.1)  # every process sees it
 
 
 def start(gateway, admin, **body) -> dict:
-    response = requests.put(gateway.url + MODELS + "/canary", json=body, headers=admin, timeout=30)
+    response = requests.put(gateway.url + MODELS + "/rollout", json=body, headers=admin, timeout=30)
     assert response.status_code == 200, response.text
     time.sleep(CACHE_SECONDS + 0.1)  # every process reads the rollout at most that late
     return response.json()["rollout"]
@@ -142,7 +148,7 @@ def test_weighted_canary_gets_its_share_and_pins_are_never_diverted(stack):
     assert arms["default"]["requests"] == 500 - to_candidate
     assert arms["canary"]["error_rate"] == 0 and arms["canary"]["p95_ms"] > 0
 
-    ended = requests.delete(gateway.url + MODELS + "/canary", headers=admin, timeout=10)
+    ended = requests.delete(gateway.url + MODELS + "/rollout", headers=admin, timeout=10)
     assert ended.status_code == 200 and ended.json()["rollout"]["state"] == "aborted"
     time.sleep(CACHE_SECONDS + 0.1)
     after = overview(gateway, admin)
@@ -232,17 +238,63 @@ def test_guard_breach_rolls_back_without_failing_a_request(stack, candidate, gua
 def test_promote_makes_the_candidate_the_default(stack):
     gateway, admin = stack
     start(gateway, admin, version="2.0", percent=10)
-    promoted = requests.post(gateway.url + MODELS + "/canary/promote", headers=admin, timeout=30)
+    promoted = requests.post(gateway.url + MODELS + "/rollout/promote", headers=admin, timeout=30)
     assert promoted.status_code == 200, promoted.text
     after = overview(gateway, admin)
     assert after["default_version"] == "2.0"
     assert (after["rollout"]["state"], after["rollout"]["version"]) == ("promoted", "2.0")
     assert [v["default"] for v in after["versions"] if v["version"] == "2.0"] == [True]
-    again = requests.post(gateway.url + MODELS + "/canary/promote", headers=admin, timeout=30)
+    again = requests.post(gateway.url + MODELS + "/rollout/promote", headers=admin, timeout=30)
     assert again.status_code == 409  # nothing active any more
-    refused = requests.put(gateway.url + MODELS + "/canary", headers=admin, timeout=30,
+    refused = requests.put(gateway.url + MODELS + "/rollout", headers=admin, timeout=30,
                            json={"version": "2.0", "percent": 10})
     assert refused.status_code == 409  # the default cannot be its own candidate
+    # The operators' CLI reads the same rollout, under its new and its old command names.
+    env = {**os.environ, "DATABASE_URL": gateway.env["DATABASE_URL"]}
+    for command in ("rollout-status", "canary-status"):
+        shown = subprocess.run([sys.executable, "-m", "gateway.modelctl", command], env=env,
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["rollout"]["state"] == "promoted"
+
+
+def infer(gateway, token, photos: list[bytes], request_id: str) -> requests.Response:
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [len(photos)],
+              "data": [base64.b64encode(p).decode() for p in photos]}
+    return requests.post(gateway.url + "/v2/models/classifier/infer", json={"inputs": [tensor]},
+                         headers={"Authorization": f"Bearer {token}", "X-Request-ID": request_id},
+                         timeout=60)
+
+
+def rows_like(gateway, pattern: str) -> list[tuple]:
+    engine = create_engine(gateway.env["DATABASE_URL"])
+    with engine.connect() as connection:
+        found = connection.execute(text(
+            "SELECT request_id, status_code, arm, model_version FROM predictions "
+            "WHERE request_id LIKE :pattern ORDER BY request_id"), {"pattern": pattern}).all()
+    engine.dispose()
+    return [tuple(row) for row in found]
+
+
+def test_v2_inference_follows_the_same_rollouts(stack):
+    gateway, admin = stack
+    token = get_token(gateway, DEMO_USER, DEMO_PASSWORD)
+    photos = [images.jpeg(), images.png()]
+    start(gateway, admin, version="2.0", percent=100,
+          guard={"min_requests": 1000, "max_p95_ratio": None})
+    answer = infer(gateway, token, photos, "v2canary")
+    assert answer.status_code == 200 and answer.json()["model_version"] == "2.0"
+    assert rows_like(gateway, "v2canary%") == [("v2canary-0", 200, "canary", "2.0"),
+                                               ("v2canary-1", 200, "canary", "2.0")]
+    start(gateway, admin, mode="shadow", version="2.1", percent=100,
+          guard={"min_requests": 1000, "max_p95_ratio": None})
+    answer = infer(gateway, token, photos, "v2shadow")
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1.0"
+    wait_for(lambda: len(rows_like(gateway, "v2shadow%")) == 4, timeout=120,
+             what="the shadow copies' rows")
+    assert rows_like(gateway, "v2shadow%") == [
+        ("v2shadow-0", 200, "default", "1.0"), ("v2shadow-1", 200, "default", "1.0"),
+        ("v2shadow-shadow-0", 200, "shadow", "2.1"), ("v2shadow-shadow-1", 200, "shadow", "2.1")]
 
 
 def test_rollout_requests_are_validated(stack):
@@ -252,9 +304,9 @@ def test_rollout_requests_are_validated(stack):
                          ({"version": "2.0", "percent": 10, "guard": {"min_agreement": 0.9}}, 422),
                          ({"version": "9.9", "percent": 10}, 404),
                          ({"version": "1.0", "percent": 10}, 409)]:
-        response = requests.put(gateway.url + MODELS + "/canary", json=body, headers=admin,
+        response = requests.put(gateway.url + MODELS + "/rollout", json=body, headers=admin,
                                 timeout=30)
         assert response.status_code == status, (body, response.text)
     user = {"Authorization": f"Bearer {get_token(gateway, DEMO_USER, DEMO_PASSWORD)}"}
-    assert requests.put(gateway.url + MODELS + "/canary", headers=user, timeout=10,
+    assert requests.put(gateway.url + MODELS + "/rollout", headers=user, timeout=10,
                         json={"version": "2.0", "percent": 10}).status_code == 403

@@ -97,7 +97,7 @@ class TorchServeServer(Process):
     def wait_ready(self, timeout: float = MODEL_READY_S) -> float:
         """Seconds until the default version has a READY worker."""
         started = time.monotonic()
-        self.wait(lambda: readiness.check(self.management_url, "classifier")[0], timeout,
+        self.wait(lambda: readiness.check(self.management_url)[0], timeout,
                   "TorchServe's default version READY")
         return time.monotonic() - started
 

@@ -184,6 +184,41 @@ def test_missing_and_bad_tokens(client):
                                      "error_description": "token is malformed"}
 
 
+def log_rows(app) -> int:
+    with app.extensions["gateway"].prediction_log.engine.connect() as connection:
+        return connection.exec_driver_sql("SELECT count(*) FROM predictions").scalar()
+
+
+def test_refused_tokens_leave_no_row_and_stay_401_with_the_database_gone(client, auth, app):
+    """The caller is checked before a prediction is attempted: no token is 401, never a
+    row, whatever the database's state; a caller with a token gets the log's 503."""
+    assert upload(client, {}, images.png()).status_code == 401
+    assert log_rows(app) == 0
+    with app.extensions["gateway"].prediction_log.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE predictions")
+    refused = upload(client, {"Authorization": "Bearer a.b.c"}, images.png())
+    assert refused.status_code == 401 and refused.json["error"] == "invalid_token"
+    assert upload(client, {}, images.png()).status_code == 401
+    unlogged = upload(client, auth, images.png())
+    assert unlogged.status_code == 503
+    assert unlogged.json == {"detail": "prediction log is unavailable, try again"}
+
+
+def test_the_rollout_resource_answers_under_its_old_name_too(client, app):
+    from gateway.users import UserStore
+
+    UserStore(app.extensions["gateway"].settings.users_file).set_user(
+        "root", "root-password", "admin")
+    token = client.post("/token", data={"username": "root", "password": "root-password"}).json
+    admin = {"Authorization": f"Bearer {token['access_token']}"}
+    for path in ("/models/classifier/rollout", "/models/classifier/canary"):
+        ended = client.delete(path, headers=admin)
+        assert ended.status_code == 409
+        assert ended.json == {"detail": "model classifier has no active rollout"}
+        assert client.put(path, headers=admin, json={"percent": 10}).json == {
+            "detail": "version is required (a registered model version)"}
+
+
 def test_unknown_routes_and_methods_are_json(client):
     assert client.get("/nope").status_code == 404
     assert set(client.get("/nope").json) == {"detail"}

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.errors import ApiError
 from gateway.uploads import (MAX_PART_HEADER_BYTES, MAX_PART_HEADERS, MAX_PARTS,
-                             MULTIPART_OVERHEAD, read_upload, safe_filename)
+                             MULTIPART_OVERHEAD, read_form, safe_filename)
 
 BOUNDARY = "b0undary"
 MAX_BYTES = 1000
@@ -27,7 +27,8 @@ def form(*parts: bytes) -> bytes:
 def read(body: bytes, content_length: int | None = -1, max_bytes: int = MAX_BYTES,
          content_type: str = f"multipart/form-data; boundary={BOUNDARY}"):
     length = len(body) if content_length == -1 else content_length
-    return read_upload(io.BytesIO(body), content_type, length, max_bytes)
+    [upload] = read_form(io.BytesIO(body), content_type, length, max_bytes).uploads
+    return upload
 
 
 def refused(body: bytes, **kwargs) -> ApiError:

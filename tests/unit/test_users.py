@@ -26,6 +26,7 @@ def test_add_authenticate_remove(store):
         store.remove("alice")
 
 
+@pytest.mark.real_bcrypt
 def test_file_holds_hashes_only(store):
     store.set_user("alice", "correct horse", "admin")
     text = store.path.read_text()

@@ -1,0 +1,76 @@
+"""The end-to-end tests' fixtures: model archives, a real TorchServe, a real gunicorn
+gateway."""
+
+import secrets
+import shutil
+from pathlib import Path
+
+import pytest
+
+from modelbuild import archive, weights
+from tests.support.servers import ROOT
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> Path:
+    """classifier-1.0.mar (seed 0) and classifier-2.0.mar (seed 1): predictions differ."""
+    store = tmp_path_factory.mktemp("model_store")
+    archive.build("1.0", weights.random_weights(0), store)
+    archive.build("2.0", weights.random_weights(1), store)
+    return store
+
+
+@pytest.fixture(scope="session")
+def users_file(tmp_path_factory) -> Path:
+    from gateway.users import UserStore
+
+    path = tmp_path_factory.mktemp("users") / "users.json"
+    shutil.copy(ROOT / "config" / "users.json", path)
+    UserStore(path).set_user(ADMIN_USER, ADMIN_PASSWORD, "admin")
+    return path
+
+
+@pytest.fixture(scope="session")
+def jwt_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, model_store, users_file, jwt_secret):
+    """One TorchServe + gateway for the tests that leave them as they found them."""
+    torchserve, gateway = start_stack(tmp_path_factory.mktemp("stack"), model_store,
+                                      users_file, jwt_secret)
+    yield torchserve, gateway
+    gateway.stop()
+    torchserve.stop()
+
+
+@pytest.fixture(scope="module")
+def private_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+    """A TorchServe + gateway of the module's own, for tests that stop or reconfigure them."""
+    torchserve, gateway = start_stack(tmp_path_factory.mktemp("private"), model_store,
+                                      users_file, jwt_secret, upstream_connect_timeout=1)
+    yield torchserve, gateway
+    gateway.stop()
+    torchserve.stop()
+
+
+@pytest.fixture(scope="session")
+def torchserve(stack):
+    return stack[0]
+
+
+@pytest.fixture(scope="session")
+def gateway(stack):
+    return stack[1]
+
+
+@pytest.fixture(scope="session")
+def user_token(gateway) -> str:
+    return get_token(gateway)
+
+
+@pytest.fixture(scope="session")
+def admin_token(gateway) -> str:
+    return get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)
