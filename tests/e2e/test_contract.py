@@ -1,5 +1,5 @@
-"""The API contract: Schemathesis, with every check, against the real gunicorn +
-TorchServe stack, once with a user's token and once with an admin's.
+"""The API contract: Schemathesis, with every check but response time, against the real
+gunicorn + TorchServe stack, once with a user's token and once with an admin's.
 
 The stack is this module's own: admin operations (register, promote, unregister)
 act on the archives the tests built, never on the shared stack's default.
@@ -22,6 +22,16 @@ MAX_EXAMPLES = 25  # per operation and phase: the two runs take about a minute t
 # test with new seeds (CONTRACT_SEED); what it finds becomes a fixed example test.
 SEED = int(os.environ.get("CONTRACT_SEED", "24"))
 RUN_S = 900  # a deadline for one run on a loaded 2-core machine (about a minute when quiet)
+# Every check Schemathesis has but max_response_time, which `--checks all` turns on with
+# a 10 s limit: a test asserts outcomes, never speed (registering a model took 10.4 s on
+# a loaded machine). REQUEST_S is each request's deadline instead, above the gateway's
+# own 180 s bound on a synchronous register.
+CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
+          "response_headers_conformance,response_schema_conformance,negative_data_rejection,"
+          "positive_data_acceptance,missing_required_header,unsupported_method,"
+          "allow_header_conformance,use_after_free,ensure_resource_availability,ignored_auth,"
+          "object_level_authorization")
+REQUEST_S = 200
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +54,9 @@ def test_schemathesis_finds_no_failure(contract_stack, tmp_path, username, passw
     started = time.monotonic()
     result = subprocess.run(
         [f"{VENV_BIN}/st", "--config-file", str(CONFIG), "run",
-         f"{contract_stack.url}/openapi.json", "--checks", "all",
+         f"{contract_stack.url}/openapi.json", "--checks", CHECKS,
          "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
-         "--request-timeout", "30",
+         "--request-timeout", str(REQUEST_S),
          "--report", "junit", "--report-dir", str(tmp_path)],
         env={**os.environ, "ST_USERNAME": username, "ST_PASSWORD": password,
              "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
