@@ -9,17 +9,16 @@ SEED ?= 0
 VARIANT ?= fp32
 ARCH ?= resnet18
 MODEL_STORE ?= model_store
-MANAGEMENT_URL ?= http://127.0.0.1:8081
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install archive run stop test unit e2e fuzz check-java secrets admin \
         register promote rollback versions canary shadow rollout-status rollout-promote \
-        rollout-abort canary-status canary-promote canary-abort bench bench-overload \
+        rollout-abort canary-status canary-promote canary-abort bench bench-overload bench-replicas \
         lint-containers compose-up compose-down images test-deploy deploy deploy-check undeploy k8s-secrets clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/gateway.txt requirements/serve.txt requirements/dev.txt
+$(VENV)/.installed: requirements/agent.txt requirements/gateway.txt requirements/serve.txt requirements/dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
@@ -51,8 +50,9 @@ run: check-java install archive run/jwt_secret $(LOCAL_USERS)
 	JWT_SECRET="$${JWT_SECRET:-$$(cat run/jwt_secret)}" USERS_FILE="$${USERS_FILE:-$(LOCAL_USERS)}" \
 	  scripts/run-local.sh
 
-# Model versions, straight to the management API on loopback (see README).
-MODELCTL = $(BIN)/python -m gateway.modelctl --management-url $(MANAGEMENT_URL)
+# Model versions: the declared state in the database (DATABASE_URL; make run's by
+# default), which every replica's model agent follows (see README).
+MODELCTL = $(BIN)/python -m gateway.modelctl
 register: install
 	$(MODELCTL) register classifier-$(VERSION).mar
 promote: install
@@ -140,6 +140,7 @@ lint-containers: install
 
 stop:
 	-pkill -f 'gunicorn --config $(CURDIR)/config/gunicorn.conf.py'
+	-pkill -f '$(CURDIR)/scripts/start-serve.sh'
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop
 
 test: check-java install
@@ -174,6 +175,11 @@ bench: check-java install
 OVERLOAD_SECONDS ?= 60
 bench-overload: check-java install
 	$(BIN)/python -m bench.overload --seconds $(OVERLOAD_SECONDS)
+
+# Model versions across REPLICAS replicas: register, promote, retire until all follow.
+REPLICAS ?= 2
+bench-replicas: check-java install
+	$(BIN)/python -m bench.replicas --replicas $(REPLICAS)
 
 clean:
 	rm -rf run $(MODEL_STORE)/*.mar .pytest_cache

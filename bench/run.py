@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,10 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from bench import client, profile
-from gateway.rollouts.guard import percentile
+from gateway.prediction_log import create_log_engine
+from gateway.rollouts.guard import Guard, percentile
+from gateway.rollouts.store import RolloutStore
+from gateway.served_model import MODEL_NAME
 from handler import resnet_handler as handler
 from modelbuild import archive, weights
 from modelbuild.handler_files import MODEL_CONFIG, transform_batch
@@ -153,31 +155,27 @@ class InProcess:
         return {"latencies": latencies, "errors": [], "wall": time.perf_counter() - started}
 
 
-def start_shadow(torchserve, gateway) -> dict:
-    """Register SHADOW_VERSION and shadow SHADOW_PERCENT of the gateway's unpinned
-    requests to it, through the operators' CLI; the environment the CLI reads."""
+def start_shadow(torchserve, gateway) -> RolloutStore:
+    """Register SHADOW_VERSION on TorchServe and shadow SHADOW_PERCENT of the gateway's
+    unpinned requests to it, straight in the gateway's rollouts table: this TorchServe
+    runs without a model agent, and the bench measures the shadow path, not the declared
+    state (bench/replicas.py does)."""
     register = requests.post(torchserve.management_url + "/models", timeout=120, params={
         "url": f"classifier-{SHADOW_VERSION}.mar", "initial_workers": 1, "synchronous": "true"})
     register.raise_for_status()
-    env = {**os.environ, "DATABASE_URL": gateway.env["DATABASE_URL"],
-           "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url}
-    subprocess.run([sys.executable, "-m", "gateway.modelctl", "canary", SHADOW_VERSION,
-                    "--percent", str(SHADOW_PERCENT), "--shadow", "--min-requests", "100000"],
-                   env=env, check=True, capture_output=True, timeout=60)
+    store = RolloutStore(create_log_engine(gateway.env["DATABASE_URL"]), MODEL_NAME)
+    store.start("shadow", SHADOW_VERSION, SHADOW_PERCENT, False, Guard(min_requests=100000))
     time.sleep(1.5)  # every gateway process has read the rollout
-    return env
+    return store
 
 
-def shadow_outcome(gateway, env: dict) -> dict:
+def shadow_outcome(gateway, store: RolloutStore) -> dict:
     """Copies compared and dropped, once the queue has drained."""
     time.sleep(3)
-    status = json.loads(subprocess.run(
-        [sys.executable, "-m", "gateway.modelctl", "canary-status"], env=env, check=True,
-        capture_output=True, text=True, timeout=60).stdout)
+    shadow = store.stats(store.latest())["shadow"]
     scrape = requests.get(gateway.url + "/metrics", timeout=10).text
     dropped = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
                   if line.startswith("gateway_shadow_dropped_total"))
-    shadow = status["rollout"]["arms"]["shadow"]
     return {"shadow_copies_compared": shadow["compared"], "shadow_copies_dropped": int(dropped),
             "shadow_copy_failures": shadow["failures"]}
 

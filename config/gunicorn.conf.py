@@ -62,9 +62,9 @@ def on_starting(server):
     from gateway import db
 
     try:
-        if settings.prediction_log and settings.database_upgrade_on_start:
+        if settings.database_upgrade_on_start:
             db.upgrade(settings.database_url)
-        elif settings.prediction_log:
+        else:
             db.require_current(settings.database_url)
     except db.SchemaError as exc:  # stops here, with a clear message
         raise SystemExit(f"gateway: {exc}") from None

@@ -1,11 +1,10 @@
-"""The operational endpoints: the index, liveness, readiness (the model's workers, not
-TorchServe's /ping) and GET /metrics."""
+"""The operational endpoints: the index, liveness, readiness (a live replica serves the
+default version, as its agent reports) and GET /metrics."""
 
 from flask import Blueprint, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                generate_latest, multiprocess)
 
-from gateway.model_versions import ModelVersions
 from gateway.services import services
 
 bp = Blueprint("health", __name__)
@@ -28,7 +27,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    return {"status": "ready", **ModelVersions(services().torchserve).ready()}
+    return {"status": "ready", **services().versions.ready()}
 
 
 @bp.get("/metrics")

@@ -1,20 +1,30 @@
-"""Model versions on TorchServe's management API: which are registered, which is ready,
-register, promote, unregister, roll back.
+"""Model versions as operators see them: register, push, promote, unregister, roll back,
+and which replicas serve what.
 
-Shared by the admin routes, the prediction pipeline, readiness and the operator CLI
-(python -m gateway.modelctl).
+Each call changes the declared state (gateway.catalog), then waits, bounded, until
+every live replica's agent reports that its TorchServe follows it. Shared by the admin
+routes, the prediction pipeline's readiness, /v2 and the operator CLI (modelctl).
 """
 
 import re
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import BinaryIO, Callable
 
+from sqlalchemy.engine import Engine
+
+from gateway.catalog import CHUNK_BYTES, Catalog, DeclaredVersion, ReplicaReport
 from gateway.errors import ApiError, unavailable
-from gateway.readiness import default_version_ready, ready_workers
+from gateway.settings import Settings
 from gateway.torchserve_client import TorchServeClient
 
-# A plain archive file name in the model store: no URL, no path, no "..".
+# A plain archive file name: no URL, no path, no "..".
 ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.mar$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
-REGISTER_TIMEOUT = 180  # s: TorchServe answers a synchronous register once workers are up
+POLL_SECONDS = 0.5
 
 
 def check_version(version: str) -> str:
@@ -24,107 +34,193 @@ def check_version(version: str) -> str:
     return version
 
 
+def check_archive_name(name) -> str:
+    if not isinstance(name, str) or not ARCHIVE_PATTERN.match(name):
+        raise ApiError(422, "archive must be a plain .mar file name (no URL, no path, no '..')")
+    return name
+
+
+def archive_too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, f"archive is over MAX_ARCHIVE_BYTES ({max_bytes} bytes)")
+
+
 def version_key(version: str) -> tuple:
     """1.10 sorts after 1.9: numeric parts compare as numbers."""
     return tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p)
                  for p in re.split(r"[.-]", version))
 
 
-def _raise_for(status: int, body: dict, context: str):
-    message = body.get("message") if isinstance(body, dict) else None
-    if status == 404:
-        raise ApiError(404, message or f"{context}: not found")
-    if status == 409:
-        raise ApiError(409, message or f"{context}: conflict")
-    raise ApiError(502, f"{context}: management API answered {status}: {message}")
+@dataclass(frozen=True)
+class Fleet:
+    """The replicas' reports at one moment; `live` ones reported within the stale bound."""
+
+    live: tuple[ReplicaReport, ...]
+    stale: tuple[ReplicaReport, ...]
+
+    def missing(self, version: str) -> list[str]:
+        """Live replicas that do not serve `version` yet, with why."""
+        return [f"{r.replica_id} ({r.errors.get(version, 'loading')})"
+                for r in self.live if not r.serves(version)]
+
+    def not_defaulting(self, version: str) -> list[str]:
+        return [f"{r.replica_id} (default {r.default})" for r in self.live
+                if r.default != version]
+
+    def shown(self) -> list[dict]:
+        return [r.shown(True) for r in self.live] + [r.shown(False) for r in self.stale]
 
 
 class ModelVersions:
-    def __init__(self, torchserve: TorchServeClient):
-        self.ts = torchserve
-        self.name = torchserve.model_name
+    def __init__(self, catalog: Catalog, torchserve: TorchServeClient, model_store: str,
+                 stale_seconds: float, wait_seconds: float):
+        self.catalog, self.name, self.torchserve = catalog, catalog.model_name, torchserve
+        self.model_store = Path(model_store)
+        self.stale = timedelta(seconds=stale_seconds)
+        self.wait_seconds = wait_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine,
+                      torchserve: TorchServeClient) -> "ModelVersions":
+        return cls(Catalog(engine, settings.model_name), torchserve, settings.model_store,
+                   settings.replica_stale_seconds, settings.version_wait_seconds)
 
     def check_name(self, name: str) -> None:
         if name != self.name:
             raise ApiError(404, f"model {name} is not served here (this gateway serves {self.name})")
 
+    # ---- what is declared and served ----------------------------------------------------
+    def _declared(self) -> dict[str, DeclaredVersion]:
+        return {d.version: d for d in self.catalog.declared()}
+
     def default_version(self) -> str:
-        return self.ts.describe()[0]["modelVersion"]
+        for declared in self._declared().values():
+            if declared.is_default:
+                return declared.version
+        raise unavailable(f"model {self.name} has no declared default version")
 
     def registered(self, required: str | None = None) -> list[str]:
-        """The registered versions; ApiError 404 when `required` is not one of them."""
-        versions = [v["modelVersion"] for v in self.ts.describe("all")]
+        """The declared versions; ApiError 404 when `required` is not one of them."""
+        versions = sorted(self._declared(), key=version_key)
         if required is not None and required not in versions:
             raise ApiError(404, f"model {self.name} version {required} is not registered")
         return versions
 
+    def fleet(self) -> Fleet:
+        now = datetime.now(timezone.utc)
+        reports = self.catalog.replicas()
+        return Fleet(tuple(r for r in reports if now - r.last_seen <= self.stale),
+                     tuple(r for r in reports if now - r.last_seen > self.stale))
+
+    def require_served(self, version: str) -> None:
+        """404 unless declared; 409 unless every live replica serves it (and one does)."""
+        self.registered(required=version)
+        fleet = self.fleet()
+        if not fleet.live:
+            raise ApiError(409, f"no live replica serves model {self.name}")
+        if missing := fleet.missing(version):
+            raise ApiError(409, f"version {version} is still loading on: {', '.join(missing)}")
+
     def ready(self, version: str | None = None) -> dict:
-        """The version (default: the default one) with its READY worker count, or
-        ApiError 503 with the reason it is not ready."""
-        try:
-            described = self.ts.describe(version or "")
-        except ApiError as exc:
-            if version is not None and exc.status == 404:
-                raise
-            raise unavailable(f"not ready: {exc.detail}") from None
-        ready, reason = default_version_ready(described, self.name)
-        if not ready:
-            raise unavailable(f"not ready: {reason}")
-        return {"model_name": self.name, "model_version": described[0].get("modelVersion"),
-                "ready_workers": len(ready_workers(described[0]))}
+        """The version (default: the default one) served by a live replica that the
+        inference API reaches, or ApiError 503 with the reason; 404 for a version not
+        declared. (Reports go stale only after stale_seconds: the ping sees an outage at
+        once.)"""
+        self.torchserve.ping()
+        if version is not None:
+            self.registered(required=version)
+        version = version or self.default_version()
+        serving = [r for r in self.fleet().live if r.serves(version)]
+        if not serving:
+            raise unavailable(f"not ready: no live replica serves {self.name} {version}")
+        return {"model_name": self.name, "model_version": version,
+                "ready_workers": sum(r.ready[version] for r in serving),
+                "replicas": len(serving)}
 
     def overview(self) -> dict:
-        """Every version with workers, default flag and recorded weights."""
-        default = self.default_version()
-        versions = []
-        for entry in sorted(self.ts.describe("all"), key=lambda v: version_key(v["modelVersion"])):
-            version = entry["modelVersion"]
-            status, body = self.ts.management(
-                "GET", f"/models/{self.name}/{version}", params={"customized": "true"})
-            custom = body[0].get("customizedMetadata") if status == 200 and body else None
-            workers = [{"id": w.get("id"), "status": w.get("status"), "pid": w.get("pid")}
-                       for w in entry.get("workers", [])]
-            versions.append({
-                "version": version,
-                "default": version == default,
-                "archive": entry.get("modelUrl"),
-                "workers": workers,
-                "ready_workers": len(ready_workers(entry)),
-                "weights": custom.get("weights") if isinstance(custom, dict) else None,
-            })
-        return {"model_name": self.name, "default_version": default, "versions": versions}
+        """Every declared version with its archive and READY workers, every replica's
+        report, and whether the live ones agree with the declared state."""
+        declared, fleet = self._declared(), self.fleet()
+        default = next((d.version for d in declared.values() if d.is_default), None)
+        versions = [{
+            "version": d.version, "default": d.is_default, **d.archive.shown(),
+            "weights": d.archive.weights, "registered_at": d.registered_at.isoformat(),
+            "registered_by": d.registered_by,
+            "ready_workers": sum(r.ready.get(d.version, 0) for r in fleet.live),
+            "replicas_serving": sum(r.serves(d.version) for r in fleet.live),
+        } for d in sorted(declared.values(), key=lambda d: version_key(d.version))]
+        agree = bool(fleet.live) and all(
+            r.converged and r.default == default and all(r.serves(v) for v in declared)
+            for r in fleet.live)
+        return {"model_name": self.name, "default_version": default, "versions": versions,
+                "replicas": fleet.shown(), "replicas_agree": agree}
 
-    def register(self, archive) -> dict:
-        if not isinstance(archive, str) or not ARCHIVE_PATTERN.match(archive):
-            raise ApiError(422, "archive must be the plain file name of a .mar in the model "
-                                "store (no URL, no path, no '..')")
-        status, body = self.ts.management(
-            "POST", "/models", timeout=REGISTER_TIMEOUT,
-            params={"url": archive, "initial_workers": 1, "synchronous": "true"})
-        if status == 404:
-            raise ApiError(404, f"archive {archive} is not in the model store")
-        if status != 200:
-            _raise_for(status, body, f"register {archive}")
-        return {"status": body.get("status"), **self.overview()}
+    def _wait(self, done: Callable[[Fleet], list[str]]) -> list[str]:
+        """Poll the live replicas until `done` lists none still pending, at most
+        wait_seconds; the ones still pending then."""
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            fleet = self.fleet()
+            pending = done(fleet) if fleet.live else ["no live replica"]
+            if not pending or time.monotonic() >= deadline:
+                return pending
+            time.sleep(POLL_SECONDS)
 
-    def promote(self, version: str) -> dict:
+    def _answer(self, pending: list[str], what: str) -> tuple[dict, int]:
+        """(body, 200) once every live replica follows; (body, 202) with who does not."""
+        body = {**self.overview(), "pending": pending}
+        if pending:
+            body["status"] = f"{what}: declared; not yet on {', '.join(pending)}"
+            return body, 202
+        body["status"] = f"{what}: every live replica follows"
+        return body, 200
+
+    # ---- changes ------------------------------------------------------------------------
+    def push(self, stream: BinaryIO, name: str, by: str, max_bytes: int) -> dict:
+        """Store an uploaded archive (read in chunks, at most max_bytes)."""
+        check_archive_name(name)
+        with tempfile.NamedTemporaryFile(suffix=".mar") as spool:
+            size = 0
+            while chunk := stream.read(CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise archive_too_large(max_bytes)
+                spool.write(chunk)
+            spool.flush()
+            if not size:
+                raise ApiError(422, "send the archive's bytes as the request body")
+            archive = self.catalog.store_archive(Path(spool.name), name, by)
+        return {"model_name": self.name, "version": archive.version, **archive.shown()}
+
+    def register(self, name, by: str) -> tuple[dict, int]:
+        """Declare the archive `name`: the local model store's file if there is one, else
+        the one pushed under that name."""
+        local = self.model_store / check_archive_name(name)
+        if local.is_file():
+            archive = self.catalog.store_archive(local, name, by)
+        elif (archive := self.catalog.archive_named(name)) is None:
+            raise ApiError(404, f"archive {name} is not in the model store and was not pushed")
+        self.catalog.declare(archive, by)
+        pending = self._wait(lambda fleet: fleet.missing(archive.version))
+        return self._answer(pending, f"register {archive.version}")
+
+    def promote(self, version: str) -> tuple[dict, int]:
         check_version(version)
-        status, body = self.ts.management("PUT", f"/models/{self.name}/{version}/set-default")
-        if status != 200:
-            _raise_for(status, body, f"promote {version}")
-        return {"model_name": self.name, "default_version": version}
+        self.require_served(version)
+        self.catalog.set_default(version)
+        pending = self._wait(lambda fleet: fleet.not_defaulting(version))
+        return self._answer(pending, f"promote {version}")
 
-    def unregister(self, version: str) -> dict:
+    def unregister(self, version: str) -> tuple[dict, int]:
         check_version(version)
+        self.registered(required=version)
         if version == self.default_version():
             raise ApiError(409, f"version {version} is the default: promote another one first")
-        status, body = self.ts.management("DELETE", f"/models/{self.name}/{version}", timeout=60)
-        if status != 200:
-            _raise_for(status, body, f"unregister {version}")
-        return {"model_name": self.name, "unregistered": version}
+        self.catalog.retire(version)
+        pending = self._wait(lambda fleet: [r.replica_id for r in fleet.live if version in r.ready])
+        return self._answer(pending, f"unregister {version}")
 
-    def rollback(self) -> dict:
-        """Make the newest registered version older than the default the default."""
+    def rollback(self) -> tuple[dict, int]:
+        """Make the newest declared version older than the default the default."""
         current = self.default_version()
         older = [v for v in self.registered() if version_key(v) < version_key(current)]
         if not older:

@@ -1,24 +1,31 @@
-"""Admin routes for model versions (role admin): versions through ModelVersions, canary
-and shadow rollouts (`/models/{name}/rollout`) through RolloutControl.
+"""Admin routes for model versions (role admin): the declared versions and archives
+through ModelVersions, canary and shadow rollouts (`/models/{name}/rollout`) through
+RolloutControl.
 
 `/models/{name}/canary` is the rollout resource's older name, kept as an alias."""
 
 from flask import Blueprint, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from gateway.auth import authenticate
 from gateway.errors import ApiError
-from gateway.model_versions import ModelVersions
+from gateway.model_versions import ModelVersions, archive_too_large
 from gateway.rollouts.control import RolloutControl
 from gateway.services import services
 
 bp = Blueprint("model_versions", __name__, url_prefix="/models")
 
 
-def _versions(name: str) -> ModelVersions:
-    authenticate("admin")
-    versions = ModelVersions(services().torchserve)
+def _admin(name: str) -> tuple[ModelVersions, str]:
+    """The model's versions and the admin's name."""
+    user = authenticate("admin")
+    versions = services().versions
     versions.check_name(name)
-    return versions
+    return versions, user.username
+
+
+def _versions(name: str) -> ModelVersions:
+    return _admin(name)[0]
 
 
 def _rollouts(name: str) -> RolloutControl:
@@ -37,13 +44,31 @@ def overview(name):
     return {**versions.overview(), **rollout}
 
 
+@bp.post("/<name>/archives")
+def push(name):
+    """The request body is the archive; ?filename= names it. Streamed, never a URL."""
+    versions, username = _admin(name)
+    filename = request.args.get("filename")
+    if filename is None:
+        raise ApiError(422, "name the archive: POST /models/{name}/archives?filename=NAME.mar")
+    maximum = services().settings.max_archive_bytes
+    if (request.content_length or 0) > maximum:
+        raise archive_too_large(maximum)
+    request.max_content_length = maximum  # this route's bound, not the image upload's
+    try:
+        return versions.push(request.stream, filename, username, maximum), 201
+    except RequestEntityTooLarge:
+        raise archive_too_large(maximum) from None
+
+
 @bp.post("/<name>/versions")
 def register(name):
-    versions = _versions(name)
+    versions, username = _admin(name)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or "archive" not in body:
-        raise ApiError(422, 'send JSON {"archive": "<file name in the model store>"}')
-    return versions.register(body["archive"]), 201
+        raise ApiError(422, 'send JSON {"archive": "<.mar file name: model store or pushed>"}')
+    answer, status = versions.register(body["archive"], username)
+    return answer, 201 if status == 200 else status
 
 
 @bp.put("/<name>/versions/<version>/default")

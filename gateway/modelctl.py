@@ -1,7 +1,9 @@
-"""Operator CLI for model versions, straight to TorchServe's management API on loopback.
+"""Operator CLI for model versions: changes the declared state in the database
+(DATABASE_URL), which every replica's model agent follows.
 
-    python -m gateway.modelctl list
-    python -m gateway.modelctl register classifier-2.0.mar
+    python -m gateway.modelctl list                       # versions and replicas
+    python -m gateway.modelctl push path/to/classifier-2.0.mar
+    python -m gateway.modelctl register classifier-2.0.mar    # MODEL_STORE's, or pushed
     python -m gateway.modelctl promote 2.0
     python -m gateway.modelctl rollback          # newest version older than the default
     python -m gateway.modelctl unregister 2.0
@@ -9,14 +11,18 @@
                                                 [--max-p95-ratio 1.5] [--min-requests 50] ...
     python -m gateway.modelctl rollout-status | rollout-promote | rollout-abort
 
-Rollouts live in the prediction log's database (DATABASE_URL), which every gateway
-process reads at most a second late. The older names `canary` (with `--shadow` for
-`--mode shadow`), `canary-status`, `canary-promote` and `canary-abort` still work.
+Changes wait up to VERSION_WAIT_SECONDS for every live replica; exit status 3 means
+declared but not yet served everywhere (the output says where not). Rollouts live in
+the same database, which every gateway process reads at most a second late. The older
+names `canary` (with `--shadow` for `--mode shadow`), `canary-status`, `canary-promote`
+and `canary-abort` still work.
 """
 
 import argparse
+import getpass
 import json
 import sys
+from pathlib import Path
 
 from gateway.errors import ApiError
 from gateway.model_versions import ModelVersions
@@ -35,13 +41,14 @@ ROLLOUT_COMMANDS = {"rollout": "start", "rollout-status": "status",
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway.modelctl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--management-url", dest="torchserve_management_url",
-                        help="default: TORCHSERVE_MANAGEMENT_URL or "
-                             f"{Settings.torchserve_management_url}")
+    parser.add_argument("--database-url", dest="database_url",
+                        help=f"default: DATABASE_URL or {Settings.database_url}")
     parser.add_argument("--model", dest="model_name",
                         help=f"default: MODEL_NAME or {Settings.model_name}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list")
+    sub.add_parser("push", help="store an archive file in the database").add_argument(
+        "file", type=Path)
     sub.add_parser("register").add_argument("archive")
     sub.add_parser("promote").add_argument("version")
     sub.add_parser("unregister").add_argument("version")
@@ -66,34 +73,38 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    given = {name: getattr(args, name) for name in ("torchserve_management_url", "model_name")
+    given = {name: getattr(args, name) for name in ("database_url", "model_name")
              if getattr(args, name) is not None}
     try:
         settings = Settings.from_env(require_secret=False, **given)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    versions = ModelVersions(TorchServeClient(settings))
-    command = args.command.replace("canary", "rollout")
+    engine = create_log_engine(settings.database_url)
+    versions = ModelVersions.from_settings(settings, engine, TorchServeClient(settings))
+    command, by = args.command.replace("canary", "rollout"), f"modelctl ({getpass.getuser()})"
+    status = 200
     try:
         if command in ROLLOUT_COMMANDS:
-            control = RolloutControl(
-                RolloutStore(create_log_engine(settings.database_url), settings.model_name),
-                versions)
+            control = RolloutControl(RolloutStore(engine, settings.model_name), versions)
             result = _rollout_command(ROLLOUT_COMMANDS[command], args, control)
         elif command == "list":
             result = versions.overview()
+        elif command == "push":
+            with open(args.file, "rb") as f:
+                result = versions.push(f, args.file.name, by, settings.max_archive_bytes)
         elif command == "register":
-            result = versions.register(args.archive)
+            result, status = versions.register(args.archive, by)
         elif command == "rollback":
-            result = versions.rollback()
+            result, status = versions.rollback()
         else:
-            result = getattr(versions, command)(args.version)
-    except ApiError as exc:
-        print(f"error ({exc.status}): {exc.detail}", file=sys.stderr)
+            result, status = getattr(versions, command)(args.version)
+    except (ApiError, OSError) as exc:
+        print(f"error ({getattr(exc, 'status', 'file')}): {getattr(exc, 'detail', exc)}",
+              file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
-    return 0
+    print(json.dumps(result, indent=2, default=str))
+    return 3 if status == 202 else 0
 
 
 def _rollout_command(action: str, args, control: RolloutControl) -> dict:

@@ -34,7 +34,7 @@ def _protocol_http_error(exc: HTTPException):
 
 def _versions(name: str, version: str | None) -> ModelVersions:
     """The model's versions, once the name and the version string are ours (404, 422)."""
-    versions = ModelVersions(services().torchserve)
+    versions = services().versions
     versions.check_name(name)
     if version is not None:
         check_version(version)
@@ -54,7 +54,7 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    ModelVersions(services().torchserve).ready()  # /readyz's rule: 503 with its reason
+    services().versions.ready()  # /readyz's rule: 503 with its reason
     return {"ready": True}
 
 
@@ -92,7 +92,7 @@ def infer(name, version=None):
     started = time.perf_counter()
     user = authenticate()
     authenticated = time.perf_counter() - started
-    ModelVersions(svc.torchserve).check_name(name)
+    svc.versions.check_name(name)
     outcome = svc.pipeline.predict(PredictionRequest(
         request_id=g.request_id, username=user.username, own_quota=user.predict_rate_limit,
         pinned=version, numbered=True,

@@ -81,8 +81,8 @@ def as_utc(moment: datetime | None) -> datetime | None:
 class PredictionLog:
     """Reads and writes the table; its schema is kept by migrations (gateway.db)."""
 
-    def __init__(self, database_url: str):
-        self.engine = create_log_engine(database_url)
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
     def record(self, *rows: PredictionRow) -> None:
         """A call's rows, in one transaction."""

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""The readiness rule, written once: a model's default version has a READY worker.
+"""A replica's readiness rule, written once: a model's default version has a READY
+worker and, with --agent-state, the replica's model agent reported lately that its
+TorchServe serves every declared version with the declared default.
 
 TorchServe's /ping says Healthy while workers crash, so readiness asks the management
-API instead. Standard library only: the gateway's /readyz uses it, and the serve image
-runs this file as its health check and Kubernetes probe.
+API on loopback instead. Standard library only: the serve image runs this file as its
+health check and Kubernetes probe; the model agent imports ready_workers.
 
-    python gateway/readiness.py [--url http://127.0.0.1:8081] [--model NAME] [--wait SECONDS]
+    python gateway/readiness.py [--url http://127.0.0.1:8081] [--model NAME]
+                                [--agent-state FILE] [--wait SECONDS]
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -53,15 +57,35 @@ def check(url: str, model: str | None = None) -> tuple[bool, str]:
     return True, reason
 
 
+# The agent writes its state every AGENT_INTERVAL_SECONDS (2 s): older than this, it is
+# not running.
+AGENT_STATE_MAX_AGE = 30
+
+
+def agent_converged(state_file: str) -> tuple[bool, str]:
+    try:
+        with open(state_file, encoding="utf-8") as f:
+            state = json.load(f)
+        age = time.time() - os.stat(state_file).st_mtime
+    except (OSError, ValueError) as exc:
+        return False, f"no model agent state: {exc}"
+    if age > AGENT_STATE_MAX_AGE:
+        return False, f"model agent state is {age:.0f} s old: is the agent running?"
+    return state.get("converged") is True, f"model agent: {state.get('reason')}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8081")
     parser.add_argument("--model", help="default: every registered model")
+    parser.add_argument("--agent-state", help="the model agent's state file (AGENT_STATE_FILE)")
     parser.add_argument("--wait", type=float, default=0, help="keep trying this many seconds")
     args = parser.parse_args()
     deadline = time.monotonic() + args.wait
     while True:
         ok, reason = check(args.url, args.model)
+        if ok and args.agent_state:
+            ok, reason = agent_converged(args.agent_state)
         if ok or time.monotonic() >= deadline:
             print(reason, file=sys.stderr)
             return 0 if ok else 1

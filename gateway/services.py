@@ -7,8 +7,9 @@ from flask import current_app
 from limits.strategies import RateLimiter
 
 from gateway.admission import Admission
+from gateway.model_versions import ModelVersions
 from gateway.pipeline import PredictionPipeline
-from gateway.prediction_log import PredictionLog
+from gateway.prediction_log import PredictionLog, create_log_engine
 from gateway.quota import Quota
 from gateway.rollouts.store import RolloutStore
 from gateway.served_model import HandlerConfig
@@ -26,6 +27,7 @@ class Services:
     users: UserStore
     torchserve: TorchServeClient
     handler: HandlerConfig  # the served model's batch size and top-k
+    versions: ModelVersions  # declared in the database, served by every replica
     prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
     rollouts: RolloutStore | None  # they live in the prediction log's database
     pipeline: PredictionPipeline
@@ -36,14 +38,15 @@ class Services:
         login limits' storage)."""
         torchserve = TorchServeClient(settings)
         handler = HandlerConfig.read(settings.model_config_file)
-        prediction_log = PredictionLog(settings.database_url) if settings.prediction_log else None
-        rollouts = (RolloutStore(prediction_log.engine, settings.model_name)
-                    if prediction_log else None)
+        engine = create_log_engine(settings.database_url)
+        versions = ModelVersions.from_settings(settings, engine, torchserve)
+        prediction_log = PredictionLog(engine) if settings.prediction_log else None
+        rollouts = RolloutStore(engine, settings.model_name) if prediction_log else None
         pipeline = PredictionPipeline(
             settings, torchserve, Admission(settings),
             Quota(rate_limiter, settings.predict_rate_limit), prediction_log, rollouts,
             ShadowQueue(settings.shadow_workers, settings.shadow_queue_size), handler.batch_size)
-        return cls(settings, UserStore(settings.users_file), torchserve, handler,
+        return cls(settings, UserStore(settings.users_file), torchserve, handler, versions,
                    prediction_log, rollouts, pipeline)
 
 

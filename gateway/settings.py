@@ -55,6 +55,17 @@ class Settings:
     database_url: str = "sqlite:///run/predictions.db"
     prediction_log: bool = True
     database_upgrade_on_start: bool = True
+    # Model versions as declared state (gateway.catalog, gateway.model_agent).
+    model_store: str = "model_store"  # archives an operator registers by name; agents' seeds
+    max_archive_bytes: int = 1 << 30  # largest archive an admin may push
+    version_wait_seconds: float = 180.0  # an admin call waits this long for the replicas
+    replica_stale_seconds: float = 30.0  # a replica with no newer report stops counting
+    # The model agent beside each TorchServe.
+    agent_store: str = "run/agent-store"  # archives it fetched; TorchServe's model store
+    agent_state_file: str = "run/agent-state.json"  # its replica's readiness reads it
+    agent_interval_seconds: float = 2.0
+    replica_id: str = ""  # "": the host name
+    model_seed: str = "classifier-1.0.mar"  # declared from MODEL_STORE on an empty database
     shadow_workers: int = 2  # threads per process sending shadow copies
     shadow_queue_size: int = 16  # copies running or waiting per process; more are dropped
     # gunicorn (config/gunicorn.conf.py)
@@ -108,6 +119,10 @@ class Settings:
                self.shadow_queue_size, self.max_inflight_predictions) < 1:
             raise SettingsError("GATEWAY_WORKERS, GATEWAY_THREADS, SHADOW_WORKERS, "
                                 "SHADOW_QUEUE_SIZE and MAX_INFLIGHT_PREDICTIONS must be 1 or more")
+        if min(self.max_archive_bytes, self.version_wait_seconds, self.replica_stale_seconds,
+               self.agent_interval_seconds) <= 0:
+            raise SettingsError("MAX_ARCHIVE_BYTES, VERSION_WAIT_SECONDS, REPLICA_STALE_SECONDS "
+                                "and AGENT_INTERVAL_SECONDS must be positive")
         if self.inflight_wait_ms < 0:
             raise SettingsError("INFLIGHT_WAIT_MS must be 0 or more")
         if self.trusted_proxy_hops < 0:

@@ -1,9 +1,8 @@
-"""The prediction-log database's tables: the schema's model. Migrations in
-gateway/migrations create and change them (gateway.db); `gateway.db check` proves
-that the two agree."""
+"""The database's tables: the schema's model. Migrations in gateway/migrations create
+and change them (gateway.db); `gateway.db check` proves that the two agree."""
 
-from sqlalchemy import (Boolean, Column, DateTime, Float, Index, Integer, MetaData, String,
-                        Table, Text)
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index,
+                        Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -48,4 +47,51 @@ rollouts = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
     Index("ix_rollouts_model_state", "model_name", "state"),
+)
+
+# Model versions as declared state (gateway.catalog): what every replica's agent makes
+# its TorchServe serve, the archives they load, and what each replica reports back.
+model_archives = Table(
+    "model_archives", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),  # file name: classifier-2.0.mar
+    Column("sha256", String(64)),  # set when the last chunk is in
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("model_name", String(64), nullable=False),
+    Column("version", String(32), nullable=False),  # from the archive's manifest
+    Column("weights", Text),  # JSON: the archive's weights.json record
+    Column("uploaded_at", DateTime(timezone=True), nullable=False),
+    Column("uploaded_by", String(64), nullable=False),
+    Index("ix_model_archives_sha256", "sha256"),
+    Index("ix_model_archives_name", "name", "id"),
+)
+
+model_archive_chunks = Table(
+    "model_archive_chunks", metadata,
+    Column("archive_id", Integer, ForeignKey("model_archives.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("archive_id", Integer, ForeignKey("model_archives.id"), nullable=False),
+    Column("is_default", Boolean, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("registered_by", String(64), nullable=False),
+    Column("retired_at", DateTime(timezone=True)),  # unregistered; NULL while declared
+    UniqueConstraint("model_name", "version", name="uq_model_versions_name_version"),
+)
+
+model_replicas = Table(
+    "model_replicas", metadata,
+    Column("replica_id", String(128), primary_key=True),
+    Column("model_name", String(64), primary_key=True),
+    Column("report", Text, nullable=False),  # JSON: default, versions' READY workers, errors
+    Column("converged", Boolean, nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
 )

@@ -71,6 +71,13 @@ class TorchServeClient:
             raise unavailable(f"model server could not serve the request ({status})")
         raise ApiError(502, f"unexpected model server answer {status}")
 
+    def ping(self) -> None:
+        """ApiError 503 unless the inference API (through whatever balances the replicas)
+        answers its /ping."""
+        response = self._request("GET", self.url + "/ping")
+        if response.status != 200:
+            raise unavailable(f"model server is unavailable ({response.status})")
+
     def management(self, method: str, path: str, timeout: float = 5, **kwargs):
         """(status, JSON body) of a management API call."""
         return self._call(method, self.management_url + path,

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# `make run`: TorchServe in the background, wait until the model has a READY
-# worker, then the gateway in the foreground on localhost:8000. Ctrl-C stops both.
+# `make run`: the database's schema, one model replica (TorchServe and its model agent:
+# scripts/start-serve.sh) in the background, a wait until it serves every declared
+# version, then the gateway in the foreground on localhost:8000. Ctrl-C stops both.
+# Paths are the defaults' (run/, model_store/) unless the environment names others.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-mkdir -p "$here/run"
-"$here/scripts/start-torchserve.sh" >"$here/run/torchserve.out" 2>&1 &
-ts_pid=$!
-trap 'kill -TERM "$ts_pid" 2>/dev/null; wait "$ts_pid" 2>/dev/null || true' EXIT
-echo "TorchServe starting (logs: run/torchserve/logs/) ..."
-python "$here/gateway/readiness.py" --url "${TORCHSERVE_MANAGEMENT_URL:-http://127.0.0.1:8081}" --wait 180
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+serve_log="${SERVE_LOG:-run/serve.out}"
+mkdir -p run "$(dirname "$serve_log")"
+python -m gateway.db upgrade
+scripts/start-serve.sh >"$serve_log" 2>&1 &
+serve=$!
+trap 'kill -TERM "$serve" 2>/dev/null; wait "$serve" 2>/dev/null || true' EXIT
+echo "Model replica starting (logs: $serve_log, run/torchserve/logs/) ..."
+python gateway/readiness.py --url "http://127.0.0.1:${TS_MANAGEMENT_PORT:-8081}" \
+  --agent-state "${AGENT_STATE_FILE:-run/agent-state.json}" --wait 300
 echo "Gateway on http://${GATEWAY_BIND:-127.0.0.1:8000} (docs: /docs). Ctrl-C stops both."
-"$here/scripts/start-gateway.sh"
+scripts/start-gateway.sh

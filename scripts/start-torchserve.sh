@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Start TorchServe in the foreground with config/config.properties plus the
-# per-deployment settings below. Used by `make run`, the tests and Dockerfile.serve.
+# per-deployment settings below. Used by scripts/start-serve.sh (with its model agent),
+# the Kubernetes pod and the tests.
 #
-#   TS_BIND_HOST        address all three APIs listen on    (127.0.0.1)
+#   TS_BIND_HOST        address the inference and metrics APIs listen on  (127.0.0.1)
 #   TS_INFERENCE_PORT   inference API                       (8080)
-#   TS_MANAGEMENT_PORT  management API                      (8081)
+#   TS_MANAGEMENT_PORT  management API, on loopback always  (8081)
 #   TS_METRICS_PORT     Prometheus metrics                  (8082)
 #   TS_GRPC_PORTS       gRPC inference,management (loopback only)  (7070,7071)
-#   MODEL_STORE         directory of .mar files             (./model_store)
-#   TS_LOAD_MODELS      archives loaded at start            (classifier-1.0.mar)
+#   TS_MODEL_STORE      directory of .mar files             (./run/agent-store)
+#   TS_LOAD_MODELS      archives loaded at start            (none: the model agent loads)
 #   TS_RUN_DIR          logs, temp files, generated config  (./run/torchserve)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 host="${TS_BIND_HOST:-127.0.0.1}"
-store="$(cd "${MODEL_STORE:-$here/model_store}" && pwd)"
+store="${TS_MODEL_STORE:-$here/run/agent-store}"
+mkdir -p "$store"
+store="$(cd "$store" && pwd)"
 run_dir="${TS_RUN_DIR:-$here/run/torchserve}"
 TS_GRPC_PORTS="${TS_GRPC_PORTS:-7070,7071}"
 mkdir -p "$run_dir/logs" "$run_dir/tmp"
@@ -30,14 +33,15 @@ config="$run_dir/config.properties"
 {
   cat "$here/config/config.properties"
   echo "inference_address=http://$host:${TS_INFERENCE_PORT:-8080}"
-  echo "management_address=http://$host:${TS_MANAGEMENT_PORT:-8081}"
+  # Only the model agent beside TorchServe changes what it serves: on loopback.
+  echo "management_address=http://127.0.0.1:${TS_MANAGEMENT_PORT:-8081}"
   echo "metrics_address=http://$host:${TS_METRICS_PORT:-8082}"
   echo "grpc_inference_port=${TS_GRPC_PORTS%%,*}"
   echo "grpc_management_port=${TS_GRPC_PORTS##*,}"
   echo "model_store=$store"
   # Only archives inside the model store; never http(s) (CVE-2023-43654).
   echo "allowed_urls=file://$store/[^/]*[.]mar"
-  echo "load_models=${TS_LOAD_MODELS:-classifier-1.0.mar}"
+  if [ -n "${TS_LOAD_MODELS:-}" ]; then echo "load_models=$TS_LOAD_MODELS"; fi
 } >"$config"
 
 # TorchServe keeps its pid file in the temp dir; a private one lets several

@@ -69,7 +69,7 @@ class RolloutControl:
         """Start a canary or shadow, or change the active one's share, stickiness and
         guard."""
         mode, version, percent, sticky, guard = parse_rollout(body)
-        self.versions.registered(required=version)
+        self.versions.require_served(version)
         if version == self.versions.default_version():
             raise ApiError(409, f"version {version} is already the default")
         return self.status(self.store.start(mode, version, percent, sticky, guard))

@@ -4,25 +4,33 @@ import os
 import secrets
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import requests
 
 from gateway import db
+from modelbuild import archive, weights
 from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
 from tests.support.servers import ROOT, free_port
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, users_file_with
 
-SERVICES = ("serve", "postgres", "redis", "gateway")
+SERVICES = {"serve": 2, "postgres": 1, "redis": 1, "gateway": 1}  # service: replicas
 
 
 @pytest.fixture
-def stack(engine, images, name_prefix):
-    """`compose up` of the project under a unique name; only the published port differs."""
+def stack(engine, images, name_prefix, tmp_path):
+    """`compose up` of the project under a unique name; only the published port and the
+    users file (the shipped one plus an admin) differ."""
     project = name_prefix.replace("-", "")
     port = free_port()
+    users = tmp_path / "users.json"
+    users_file_with(ROOT / "config/users.json", users, []).set_user(
+        ADMIN_USER, ADMIN_PASSWORD, "admin")
+    users.chmod(0o644)  # the gateway reads it as uid 10001
     env = {**os.environ, "JWT_SECRET": secrets.token_urlsafe(48),
            "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "WEIGHTS": "random",
-           "USERS_FILE_HOST": str(ROOT / "config/users.json"),
+           "USERS_FILE_HOST": str(users),
            "GATEWAY_PUBLISH": f"127.0.0.1:{port}"}
 
     def compose(*args, timeout=600):
@@ -34,22 +42,25 @@ def stack(engine, images, name_prefix):
     up = compose("up", "-d", "--no-build")
     try:
         assert up.returncode == 0, up.stdout[-4000:] + up.stderr[-4000:]
-        containers = {}
+        containers, replicas = {}, {}
         for service in SERVICES:
             ids = engine("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
                          "--filter", f"label=com.docker.compose.service={service}").stdout.split()
-            assert len(ids) == 1, (service, ids)
+            assert len(ids) == SERVICES[service], (service, ids)
             containers[service] = ids[0]
+            replicas[service] = ids
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "project": project,
-               "containers": containers, "compose": compose, "started": started}
+               "containers": containers, "replicas": replicas, "compose": compose,
+               "started": started, "env": env}
     finally:
         compose("down", "-v", timeout=300)
 
 
 def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     containers, url = stack["containers"], stack["url"]
-    for service in SERVICES:  # serve: its image's HEALTHCHECK (a READY worker)
-        engine.wait_healthy(containers[service])
+    for service in SERVICES:  # serve: its image's HEALTHCHECK (every declared version)
+        for container in stack["replicas"][service]:
+            engine.wait_healthy(container)
     # The entrypoint migrated the schema before gunicorn started (which only checks it).
     revision = engine("exec", containers["postgres"], "psql", "-U", "classifier", "-d",
                       "classifier", "-tAc", "SELECT version_num FROM alembic_version")
@@ -86,7 +97,8 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
 
     # Only the gateway is published, on the loopback port asked for.
     for service in ("serve", "postgres", "redis"):
-        assert engine.published(containers[service]) == "", service
+        for container in stack["replicas"][service]:
+            assert engine.published(container) == "", service
     assert engine.published(containers["gateway"]) == f"8000/tcp -> 127.0.0.1:{stack['port']}"
 
 
@@ -98,3 +110,29 @@ def test_compose_down_keeps_the_database_volume(engine, stack):
     assert engine.volume_exists(volume)
     assert stack["compose"]("down", "-v").returncode == 0
     assert not engine.volume_exists(volume)
+
+
+def test_register_and_promote_through_the_gateway_reach_both_replicas(engine, stack, tmp_path):
+    """An archive pushed to the gateway, registered and promoted: both serve replicas'
+    agents load it from PostgreSQL and make it their default."""
+    url = stack["url"]
+    wait_ready(url)
+    mar = archive.build("2.0", weights.random_weights(1), tmp_path)
+    admin = {"Authorization": f"Bearer {get_token(SimpleNamespace(url=url), ADMIN_USER, ADMIN_PASSWORD)}"}
+    models = url + "/models/classifier"
+    with open(mar, "rb") as body:
+        pushed = requests.post(models + "/archives", params={"filename": mar.name}, data=body,
+                               headers=admin, timeout=600)
+    assert pushed.status_code == 201 and pushed.json()["version"] == "2.0", pushed.text
+    registered = requests.post(models + "/versions", json={"archive": mar.name}, headers=admin,
+                               timeout=600)
+    assert registered.status_code == 201, registered.text
+    promoted = requests.put(models + "/versions/2.0/default", headers=admin, timeout=600)
+    assert promoted.status_code == 200, promoted.text
+    live = [r for r in promoted.json()["replicas"] if r["live"]]
+    assert len(live) == 2 and promoted.json()["replicas_agree"] is True, live
+    default = ("import json, urllib.request; print(json.load(urllib.request.urlopen("
+               "'http://127.0.0.1:8081/models/classifier', timeout=5))[0]['modelVersion'])")
+    for container in stack["replicas"]["serve"]:
+        assert engine("exec", container, "python", "-c", default).stdout.strip() == "2.0"
+    assert round_trip(url)["model_version"] == "2.0"

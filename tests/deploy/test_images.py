@@ -29,14 +29,32 @@ def run(engine, network, name, service, *args):
 
 def test_images_run_hardened_and_round_trip(engine, images, network, name_prefix):
     serve, gateway, port = f"{name_prefix}-serve", f"{name_prefix}-gateway", free_port()
-    run(engine, network, serve, "serve", "--network-alias", "serve", "image-classifier-serve:1.0")
-    # The serve image's own HEALTHCHECK: the model's worker is READY.
-    engine.wait_healthy(serve)
+    database, password = f"{name_prefix}-postgres", secrets.token_urlsafe(24)
+    database_url = f"postgresql+psycopg://classifier:{password}@postgres:5432/classifier"
+    run(engine, network, database, "postgres", "--network-alias", "postgres",
+        "-e", "POSTGRES_USER=classifier", "-e", "POSTGRES_DB=classifier",
+        "-e", f"POSTGRES_PASSWORD={password}", "-e", "PGDATA=/tmp/pgdata",  # a tmpfs
+        "--health-cmd", "pg_isready -U classifier",
+        "postgres:16-alpine")
+    engine.wait_healthy(database)
+    # The serve image runs TorchServe and its model agent, which loads what the database
+    # declares (on a new one: the image's classifier-1.0.mar, adopted).
+    run(engine, network, serve, "serve", "--network-alias", "serve",
+        "-e", f"DATABASE_URL={database_url}", "image-classifier-serve:1.0")
     run(engine, network, gateway, "gateway", "-p", f"127.0.0.1:{port}:8000",
-        "-e", f"JWT_SECRET={secrets.token_urlsafe(48)}",
-        "-e", "TORCHSERVE_URL=http://serve:8080", "-e", "TORCHSERVE_MANAGEMENT_URL=http://serve:8081",
-        "image-classifier-gateway:1.0")
+        "-e", f"JWT_SECRET={secrets.token_urlsafe(48)}", "-e", f"DATABASE_URL={database_url}",
+        "-e", "TORCHSERVE_URL=http://serve:8080", "image-classifier-gateway:1.0")
+    # The serve image's own HEALTHCHECK: every declared version served (after the gateway
+    # migrated the schema).
+    engine.wait_healthy(serve)
     engine.wait_healthy(gateway)
+    # The management API answers on the serve container's loopback, and nowhere else.
+    probe = "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=5)"
+    assert engine("exec", serve, "python", "-c", probe, "http://127.0.0.1:8081/models",
+                  check=False).returncode == 0
+    refused = engine("exec", gateway, "python", "-c", probe, "http://serve:8081/models",
+                     check=False)
+    assert refused.returncode != 0 and "refused" in refused.stderr.lower(), refused.stderr
     url = f"http://127.0.0.1:{port}"
     wait_ready(url)
     body = round_trip(url)

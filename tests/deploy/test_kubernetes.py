@@ -55,11 +55,14 @@ def wait_probes(engine, kube, workload: str):
 
 def test_manifests_run_and_round_trip(engine, kube):
     kube.start_backends()
-    for workload in ("postgres", "redis", "serve"):
+    for workload in ("postgres", "redis"):
         wait_probes(engine, kube, workload)
-    kube.start_gateway()  # its migrate init container first
+    kube.start("serve")  # TorchServe and its model agent, which waits for the schema
+    kube.start("gateway")  # its migrate init container first
     assert "prediction log schema: empty -> " in kube.init_logs
-    wait_probes(engine, kube, "gateway")
+    for workload in ("serve", "gateway"):
+        wait_probes(engine, kube, workload)
+    assert set(kube.containers("serve")) == {"torchserve", "model-agent"}
     url = f"http://127.0.0.1:{kube.gateway_port}"
     wait_ready(url)
     round_trip(url)
@@ -69,3 +72,5 @@ def test_manifests_run_and_round_trip(engine, kube):
             assert state.stdout.split() == ["running", "0"], (name, engine.logs(name))
             user = engine("exec", name, "id", "-u").stdout.strip()
             assert user != "0", name
+            if workload != "gateway":
+                assert engine.published(name) == "", name

@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
+from tests.support.backends import postgres_available, required_or_skip
 from tests.support.servers import ROOT
 
 # Deadlines for a whole bench run on a loaded 2-core machine: it builds three archives
 # and starts TorchServe and three gateways.
-BENCH_S, OVERLOAD_S = 1200, 900
+BENCH_S, OVERLOAD_S, REPLICAS_S = 1200, 900, 900
 pytestmark = pytest.mark.e2e
 
 
@@ -85,3 +86,16 @@ def test_overload_bench_smoke(tmp_path):
     assert [r["concurrency"] for r in report["rows"]] == [2, 24]
     assert all(r["failed"] == 0 and r["served"] > 0 for r in report["rows"])
     assert report["summary"]["failed"] == 0 and "goodput_c24_over_c2" in report["summary"]
+
+
+@pytest.mark.timeout(REPLICAS_S + 60)
+def test_replicas_bench_smoke(tmp_path):
+    """`make bench-replicas`' harness, one round on two replicas."""
+    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.replicas", "--rounds", "1", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=REPLICAS_S)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "replicas.json").read_text())
+    assert report["replicas"] == 2 and len(report["first_ready_wait_s"]) == 2
+    assert all(len(runs) == 1 for runs in report["runs"].values()), report["runs"]

@@ -29,7 +29,7 @@ def fault_stack(tmp_path_factory, model_store, users_file, jwt_secret):
     base = tmp_path_factory.mktemp("faults")
     torchserve, gateway = start_stack(base, model_store, users_file, jwt_secret,
                                       gateway_workers=2, rate_limit_storage_uri=redis.url)
-    yield torchserve, gateway, f"sqlite:///{base / 'gateway' / 'predictions.db'}"
+    yield torchserve, gateway, gateway.env["DATABASE_URL"]
     gateway.stop()
     torchserve.stop()
     redis.stop()

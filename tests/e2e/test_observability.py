@@ -27,9 +27,12 @@ def redis_server():
 
 @pytest.fixture(scope="module")
 def two_worker_gateway(tmp_path_factory, torchserve, users_file, jwt_secret, redis_server):
+    """Two gunicorn processes in front of the stack's replica, on its database (where the
+    replica's agent reports, which /readyz reads)."""
     gateway = GatewayServer(torchserve, tmp_path_factory.mktemp("gw2"), jwt_secret=jwt_secret,
                             users_file=users_file, gateway_workers=2,
-                            rate_limit_storage_uri=redis_server.url)
+                            rate_limit_storage_uri=redis_server.url,
+                            database_url=torchserve.env["DATABASE_URL"])
     gateway.start()
     gateway.wait_up()
     yield gateway

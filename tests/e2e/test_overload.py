@@ -23,7 +23,7 @@ def small_gateway(tmp_path_factory, model_store, users_file, jwt_secret):
     base = tmp_path_factory.mktemp("overload")
     torchserve, gateway = start_stack(base, model_store, users_file, jwt_secret,
                                       max_inflight_predictions=2, inflight_wait_ms=0)
-    yield gateway, f"sqlite:///{base / 'gateway' / 'predictions.db'}"
+    yield gateway, gateway.env["DATABASE_URL"]
     gateway.stop()
     torchserve.stop()
 

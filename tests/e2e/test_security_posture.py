@@ -24,9 +24,9 @@ def properties(text: str) -> dict:
     return values
 
 
-def test_torchserve_never_fetches_model_urls(torchserve, model_store):
+def test_torchserve_never_fetches_model_urls(torchserve):
     running = properties((torchserve.run_dir / "config.properties").read_text())
-    assert running["allowed_urls"] == f"file://{model_store}/[^/]*[.]mar"
+    assert running["allowed_urls"] == f"file://{torchserve.model_store}/[^/]*[.]mar"
     assert "http" not in running["allowed_urls"]
     shipped = properties((ROOT / "config/config.properties").read_text())
     assert "allowed_urls" not in shipped  # only the start script sets it, to the store

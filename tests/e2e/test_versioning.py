@@ -2,22 +2,23 @@
 
 import subprocess
 import sys
-import threading
+from types import SimpleNamespace
 
 import pytest
 import requests
 
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
 from tests.support import images
-from tests.support.servers import ROOT
-from tests.support.waiting import MODEL_READY_S, wait_for
+from tests.support.servers import ROOT, Process, free_port
+from tests.support.waiting import MODEL_READY_S
 
 pytestmark = pytest.mark.e2e
 
 
 class Client:
     def __init__(self, gateway, token):
-        self.url, self.headers = gateway.url, {"Authorization": f"Bearer {token}"}
+        self.url, self.token = gateway.url, token
+        self.headers = {"Authorization": f"Bearer {token}"}
 
     def call(self, method, path, **kwargs):
         return requests.request(method, self.url + path, headers=self.headers,
@@ -29,36 +30,10 @@ class Client:
                          files={"file": ("cat.jpg", images.jpeg())}, timeout=60)
 
 
-class BackgroundPredictions(threading.Thread):
-    """Unpinned predictions in a loop until stopped; every status is kept."""
-
-    def __init__(self, client):
-        super().__init__(daemon=True)
-        self.client, self.stop_event, self.results = client, threading.Event(), []
-
-    def run(self):
-        while not self.stop_event.is_set():
-            try:
-                response = self.client.predict()
-                self.results.append((response.status_code, response.json().get("model_version")))
-            except requests.RequestException as exc:
-                self.results.append((type(exc).__name__, None))
-
-    def wait_for_more(self, count: int):
-        """Let at least `count` more predictions complete."""
-        target = len(self.results) + count
-        wait_for(lambda: len(self.results) >= target, timeout=MODEL_READY_S,
-                 what=f"{count} more background predictions", interval=0.05)
-
-    def stop(self):
-        self.stop_event.set()
-        self.join(60)
-
-
-def modelctl(torchserve, *args):
-    return subprocess.run([sys.executable, "-m", "gateway.modelctl", "--management-url",
-                           torchserve.management_url, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=200)
+def modelctl(gateway, *args):
+    return subprocess.run([sys.executable, "-m", "gateway.modelctl", "--database-url",
+                           gateway.env["DATABASE_URL"], *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_admin_routes_need_the_admin_role(private_stack):
@@ -113,7 +88,7 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
     assert v1["top_k"] != v2["top_k"]
     assert user.predict().json()["model_version"] == "1.0"
 
-    background = BackgroundPredictions(user)
+    background = BackgroundPredictions(gateway, user.token)
     background.start()
     try:
         background.wait_for_more(10)
@@ -123,7 +98,7 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
         background.wait_for_more(10)
         refused = admin.call("DELETE", "/models/classifier/versions/2.0")
         assert refused.status_code == 409 and "default" in refused.json()["detail"]
-        rolled = modelctl(torchserve, "rollback")
+        rolled = modelctl(gateway, "rollback")
         assert rolled.returncode == 0, rolled.stderr
         assert user.predict().json()["model_version"] == "1.0"
         background.wait_for_more(10)
@@ -169,3 +144,44 @@ def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch
         assert user.predict().json()["model_version"] == "1.0"
     finally:
         assert admin.call("DELETE", "/models/classifier/versions/1.0-int8").status_code == 200
+
+
+def test_make_run_keeps_a_promotion_across_a_restart(model_store, users_file, jwt_secret,
+                                                      tmp_path):
+    """`make run`'s script (scripts/run-local.sh), on free ports and a private run
+    directory: register and promote 2.0, stop, start again: 2.0 is still the default and
+    pinned requests reach it (before declared state, the restart brought 1.0 back)."""
+    ports = {name: free_port() for name in ("gateway", "inference", "management", "metrics")}
+    env = {"GATEWAY_BIND": f"127.0.0.1:{ports['gateway']}", "JWT_SECRET": jwt_secret,
+           "USERS_FILE": users_file, "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
+           "MODEL_STORE": model_store, "AGENT_STORE": tmp_path / "store",
+           "AGENT_STATE_FILE": tmp_path / "agent-state.json", "SERVE_LOG": tmp_path / "serve.out",
+           "TS_RUN_DIR": tmp_path / "torchserve", "TS_INFERENCE_PORT": ports["inference"],
+           "TS_MANAGEMENT_PORT": ports["management"], "TS_METRICS_PORT": ports["metrics"],
+           "TS_GRPC_PORTS": f"{free_port()},{free_port()}",
+           "TORCHSERVE_URL": f"http://127.0.0.1:{ports['inference']}"}
+    run = Process("run-local.sh", env, tmp_path / "run.log")
+    gateway = SimpleNamespace(url=f"http://127.0.0.1:{ports['gateway']}")
+
+    def start():
+        run.start()
+        run.wait(lambda: requests.get(gateway.url + "/readyz", timeout=10).status_code == 200,
+                 MODEL_READY_S, "make run's /readyz")
+
+    start()
+    try:
+        admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
+        registered = admin.call("POST", "/models/classifier/versions",
+                                json={"archive": "classifier-2.0.mar"})
+        assert registered.status_code == 201, registered.text
+        assert admin.call("PUT", "/models/classifier/versions/2.0/default").status_code == 200
+        run.stop()
+        start()
+        user = Client(gateway, get_token(gateway))
+        assert user.predict().json()["model_version"] == "2.0"
+        assert user.predict("2.0").json()["model_version"] == "2.0"
+        assert user.predict("1.0").json()["model_version"] == "1.0"
+        admin = Client(gateway, get_token(gateway, ADMIN_USER, ADMIN_PASSWORD))
+        assert admin.call("GET", "/models/classifier").json()["default_version"] == "2.0"
+    finally:
+        run.stop()

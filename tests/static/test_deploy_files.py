@@ -99,24 +99,26 @@ def test_gateway_never_needs_torch():
 
 def test_ports_agree_everywhere(rendered):
     _, docs = rendered
-    assert "EXPOSE 8080 8081 8082" in dockerfile("Dockerfile.serve")
+    assert "EXPOSE 8080 8082" in dockerfile("Dockerfile.serve")
     assert "EXPOSE 8000" in dockerfile("Dockerfile.gateway")
     for var, port in (("TS_INFERENCE_PORT", 8080), ("TS_MANAGEMENT_PORT", 8081),
                       ("TS_METRICS_PORT", 8082)):
         assert f"${{{var}:-{port}}}" in TS_SCRIPT
     serve_ports = {p["name"]: p["port"] for p in by_kind(docs, "Service")["serve"]["spec"]["ports"]}
-    assert serve_ports == {"inference": 8080, "management": 8081, "metrics": 8082}
+    assert serve_ports == {"inference": 8080, "metrics": 8082}
     containers = {name: spec["containers"][0] for name, spec in pod_specs(docs)}
-    assert {p["containerPort"] for p in containers["serve"]["ports"]} == {8080, 8081, 8082}
+    assert {p["containerPort"] for p in containers["serve"]["ports"]} == {8080, 8082}
     assert {p["containerPort"] for p in containers["gateway"]["ports"]} == {8000}
     gateway_env = (ROOT / "k8s/gateway.env").read_text()
     assert "TORCHSERVE_URL=http://serve:8080" in gateway_env
-    assert "TORCHSERVE_MANAGEMENT_URL=http://serve:8081" in gateway_env
+    assert "TORCHSERVE_MANAGEMENT_URL" not in gateway_env
     env = compose()["services"]["gateway"]["environment"]
     assert env["TORCHSERVE_URL"] == "http://serve:8080"
-    assert env["TORCHSERVE_MANAGEMENT_URL"] == "http://serve:8081"
+    assert "TORCHSERVE_MANAGEMENT_URL" not in env
+    assert compose()["services"]["serve"]["environment"]["DATABASE_URL"] == env["DATABASE_URL"]
     defaults = Settings(jwt_secret="x" * 32)
-    assert defaults.torchserve_url.endswith(":8080") and defaults.torchserve_management_url.endswith(":8081")
+    assert defaults.torchserve_url.endswith(":8080")
+    assert defaults.torchserve_management_url == "http://127.0.0.1:8081"
 
 
 def test_env_var_names_are_ones_the_code_reads(rendered):
@@ -129,9 +131,14 @@ def test_env_var_names_are_ones_the_code_reads(rendered):
     for names in (k8s_gateway, compose_gateway, gateway_image - {"PIP_NO_CACHE_DIR",
                   "PIP_DISABLE_PIP_VERSION_CHECK", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}):
         assert names <= GATEWAY_VARS, names - GATEWAY_VARS
-    serve_env = {e["name"] for e in containers["serve"]["env"]}
-    serve_image = set(re.findall(r"\b(TS_[A-Z_]+|MODEL_STORE)=", dockerfile("Dockerfile.serve")))
-    assert serve_env | serve_image <= TS_VARS, (serve_env | serve_image) - TS_VARS
+    # The serve image and pod: TorchServe's variables and the model agent's settings.
+    serve_vars = TS_VARS | SETTINGS_VARS | {"POSTGRES_PASSWORD"}
+    pod = dict(pod_specs(docs))["serve"]["containers"]
+    serve_env = {e["name"] for container in pod for e in container.get("env", [])}
+    serve_env |= set(compose()["services"]["serve"]["environment"])
+    serve_image = set(re.findall(r"\b(TS_[A-Z_]+|MODEL_STORE|MODEL_SEED|AGENT_[A-Z_]+)=",
+                                 dockerfile("Dockerfile.serve")))
+    assert serve_env | serve_image <= serve_vars, (serve_env | serve_image) - serve_vars
 
 
 def test_images_and_start_scripts_agree(rendered):
@@ -140,10 +147,18 @@ def test_images_and_start_scripts_agree(rendered):
     services = compose()["services"]
     assert images["serve"] == services["serve"]["image"] == "image-classifier-serve:1.0"
     assert images["gateway"] == services["gateway"]["image"] == "image-classifier-gateway:1.0"
-    assert 'ENTRYPOINT ["/app/scripts/start-torchserve.sh"]' in dockerfile("Dockerfile.serve")
+    # One replica is TorchServe and its model agent: the image and `make run` start both
+    # with start-serve.sh; the pod runs them as two containers of the same image.
+    assert 'ENTRYPOINT ["/app/scripts/start-serve.sh"]' in dockerfile("Dockerfile.serve")
     assert 'ENTRYPOINT ["/app/scripts/start-gateway.sh"]' in dockerfile("Dockerfile.gateway")
     makefile_run = (ROOT / "scripts/run-local.sh").read_text()
-    assert "scripts/start-torchserve.sh" in makefile_run and "scripts/start-gateway.sh" in makefile_run
+    assert "scripts/start-serve.sh" in makefile_run and "scripts/start-gateway.sh" in makefile_run
+    serve_script = (ROOT / "scripts/start-serve.sh").read_text()
+    assert "scripts/start-torchserve.sh" in serve_script and "gateway.model_agent" in serve_script
+    pod = {c["name"]: c for c in dict(pod_specs(docs))["serve"]["containers"]}
+    assert pod["torchserve"]["command"] == ["/app/scripts/start-torchserve.sh"]
+    assert pod["model-agent"]["command"] == ["python", "-m", "gateway.model_agent"]
+    assert pod["model-agent"]["image"] == images["serve"]
     # The serve pod mounts its config map over /app/config: every file the start
     # script reads from there must be in it, identical to the one the image has.
     for name in ("config.properties", "log4j2.xml"):
@@ -164,11 +179,13 @@ def test_probe_paths_exist(rendered):
     for probe in ("readinessProbe", "livenessProbe"):
         assert containers["gateway"][probe]["httpGet"]["path"] in routes
     assert "/healthz" in dockerfile("Dockerfile.gateway")
-    ready = ["python", "/app/gateway/readiness.py", "--url", "http://127.0.0.1:8081"]
+    ready = ["python", "/app/gateway/readiness.py", "--url", "http://127.0.0.1:8081",
+             "--agent-state", "/home/model-server/run/agent-state.json"]
     assert containers["serve"]["readinessProbe"]["exec"]["command"] == ready
     assert containers["serve"]["startupProbe"]["exec"]["command"] == ready
     assert f"CMD {json.dumps(ready)}" in dockerfile("Dockerfile.serve")
-    assert "COPY gateway/readiness.py /app/gateway/readiness.py" in dockerfile("Dockerfile.serve")
+    assert "AGENT_STATE_FILE=/home/model-server/run/agent-state.json" in dockerfile("Dockerfile.serve")
+    assert "COPY gateway/ /app/gateway/" in dockerfile("Dockerfile.serve")
 
 
 def test_everything_runs_as_non_root(rendered):
@@ -224,16 +241,24 @@ def test_management_port_is_never_exposed_outside(rendered):
             assert name == "serve" and service["spec"].get("type", "ClusterIP") == "ClusterIP"
         if service["spec"].get("type") in ("NodePort", "LoadBalancer"):
             assert ports == {8000}, name
+    # TorchServe's management API: loopback only, in no Service, port list or policy.
+    assert "management_address=http://127.0.0.1:" in TS_SCRIPT
+    assert "8081" not in str(services["serve"].get("expose"))
+    for name, service in by_kind(docs, "Service").items():
+        assert 8081 not in {p["port"] for p in service["spec"]["ports"]}, name
+    for name, spec in pod_specs(docs):
+        for container in spec["containers"]:
+            assert 8081 not in {p["containerPort"] for p in container.get("ports", [])}, name
+    for name, policy in by_kind(docs, "NetworkPolicy").items():
+        for rule in policy["spec"]["ingress"]:
+            assert 8081 not in {p["port"] for p in rule.get("ports", [])}, name
     policy = by_kind(docs, "NetworkPolicy")["serve-from-gateway-only"]
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "serve"
     for rule in policy["spec"]["ingress"]:
         ports = {p["port"] for p in rule["ports"]}
         sources = [f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
                    for f in rule["from"]]
-        if 8081 in ports:
-            assert sources == ["gateway"]
-        else:
-            assert ports == {8082}
+        assert sources == ["gateway"] and ports == {8080, 8082} or ports == {8082}
 
 
 def test_kubernetes_labels_and_scrape_annotations(rendered):

@@ -1,11 +1,14 @@
-"""Throwaway PostgreSQL and Redis servers for the tests, on free loopback ports."""
+"""Throwaway PostgreSQL, Redis and HAProxy servers for the tests, on free loopback ports."""
 
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
+
+import requests
 
 from tests.support.servers import free_port
 from tests.support.waiting import SERVER_START_S, wait_for
@@ -73,6 +76,16 @@ class Postgres:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, and SIGKILL if it has not ended 30 s later."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+
+
 class Redis:
     def __init__(self):
         self.port = free_port()
@@ -99,13 +112,53 @@ class Redis:
         return probe.stdout.strip() == "PONG"
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
+        terminate(self.proc)
         self.log.close()
+
+
+class HAProxy:
+    """A load balancer in front of model replicas' inference ports, as a Kubernetes
+    Service is: `set_backends` lists the ready replicas (the test plays the endpoints
+    controller), a reload keeps connections in flight (master-worker mode, SIGUSR2)."""
+
+    def __init__(self, work: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config, self.log = work / "haproxy.cfg", work / "haproxy.log"
+        self.proc = None
+
+    def set_backends(self, ports: list[int]):
+        servers = "".join(f"    server replica{i} 127.0.0.1:{port} check inter 1s\n"
+                          for i, port in enumerate(ports))
+        self.config.write_text(
+            "global\n    maxconn 512\n"
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 120s\n"
+            "    timeout server 120s\n    retries 2\n    option redispatch\n"
+            "    retry-on conn-failure empty-response\n"
+            f"frontend inference\n    bind 127.0.0.1:{self.port}\n    default_backend replicas\n"
+            "backend replicas\n    balance roundrobin\n    option httpchk GET /ping\n"
+            + servers)
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGUSR2)
+
+    def start(self, ports: list[int]):
+        self.set_backends(ports)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(self.config)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: requests.get(self.url + "/ping", timeout=10).status_code == 200,
+                     timeout=SERVER_START_S, what="TorchServe's /ping through HAProxy",
+                     alive=lambda: self.proc.poll() is None,
+                     log=lambda: self.log.read_text(errors="replace")[-4000:])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            terminate(self.proc)
 
 
 def required_or_skip(available: bool, what: str):

@@ -16,9 +16,9 @@ what podman cannot take as it is:
   exit 0 before the workload's pod starts (podman 4.3 gives up on a pod whose init
   container it fails to remove: "container state improper").
 - `$(NAME)` references in env values are written out (kube play leaves them).
-- Services are ignored and there is no cluster DNS: the gateway pod gets
+- Services are ignored and there is no cluster DNS: the serve and gateway pods get
   hostAliases that map each Service's name to the pod behind it, as the Service
-  would.
+  would; so PostgreSQL and Redis are played first, then serve, then the gateway.
 - kube play publishes every containerPort on 0.0.0.0: all are dropped but the
   gateway's, published on 127.0.0.1 and a free port; probes that named a dropped
   port get its number. The gateway runs one replica, since each would bind that port.
@@ -42,6 +42,7 @@ from tests.support.servers import ROOT
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 WORKLOADS = ("Deployment", "StatefulSet")
+FRONT = ("serve", "gateway")  # played after the backends, in this order
 
 
 def render(work: Path) -> str:
@@ -80,6 +81,7 @@ class KubePlay:
         self.workloads = {d["metadata"]["name"]: self._as_deployment(d)
                           for d in docs if d["kind"] in WORKLOADS}
         self.played: list[Path] = []
+        self.started: set[str] = set()
         self.init_logs = ""
 
     # ---- the copy's changes -------------------------------------------------------
@@ -150,7 +152,7 @@ class KubePlay:
         for service in self.services:
             selector = service["spec"]["selector"].items()
             for name, workload in self.workloads.items():
-                if name != "gateway" and selector <= workload["spec"]["template"]["metadata"][
+                if name in self.started and selector <= workload["spec"]["template"]["metadata"][
                         "labels"].items():
                     aliases.append({"ip": self.pod_ip(pod_name(workload)),
                                     "hostnames": [service["metadata"]["name"]]})
@@ -170,18 +172,24 @@ class KubePlay:
         self.engine("kube", "play", path, timeout=300)
 
     def start_backends(self) -> None:
+        """Every workload but serve and the gateway (PostgreSQL, Redis)."""
         for secret in self.secrets:
             data = self.work / f"{secret['metadata']['name']}.json"
             data.write_text(json.dumps(secret["data"]))
             self.engine("secret", "create", secret["metadata"]["name"], data)
-        self._play("backends", [w for n, w in self.workloads.items() if n != "gateway"])
+        backends = [n for n in self.workloads if n not in FRONT]
+        self._play("backends", [self.workloads[n] for n in backends])
+        self.started.update(backends)
 
-    def start_gateway(self) -> None:
-        gateway = self.workloads["gateway"]
-        pod = gateway["spec"]["template"]["spec"]
+    def start(self, name: str) -> None:
+        """serve or the gateway, with the Services started so far as hostAliases, after
+        its init containers."""
+        workload = self.workloads[name]
+        pod = workload["spec"]["template"]["spec"]
         pod["hostAliases"] = self._service_aliases()
-        self._run_init_containers("gateway", pod)
-        self._play("gateway", [gateway])
+        self._run_init_containers(name, pod)
+        self._play(name, [workload])
+        self.started.add(name)
 
     def _run_init_containers(self, workload: str, pod: dict) -> None:
         init = pod.pop("initContainers", [])

@@ -1,4 +1,5 @@
-"""Real TorchServe and gunicorn processes on free loopback ports, through our start scripts."""
+"""Real TorchServe (alone, or as a replica with its model agent) and gunicorn processes on
+free loopback ports, through our start scripts."""
 
 import os
 import signal
@@ -76,20 +77,26 @@ class Process:
 
 
 class TorchServeServer(Process):
-    def __init__(self, model_store: Path, run_dir: Path, load_models: str = "classifier-1.0.mar"):
+    """TorchServe alone, loading `load_models` from `model_store` itself."""
+
+    script = "start-torchserve.sh"
+
+    def __init__(self, model_store: Path, run_dir: Path, load_models: str = "classifier-1.0.mar",
+                 **env):
         self.inference_port, self.management_port, self.metrics_port = (
             free_port(), free_port(), free_port())
         run_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__("start-torchserve.sh", {
+        super().__init__(self.script, {
             "TS_INFERENCE_PORT": self.inference_port,
             "TS_MANAGEMENT_PORT": self.management_port,
             "TS_METRICS_PORT": self.metrics_port,
             "TS_GRPC_PORTS": f"{free_port()},{free_port()}",
-            "MODEL_STORE": model_store,
+            "TS_MODEL_STORE": model_store,
             "TS_RUN_DIR": run_dir,
             "TS_LOAD_MODELS": load_models,
+            **env,
         }, run_dir / "stdout.log")
-        self.run_dir = run_dir
+        self.run_dir, self.model_store = run_dir, model_store
         self.url = f"http://127.0.0.1:{self.inference_port}"
         self.management_url = f"http://127.0.0.1:{self.management_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
@@ -102,6 +109,33 @@ class TorchServeServer(Process):
         return time.monotonic() - started
 
 
+class ReplicaServer(TorchServeServer):
+    """A model replica as scripts/start-serve.sh runs it: TorchServe and its model agent,
+    on a store of its own that starts empty; it loads what the database declares
+    (adopting MODEL_SEED from `seed_store` on a database with nothing declared)."""
+
+    script = "start-serve.sh"
+
+    def __init__(self, seed_store: Path, run_dir: Path, database_url: str, replica_id: str):
+        self.state_file = run_dir / "agent-state.json"
+        self.store = run_dir / "store"
+        super().__init__(self.store, run_dir, load_models="", DATABASE_URL=database_url,
+                         AGENT_STORE=self.store, AGENT_STATE_FILE=self.state_file,
+                         REPLICA_ID=replica_id, MODEL_STORE=seed_store,
+                         AGENT_INTERVAL_SECONDS=1)
+        self.replica_id = replica_id
+
+    def ready(self) -> tuple[bool, str]:
+        """The replica's readiness probe: its default READY, every declared version served."""
+        ok, reason = readiness.check(self.management_url)
+        return readiness.agent_converged(str(self.state_file)) if ok else (ok, reason)
+
+    def wait_ready(self, timeout: float = MODEL_READY_S) -> float:
+        started = time.monotonic()
+        self.wait(lambda: self.ready()[0], timeout, "the replica serving the declared state")
+        return time.monotonic() - started
+
+
 class GatewayServer(Process):
     def __init__(self, torchserve: TorchServeServer, run_dir: Path, **settings):
         self.port = free_port()
@@ -109,7 +143,6 @@ class GatewayServer(Process):
         env = {
             "GATEWAY_BIND": f"127.0.0.1:{self.port}",
             "TORCHSERVE_URL": torchserve.url,
-            "TORCHSERVE_MANAGEMENT_URL": torchserve.management_url,
             "DATABASE_URL": f"sqlite:///{run_dir / 'predictions.db'}",
             "PROMETHEUS_MULTIPROC_DIR": run_dir / "metrics",
         }

@@ -1,22 +1,32 @@
-"""The real stack for tests and the bench: users, a READY TorchServe and a gunicorn gateway."""
+"""The real stack for tests: users, a model replica (TorchServe and its agent) serving
+the declared versions, and a gunicorn gateway, sharing one database."""
 
 import secrets
 import shutil
+import threading
 from pathlib import Path
 
 import requests
 
+from gateway import db
 from gateway.users import UserStore
 
-from tests.support.servers import GatewayServer, TorchServeServer
+from tests.support import images
+from tests.support.servers import GatewayServer, ReplicaServer
+from tests.support.waiting import MODEL_READY_S, wait_for
 
 DEMO_USER, DEMO_PASSWORD = "client_user", "tryClassifier"
 ADMIN_USER, ADMIN_PASSWORD = "ops_admin", secrets.token_urlsafe(12)
 
 
 def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str, **settings):
-    """A READY TorchServe and a gateway in front of it; nothing left running if either fails."""
-    torchserve = TorchServeServer(model_store, tmp / "torchserve")
+    """A ready replica and a gateway in front of it; nothing left running if either fails.
+    The replica adopts classifier-1.0.mar from `model_store`, where the gateway also finds
+    the archives it registers by name."""
+    database_url = settings.setdefault("database_url", f"sqlite:///{tmp / 'stack.db'}")
+    settings.setdefault("model_store", model_store)
+    db.upgrade(database_url)
+    torchserve = ReplicaServer(model_store, tmp / "replica", database_url, "replica-1")
     # Every test logs in from 127.0.0.1 (the fuzz tests fail hundreds of logins) and
     # the load tests send thousands of predictions as one user: the per-address login
     # limit and the quota are tested on a stack of their own (test_auth_lifecycle.py).
@@ -29,8 +39,8 @@ def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str,
                             users_file=users_file, **settings)
     try:
         torchserve.start()
-        torchserve.wait_ready()
         gateway.start()
+        torchserve.wait_ready()
         gateway.wait_up()
     except BaseException:
         gateway.stop()
@@ -54,3 +64,32 @@ def users_file_with(users_file: Path, dest: Path, users) -> UserStore:
     for username, password in users:
         store.set_user(username, password, "user")
     return store
+
+
+class BackgroundPredictions(threading.Thread):
+    """Unpinned predictions through `gateway` in a loop until stopped; every answer's
+    (status, model_version) is kept, a transport failure as its exception's name."""
+
+    def __init__(self, gateway, token: str):
+        super().__init__(daemon=True)
+        self.url, self.headers = gateway.url + "/predict", {"Authorization": f"Bearer {token}"}
+        self.stop_event, self.results = threading.Event(), []
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                response = requests.post(self.url, headers=self.headers, timeout=120,
+                                         files={"file": ("cat.jpg", images.jpeg())})
+                self.results.append((response.status_code, response.json().get("model_version")))
+            except (requests.RequestException, ValueError) as exc:
+                self.results.append((type(exc).__name__, None))
+
+    def wait_for_more(self, count: int):
+        """Let at least `count` more predictions complete."""
+        target = len(self.results) + count
+        wait_for(lambda: len(self.results) >= target, timeout=MODEL_READY_S,
+                 what=f"{count} more background predictions", interval=0.05)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(120)

@@ -10,7 +10,7 @@ from gateway import db
 from gateway.admission import Admission
 from gateway.errors import ApiError
 from gateway.pipeline import PredictionPipeline, PredictionRequest
-from gateway.prediction_log import PredictionLog
+from gateway.prediction_log import PredictionLog, create_log_engine
 from gateway.quota import Quota
 from gateway.rollouts.guard import Guard
 from gateway.rollouts.store import RolloutStore
@@ -49,7 +49,7 @@ def parts(tmp_path):
     db.upgrade(url)
     settings = Settings(jwt_secret="k" * 40, database_url=url, max_inflight_predictions=1,
                         inflight_wait_ms=0)
-    log = PredictionLog(url)
+    log = PredictionLog(create_log_engine(url))
     rollouts = RolloutStore(log.engine, "classifier")
     torchserve = ScriptedTorchServe()
     pipeline = PredictionPipeline(

@@ -1,0 +1,225 @@
+"""The model agent beside each TorchServe: it makes its TorchServe serve the declared
+state (gateway.catalog) and reports what it serves.
+
+    python -m gateway.model_agent        # DATABASE_URL, AGENT_STORE, REPLICA_ID, ...
+
+Every AGENT_INTERVAL_SECONDS: fetch each declared archive it lacks from the database
+into AGENT_STORE (TorchServe's model store), checked against its sha256 before
+TorchServe sees it; register it on the management API on loopback, by file name; set
+the declared default once it has a READY worker; unregister what is no longer
+declared; report the replica's state into the database and into AGENT_STATE_FILE, which
+the replica's readiness check reads (gateway/readiness.py --agent-state).
+
+On a database where nothing was ever declared it adopts what its TorchServe serves, or
+else MODEL_SEED from MODEL_STORE, so an upgraded deployment keeps its versions.
+The agent never migrates the schema: until the gateway has, it reports not ready.
+"""
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.catalog import Archive, Catalog, DeclaredVersion, sha256_of
+from gateway.errors import ApiError
+from gateway.prediction_log import create_log_engine
+from gateway.readiness import ready_workers
+from gateway.settings import Settings, SettingsError
+from gateway.torchserve_client import TorchServeClient
+
+log = logging.getLogger("model_agent")
+FORGET_REPLICAS_AFTER = timedelta(hours=1)
+
+
+def store_file_name(archive: Archive) -> str:
+    """Content-addressed: two archives never share a file, a changed one never reuses one."""
+    return f"{archive.name.removesuffix('.mar')}.{archive.sha256[:16]}.mar"
+
+
+class ModelAgent:
+    def __init__(self, settings: Settings, catalog: Catalog, torchserve: TorchServeClient):
+        self.catalog, self.ts = catalog, torchserve
+        self.name = settings.model_name
+        self.store = Path(settings.agent_store)
+        self.seed_store = Path(settings.model_store)
+        self.seeds = [s for s in settings.model_seed.split(",") if s.strip()]
+        self.state_file = Path(settings.agent_state_file)
+        self.replica_id = settings.replica_id or socket.gethostname()
+        self.converged = False
+        self.served_sha256: dict[str, str] = {}  # file TorchServe loaded -> its sha256
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+
+    # ---- TorchServe on loopback ---------------------------------------------------------
+    def _served(self) -> dict[str, dict]:
+        """Every registered version's description, by version ({} when none)."""
+        try:
+            return {d["modelVersion"]: d for d in self.ts.describe("all")}
+        except ApiError as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
+    def _default(self) -> str | None:
+        try:
+            return self.ts.describe()[0]["modelVersion"]
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _call(self, method: str, path: str, what: str, **params) -> None:
+        status, body = self.ts.management(method, path, timeout=60, params=params or None)
+        if status not in (200, 202):
+            message = body.get("message") if isinstance(body, dict) else body
+            raise ApiError(502, f"{what}: management API answered {status}: {message}")
+
+    def _load(self, archive: Archive) -> None:
+        """Fetch (unless a verified copy is there) and register, without waiting for the
+        workers: the next rounds report them as they come up."""
+        path = self.store / store_file_name(archive)
+        if not path.is_file() or sha256_of(path) != archive.sha256:
+            self.catalog.fetch_archive(archive, path)
+            log.info("fetched %s (%d bytes, sha256 %s)", archive.name, archive.size_bytes,
+                     archive.sha256)
+        self._call("POST", "/models", f"register {archive.version}", url=path.name,
+                   initial_workers=1, synchronous="false")
+        log.info("registering %s %s from %s", self.name, archive.version, path.name)
+
+    # ---- one round --------------------------------------------------------------------
+    def adopt(self) -> None:
+        """Declare what TorchServe serves now, or the seeds, on a database that never had
+        a declared version."""
+        served, default = self._served(), self._default()
+        if served:
+            paths = [self._served_file(d["modelUrl"]) for d in served.values()]
+        else:
+            paths = [self.seed_store / seed for seed in self.seeds]
+            paths = [p for p in paths if p.is_file()]
+        if not paths:
+            raise ApiError(409, f"nothing is declared and nothing to adopt (MODEL_SEED "
+                                f"{','.join(self.seeds)} in {self.seed_store})")
+        by = f"agent {self.replica_id} (adopted)"
+        archives = [self.catalog.store_archive(p, p.name, by) for p in paths]
+        default = default or archives[0].version
+        if self.catalog.adopt(archives, default, by):
+            log.info("adopted %s, default %s", [a.version for a in archives], default)
+
+    def _served_file(self, model_url: str) -> Path:
+        for directory in (self.store, self.seed_store):
+            if (directory / model_url).is_file():
+                return directory / model_url
+        raise ApiError(409, f"served archive {model_url} is in neither store")
+
+    def _served_sha256(self, described: dict) -> str | None:
+        """The sha256 of the archive a served version was loaded from (hashed once)."""
+        model_url = described.get("modelUrl", "")
+        if model_url not in self.served_sha256:
+            try:
+                self.served_sha256[model_url] = sha256_of(self._served_file(model_url))
+            except ApiError:
+                return None
+        return self.served_sha256[model_url]
+
+    def step(self) -> tuple[bool, str]:
+        """One reconciliation; (converged, what is not)."""
+        declared = self.catalog.declared()
+        if not declared and not self.catalog.ever_declared():
+            self.adopt()
+            declared = self.catalog.declared()
+        wanted = {d.version: d for d in declared}
+        served, errors = self._served(), {}
+        for version, d in wanted.items():
+            if version in served and self._served_sha256(served[version]) == d.archive.sha256:
+                continue
+            try:
+                if version in served:  # declared again with another archive
+                    self._unregister(version, served)
+                self._load(d.archive)
+            except ApiError as exc:
+                errors[version] = exc.detail
+                log.error("version %s: %s", version, exc.detail)
+        served = self._served()
+        ready = {v: len(ready_workers(d)) for v, d in served.items()}
+        default = self._default()
+        target = next((d.version for d in declared if d.is_default), None)
+        if target and default != target and ready.get(target):
+            self._call("PUT", f"/models/{self.name}/{target}/set-default", f"promote {target}")
+            log.info("default %s -> %s", default, target)
+            default = target
+        for version in set(served) - set(wanted):
+            if version != default:
+                self._unregister(version, served)
+                ready.pop(version, None)
+        pending = self._pending(declared, ready, default)
+        self.catalog.report(self.replica_id, default, ready, errors, not pending)
+        self.catalog.forget_replicas(FORGET_REPLICAS_AFTER)
+        return not pending, pending
+
+    def _unregister(self, version: str, served: dict) -> None:
+        self._call("DELETE", f"/models/{self.name}/{version}", f"unregister {version}")
+        log.info("unregistered %s %s (%s)", self.name, version, served[version].get("modelUrl"))
+
+    @staticmethod
+    def _pending(declared: list[DeclaredVersion], ready: dict, default: str | None) -> str:
+        """What keeps the replica from serving the declared state; "" when nothing does."""
+        if not declared:
+            return "nothing is declared"
+        loading = [d.version for d in declared if not ready.get(d.version)]
+        target = next((d.version for d in declared if d.is_default), None)
+        if loading:
+            return f"loading {', '.join(loading)}"
+        if target != default:
+            return f"default is {default}, declared {target}"
+        return ""
+
+    def write_state(self, converged: bool, reason: str) -> None:
+        partial = self.state_file.with_name(f".{self.state_file.name}.partial")
+        partial.write_text(json.dumps({"replica_id": self.replica_id, "converged": converged,
+                                       "reason": reason, "at": time.time()}))
+        os.replace(partial, self.state_file)
+
+    def run(self, interval: float, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.converged, reason = self.step()
+            except SQLAlchemyError as exc:
+                # Keep serving what was declared; readiness keeps its last answer.
+                reason = f"database unreachable or not migrated: {type(exc).__name__}"
+                log.warning("%s", reason)
+            except ApiError as exc:
+                self.converged, reason = False, exc.detail
+                log.warning("%s", reason)
+            self.write_state(self.converged, reason or "serves the declared state")
+            stop.wait(interval)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s model_agent %(levelname)s %(message)s")
+    try:
+        settings = Settings.from_env(require_secret=False)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    agent = ModelAgent(settings, Catalog(create_log_engine(settings.database_url),
+                                         settings.model_name), TorchServeClient(settings))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("replica %s: store %s, TorchServe %s", agent.replica_id, agent.store,
+             settings.torchserve_management_url)
+    agent.run(settings.agent_interval_seconds, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

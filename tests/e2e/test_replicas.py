@@ -1,0 +1,238 @@
+"""Model versions as declared state across replicas: two, then three, model replicas
+(TorchServe and its agent, each on a store of its own that starts empty), one real
+PostgreSQL, and HAProxy between the gateway and the replicas' inference ports, as a
+Kubernetes Service is. The test plays the endpoints controller: a replica joins the
+balancer once its readiness probe passes, and leaves it when it is killed."""
+
+import os
+import shutil
+import signal
+from collections import Counter
+
+import pytest
+import requests
+
+from gateway import db
+from gateway.catalog import Catalog
+from gateway.model_agent import ModelAgent
+from gateway.prediction_log import create_log_engine
+from gateway.settings import Settings
+from gateway.torchserve_client import TorchServeClient
+from tests.support import images
+from tests.support.backends import HAProxy, Postgres, postgres_available, required_or_skip
+from tests.support.servers import GatewayServer, ReplicaServer, TorchServeServer
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
+from tests.support.waiting import MODEL_READY_S
+
+pytestmark = pytest.mark.e2e
+MODELS = "/models/classifier"
+
+
+class Fleet:
+    def __init__(self, base, model_store, database_url):
+        self.base, self.model_store, self.database_url = base, model_store, database_url
+        self.replicas: list[ReplicaServer] = []
+        self.balancer = HAProxy(base)
+
+    def add_replica(self) -> ReplicaServer:
+        replica_id = f"replica-{len(self.replicas) + 1}"
+        replica = ReplicaServer(self.model_store, self.base / replica_id, self.database_url,
+                                replica_id)
+        self.replicas.append(replica)
+        replica.start()
+        return replica
+
+    def route_to_ready(self):
+        self.balancer.set_backends([r.inference_port for r in self.replicas if r.running()])
+
+    def stop(self):
+        self.balancer.stop()
+        for replica in self.replicas:
+            replica.stop()
+
+
+def served(replica: ReplicaServer) -> tuple[str, dict]:
+    """(default version, {version: READY workers}) from the replica's own management API."""
+    described = requests.get(f"{replica.management_url}/models/classifier/all", timeout=10).json()
+    default = requests.get(f"{replica.management_url}/models/classifier", timeout=10).json()
+    return default[0]["modelVersion"], {
+        d["modelVersion"]: sum(w["status"] == "READY" for w in d["workers"]) for d in described}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, model_store, users_file, jwt_secret):
+    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
+    required_or_skip(shutil.which("haproxy") is not None, "haproxy")
+    base = tmp_path_factory.mktemp("replicas")
+    postgres = Postgres().start()
+    fleet = Fleet(base, model_store, postgres.url)
+    gateway = None
+    try:
+        db.upgrade(postgres.url)
+        for _ in range(2):
+            fleet.add_replica()
+        for replica in fleet.replicas:
+            replica.wait_ready()
+        fleet.balancer.start([r.inference_port for r in fleet.replicas])
+        gateway = GatewayServer(fleet.balancer, base / "gateway", jwt_secret=jwt_secret,
+                                users_file=users_file, database_url=postgres.url,
+                                model_store=model_store,
+                                predict_rate_limit="100000 per minute",
+                                max_inflight_predictions=64)
+        gateway.start()
+        gateway.wait_up()
+        admin = {"Authorization": f"Bearer {get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)}"}
+        yield fleet, gateway, admin, get_token(gateway)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        fleet.stop()
+        postgres.stop()
+
+
+def predict(gateway, token, version=None) -> requests.Response:
+    return requests.post(gateway.url + "/predict", headers={"Authorization": f"Bearer {token}"},
+                         params={"model_version": version} if version else {},
+                         files={"file": ("cat.jpg", images.jpeg())}, timeout=120)
+
+
+def test_first_replicas_adopt_the_seed_and_agree(fleet):
+    fleet, gateway, admin, _ = fleet
+    overview = requests.get(gateway.url + MODELS, headers=admin, timeout=30).json()
+    assert overview["default_version"] == "1.0"
+    assert [r["replica_id"] for r in overview["replicas"]] == ["replica-1", "replica-2"]
+    assert overview["replicas_agree"] is True
+    assert [served(r)[0] for r in fleet.replicas] == ["1.0", "1.0"]
+
+
+def test_register_reaches_every_replica(fleet):
+    fleet, gateway, admin, _ = fleet
+    registered = requests.post(gateway.url + MODELS + "/versions", headers=admin, timeout=300,
+                               json={"archive": "classifier-2.0.mar"})
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["pending"] == []
+    for replica in fleet.replicas:
+        default, ready = served(replica)
+        assert default == "1.0" and ready["1.0"] >= 1 and ready["2.0"] >= 1, replica.replica_id
+
+
+def test_promote_under_four_way_load_fails_nothing(fleet):
+    fleet, gateway, admin, token = fleet
+    clients = [BackgroundPredictions(gateway, token) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        clients[0].wait_for_more(5)
+        promoted = requests.put(gateway.url + MODELS + "/versions/2.0/default", headers=admin,
+                                timeout=300)
+        assert promoted.status_code == 200, promoted.text
+        clients[0].wait_for_more(5)
+    finally:
+        for client in clients:
+            client.stop()
+    results = [r for c in clients for r in c.results]
+    statuses = Counter(status for status, _ in results)
+    print(f"promote under 4-way load: {len(results)} predictions, statuses {dict(statuses)}")
+    assert statuses == {200: len(results)}
+    assert {version for _, version in results} == {"1.0", "2.0"}
+    assert [served(r)[0] for r in fleet.replicas] == ["2.0", "2.0"]
+    assert predict(gateway, token).json()["model_version"] == "2.0"
+
+
+def test_a_20_percent_canary_spans_both_replicas(fleet):
+    fleet, gateway, admin, token = fleet
+    started = requests.put(gateway.url + MODELS + "/rollout", headers=admin, timeout=30,
+                           json={"version": "1.0", "percent": 20})
+    assert started.status_code == 200, started.text
+    try:
+        versions = Counter(predict(gateway, token).json()["model_version"] for _ in range(200))
+    finally:
+        requests.delete(gateway.url + MODELS + "/rollout", headers=admin, timeout=30)
+    print(f"20 % canary over two replicas: {dict(versions)}")
+    # Binomial(200, 0.2): 40 expected; 15-70 holds with probability above 1 - 1e-6.
+    assert set(versions) == {"1.0", "2.0"} and 15 <= versions["1.0"] <= 70
+
+
+def restart_on_an_empty_disk(replica: ReplicaServer) -> list[str]:
+    """Start the replica again with an empty store and run directory; return its readiness
+    answers until ready, checking at the first "ready" that it serves everything."""
+    for directory in (replica.store, replica.run_dir / "tmp", replica.run_dir / "logs"):
+        shutil.rmtree(directory, ignore_errors=True)
+    replica.state_file.unlink(missing_ok=True)
+    replica.start()
+    answers = []
+
+    def ready():
+        ok, reason = replica.ready()
+        answers.append(reason)
+        if ok:
+            default, versions = served(replica)
+            assert default == "2.0" and versions.get("1.0") and versions.get("2.0"), \
+                (default, versions)
+        return ok
+
+    replica.wait(ready, MODEL_READY_S, f"{replica.replica_id} ready again")
+    return answers
+
+
+def test_a_killed_replica_returns_on_an_empty_disk_with_every_version(fleet):
+    fleet, gateway, admin, token = fleet
+    victim = fleet.replicas[1]
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait(30)
+    fleet.route_to_ready()
+    assert predict(gateway, token).status_code == 200  # the other replica serves meanwhile
+    answers = restart_on_an_empty_disk(victim)
+    assert len(answers) > 1, answers  # it was not ready at first
+    fleet.route_to_ready()
+    overview = requests.get(gateway.url + MODELS, headers=admin, timeout=30).json()
+    assert overview["replicas_agree"] is True, overview["replicas"]
+
+
+def test_a_third_replica_joins_with_every_version(fleet):
+    fleet, gateway, admin, token = fleet
+    third = fleet.add_replica()
+    third.wait_ready()
+    default, versions = served(third)
+    assert default == "2.0" and versions["1.0"] >= 1 and versions["2.0"] >= 1
+    fleet.route_to_ready()
+    overview = requests.get(gateway.url + MODELS, headers=admin, timeout=30).json()
+    assert [r["replica_id"] for r in overview["replicas"] if r["live"]] == [
+        "replica-1", "replica-2", "replica-3"]
+    assert overview["replicas_agree"] is True
+    pinned = Counter(predict(gateway, token, "1.0").status_code for _ in range(12))
+    assert pinned == {200: 12}
+
+
+def worker_pids(torchserve) -> dict[str, list[int]]:
+    described = requests.get(f"{torchserve.management_url}/models/classifier/all", timeout=10)
+    return {d["modelVersion"]: sorted(w["pid"] for w in d["workers"]) for d in described.json()}
+
+
+def test_the_first_agent_adopts_what_a_running_torchserve_serves(tmp_path, model_store):
+    """An upgrade in place: a TorchServe as deployments ran it before declared state
+    (classifier-1.0.mar loaded at start, 2.0 registered and promoted through the
+    management API), then the real agent, on a database where nothing was declared:
+    it declares what is served, default included, and reloads nothing."""
+    database_url = f"sqlite:///{tmp_path / 'adopt.db'}"
+    db.upgrade(database_url)
+    torchserve = TorchServeServer(model_store, tmp_path / "torchserve")
+    torchserve.start()
+    try:
+        torchserve.wait_ready()
+        management = torchserve.management_url
+        assert requests.post(f"{management}/models", timeout=300, params={
+            "url": "classifier-2.0.mar", "initial_workers": 1, "synchronous": "true"}).ok
+        assert requests.put(f"{management}/models/classifier/2.0/set-default", timeout=30).ok
+        before = worker_pids(torchserve)
+        settings = Settings.from_env(
+            {}, require_secret=False, database_url=database_url, model_store=str(model_store),
+            agent_store=str(tmp_path / "store"), agent_state_file=str(tmp_path / "state.json"),
+            torchserve_management_url=management, replica_id="upgraded")
+        catalog = Catalog(create_log_engine(database_url), settings.model_name)
+        converged, pending = ModelAgent(settings, catalog, TorchServeClient(settings)).step()
+        assert converged, pending
+        assert {d.version: d.is_default for d in catalog.declared()} == {"1.0": False, "2.0": True}
+        assert worker_pids(torchserve) == before
+    finally:
+        torchserve.stop()
