@@ -13,12 +13,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install archive run stop test unit e2e fuzz check-java secrets admin \
         register promote rollback versions canary shadow rollout-status rollout-promote \
-        rollout-abort canary-status canary-promote canary-abort bench bench-overload bench-replicas \
+        rollout-abort canary-status canary-promote canary-abort bench bench-overload bench-replicas bench-log \
         lint-containers compose-up compose-down images test-deploy deploy deploy-check undeploy k8s-secrets clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/agent.txt requirements/gateway.txt requirements/serve.txt requirements/dev.txt
+$(VENV)/.installed: requirements/agent.txt requirements/tracing.txt requirements/gateway.txt requirements/serve.txt requirements/dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
@@ -96,6 +96,7 @@ images:
 # Compose secrets: an untracked .env with generated values (see .env.example).
 .env:
 	umask 077 && { echo "JWT_SECRET=$$($(SECRET))"; echo "POSTGRES_PASSWORD=$$($(SECRET))"; \
+	  echo "GRAFANA_PASSWORD=$$($(SECRET))"; \
 	  echo "WEIGHTS=$(IMAGE_WEIGHTS)"; echo "USERS_FILE_HOST=./config/users.json"; } > $@
 
 compose-up: install .env
@@ -141,6 +142,7 @@ lint-containers: install
 stop:
 	-pkill -f 'gunicorn --config $(CURDIR)/config/gunicorn.conf.py'
 	-pkill -f '$(CURDIR)/scripts/start-serve.sh'
+	-pkill -f 'gateway.db purge --every'
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop
 
 test: check-java install
@@ -180,6 +182,10 @@ bench-overload: check-java install
 REPLICAS ?= 2
 bench-replicas: check-java install
 	$(BIN)/python -m bench.replicas --replicas $(REPLICAS)
+
+# The prediction log on a million rows: usage query time, export and purge rates.
+bench-log: install
+	$(BIN)/python -m bench.log_lifecycle
 
 clean:
 	rm -rf run $(MODEL_STORE)/*.mar .pytest_cache

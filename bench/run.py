@@ -39,7 +39,9 @@ from handler import resnet_handler as handler
 from modelbuild import archive, weights
 from modelbuild.handler_files import MODEL_CONFIG, transform_batch
 from tests.support import images
+from tests.support.otlp import OtlpReceiver
 from tests.support.servers import ROOT, GatewayServer, TorchServeServer
+from tests.support.waiting import wait_for
 
 INT8_VERSION = "1.0-int8"
 SHADOW_VERSION = "2.0"
@@ -48,6 +50,8 @@ SHADOW_VERSION = "2.0"
 SHADOW_PERCENT = 10
 # Requests per path in the per-stage breakdown at c=1.
 BREAKDOWN_REQUESTS = 60
+# The traced gateway exports every 5 s by default: its first batch is well inside this.
+SPANS_EXPORTED_S = 60
 
 
 def bench_images() -> list[bytes]:
@@ -237,17 +241,23 @@ def main(argv=None) -> int:
                 int8_weights = json.loads(mar.read("weights.json"))
                 int8_file = mar.extract("model.pt", tmp / "int8")
         torchserve = TorchServeServer(store, tmp / "torchserve")
+        # The traced gateway's collector: an OTLP/HTTP receiver decoding every span.
+        collector = OtlpReceiver().start()
+        traced = {"otel_exporter_otlp_endpoint": collector.endpoint}
         gateways = {}
         try:
             torchserve.start()
             ready_s = torchserve.wait_ready()
-            for name, log_on in (("gateway", "true"), ("gateway-no-prediction-log", "false"),
-                                 ("gateway-shadow", "true")):
+            for name, log_on, more in (("gateway", "true", {}),
+                                       ("gateway-no-prediction-log", "false", {}),
+                                       ("gateway-shadow", "true", {}),
+                                       ("gateway-traced", "true", traced)):
                 gateways[name] = GatewayServer(torchserve, tmp / name, jwt_secret=secret,
                                                users_file=ROOT / "config/users.json",
                                                prediction_log=log_on,
                                                # one user drives every cell: no quota
-                                               predict_rate_limit="1000000 per minute")
+                                               predict_rate_limit="1000000 per minute",
+                                               **more)
                 gateways[name].start()
                 gateways[name].wait_up()
             token = requests.post(gateways["gateway"].url + "/token", timeout=30, data={
@@ -295,6 +305,15 @@ def main(argv=None) -> int:
                                  c, n, oip_infer(gateways["gateway"].url, token, payloads))},
                             top, args.rounds, per_round)
             clock.done("open inference protocol")
+            # Traces exported to a collector against export off, side by side.
+            tracing = [row for c in levels for row in alternate(
+                {"gateway": modes["gateway"],
+                 "gateway-traced": lambda c, n: run_http(
+                     c, n, through(gateways["gateway-traced"].url))}, c, args.rounds, per_round)]
+            # The exporter sends in batches every few seconds (OTEL_BSP_SCHEDULE_DELAY).
+            spans_received = len(wait_for(collector.spans, timeout=SPANS_EXPORTED_S,
+                                          what="the traced gateway's spans at the collector"))
+            clock.done("tracing")
             # Shadow copies of every request to another version against no rollout, at c=1.
             shadowing = start_shadow(torchserve, gateways["gateway-shadow"])
             shadow = alternate({"gateway": modes["gateway"],
@@ -326,6 +345,8 @@ def main(argv=None) -> int:
         finally:
             for server in (*gateways.values(), torchserve):
                 server.stop()
+            collector.stop()
+    traced_row = {(r["mode"], r["concurrency"]): r for r in tracing}
     variant_row = {(r["mode"], r["concurrency"]): r for r in variants}
     summary = {
         **main_summary(results, ready_s, levels, top),
@@ -350,15 +371,20 @@ def main(argv=None) -> int:
             / variant_row["gateway-int8", min(levels)]["p50_ms"], 2),
         f"oip_over_predict_throughput_c{top}": round(
             oip[1]["images_per_s"] / oip[0]["images_per_s"], 3),
+        **{f"traced_over_untraced_{key}_c{c}": round(
+            traced_row["gateway-traced", c][key] / traced_row["gateway", c][key], 3)
+           for c in levels for key in ("images_per_s", "p50_ms")},
+        "traced_spans_received": spans_received,
         "shadow_percent": SHADOW_PERCENT,
         "shadow_added_p50_ms_c1": round(shadow[1]["p50_ms"] - shadow[0]["p50_ms"], 2),
         "shadow_added_p95_ms_c1": round(shadow[1]["p95_ms"] - shadow[0]["p95_ms"], 2),
         **shadow_copies,
-        "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow]),
+        "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow,
+                                             *tracing]),
     }
     return write_report(args, summary, stages, clock, results=results,
                         prediction_log=[log_on, log_off], variants=variants, oip=oip,
-                        shadow=shadow, cpu_ms_per_image=meter.per_image_ms())
+                        tracing=tracing, shadow=shadow, cpu_ms_per_image=meter.per_image_ms())
 
 
 def main_summary(results: list[dict], ready_s: float, levels: list[int], top: int) -> dict:

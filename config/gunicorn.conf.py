@@ -10,10 +10,12 @@ shared store such as redis://, which the check below enforces.
 import os
 import shutil
 
+from gateway.log_privacy import LogPrivacy
 from gateway.settings import Settings, SettingsError
 
 try:
     settings = Settings.from_env()
+    LogPrivacy.from_settings(settings)  # the log's modes and keys file, before any worker
 except SettingsError as exc:  # stops here, with a clear message
     raise SystemExit(f"gateway: {exc}") from None
 

@@ -20,6 +20,7 @@ from gateway import metrics
 from gateway.errors import unavailable
 from gateway.settings import Settings
 
+SHED_DETAIL = "over capacity"  # how a refusal's detail, and its prediction-log row's, begins
 WINDOW_S = 5.0
 RETRY_AFTER_MAX_S = 10
 
@@ -42,7 +43,7 @@ class Admission:
         if not self._slots.acquire(timeout=self.wait):
             metrics.SHED.inc()
             retry_after = self._refusal()
-            raise unavailable(f"over capacity: {self.limit} predictions in flight in this "
+            raise unavailable(f"{SHED_DETAIL}: {self.limit} predictions in flight in this "
                              f"gateway process, try again in {retry_after} s", retry_after)
         try:
             yield

@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0,
                                 x_host=0, x_port=0, x_prefix=0)
     ratelimits.init_app(app, settings.rate_limit_storage_uri)
-    observability.init_app(app)
+    observability.init_app(app, settings)
     app.extensions[EXTENSION] = Services.build(settings, ratelimits.limiter.limiter)
     _register_error_handlers(app)
     for blueprint in BLUEPRINTS:

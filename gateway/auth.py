@@ -4,7 +4,7 @@ import time
 
 from flask import Blueprint, g, request
 
-from gateway import metrics, ratelimits, tokens
+from gateway import metrics, ratelimits, tokens, tracing
 from gateway.errors import ApiError, invalid_token, unauthorized
 from gateway.ratelimits import limiter
 from gateway.services import services
@@ -33,15 +33,21 @@ def _claims() -> dict:
 
 def authenticate(required_role: str | None = None) -> User:
     """The user behind the request's bearer token, or ApiError 401/403."""
+    with tracing.span("auth"):
+        return _authenticate(required_role)
+
+
+def _authenticate(required_role: str | None) -> User:
     claims = _claims()
     user = services().users.get(claims["sub"])
     if user is None:
         metrics.AUTH_FAILURES.labels("deleted_user").inc()
         raise invalid_token("user no longer exists")
-    if claims["iat"] < user.tokens_valid_after:
+    if claims["iat"] < max(user.tokens_valid_after,
+                           services().erasures.tokens_valid_after(user.username)):
         metrics.AUTH_FAILURES.labels("revoked_user_tokens").inc()
         raise invalid_token("token was revoked: the user's password or role changed, "
-                            "or their tokens were revoked")
+                            "their tokens were revoked, or their data erased")
     if required_role and user.role != required_role:
         metrics.AUTH_FAILURES.labels("forbidden").inc()
         raise ApiError(403, f"this needs the {required_role} role", error="insufficient_scope")

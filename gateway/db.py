@@ -3,6 +3,7 @@
     python -m gateway.db upgrade [--wait SECONDS]   # to the newest revision
     python -m gateway.db current                    # the database's revision
     python -m gateway.db check                      # models and migrations agree
+    python -m gateway.db purge [--every SECONDS]    # retention (gateway.retention)
 
 DATABASE_URL names the database (as for the gateway). Upgrades hold a lock, so
 gateway processes or replicas that start together never race: a PostgreSQL advisory
@@ -25,11 +26,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 
+from gateway import retention
 from gateway.prediction_log import create_log_engine
 from gateway.settings import Settings, SettingsError
 
 # pg_advisory_lock key: any constant the application uses for nothing else.
 MIGRATION_LOCK_KEY = 0x1C_0DB
+LOCK_POLL_SECONDS = 0.2
+PURGE_RETRY_SECONDS = 30
 
 
 class SchemaError(RuntimeError):
@@ -55,7 +59,13 @@ def current(connection: Connection) -> str | None:
 def _migration_lock(connection: Connection, database_url: str):
     url = make_url(database_url)
     if url.get_backend_name() == "postgresql":
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        # Polled, each try its own short transaction: a process blocked in
+        # pg_advisory_lock would hold a snapshot that the holder's CREATE INDEX
+        # CONCURRENTLY (0004) waits for, while it waits for the holder: a deadlock.
+        while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                     {"key": MIGRATION_LOCK_KEY}).scalar():
+            connection.commit()
+            time.sleep(LOCK_POLL_SECONDS)
         connection.commit()
         try:
             yield
@@ -103,6 +113,7 @@ def upgrade(database_url: str, wait: float = 0) -> tuple[str | None, str]:
         with _connect(engine, wait) as connection, _migration_lock(connection, database_url):
             before = current(connection)
             _refuse_unknown(before)
+            connection.commit()  # Alembic runs its own: a migration may need autocommit
             command.upgrade(alembic_config(connection), "head")
             connection.commit()
             return before, current(connection)
@@ -128,6 +139,29 @@ def require_current(database_url: str) -> None:
                       "init container), or set DATABASE_UPGRADE_ON_START=true")
 
 
+def _purge(database_url: str, days: int, every: float | None) -> int:
+    """Purge once, or every `every` seconds: a round that fails is reported and tried
+    again within PURGE_RETRY_SECONDS."""
+    engine = create_log_engine(database_url)
+    try:
+        while True:
+            try:
+                require_current(database_url)
+                print(retention.purge(engine, days).describe(), flush=True)
+            except (OperationalError, SchemaError) as exc:
+                if every is None:
+                    raise
+                print(f"purge failed, next try in {min(every, PURGE_RETRY_SECONDS):g} s: "
+                      f"{exc}", file=sys.stderr, flush=True)
+                time.sleep(min(every, PURGE_RETRY_SECONDS))
+                continue
+            if every is None:
+                return 0
+            time.sleep(every)
+    finally:
+        engine.dispose()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.db", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,11 +173,21 @@ def main(argv=None) -> int:
                     help="retry connecting this many seconds (the server may be starting)")
     sub.add_parser("current", help="print the database's revision")
     sub.add_parser("check", help="fail if the models differ from the migrations")
+    purge = sub.add_parser("purge", help="delete the rows older than "
+                           "PREDICTION_LOG_RETENTION_DAYS, but an active rollout's")
+    purge.add_argument("--days", type=int, help="default: PREDICTION_LOG_RETENTION_DAYS")
+    purge.add_argument("--every", type=float, metavar="SECONDS",
+                       help="purge again every SECONDS, until stopped")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        database_url = (args.database_url
-                        or Settings.from_env(require_secret=False).database_url)
+        settings = Settings.from_env(require_secret=False)
+        database_url = args.database_url or settings.database_url
+        if args.command == "purge":
+            days = settings.prediction_log_retention_days if args.days is None else args.days
+            if days < 0:
+                raise SettingsError("--days must be 0 (keep every row) or more")
+            return _purge(database_url, days, args.every)
         if args.command == "upgrade":
             before, after = upgrade(database_url, args.wait)
             print(f"prediction log schema: {before or 'empty'} -> {after} "

@@ -1,10 +1,13 @@
 """The operational endpoints: the index, liveness, readiness (a live replica serves the
-default version, as its agent reports) and GET /metrics."""
+default version, as its agent reports) and GET /metrics (this process's, or every gunicorn
+worker's, and the model replicas' as reported to the database)."""
 
 from flask import Blueprint, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                generate_latest, multiprocess)
+from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.metrics import FleetCollector
 from gateway.services import services
 
 bp = Blueprint("health", __name__)
@@ -38,4 +41,10 @@ def metrics():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    fleet = CollectorRegistry()
+    fleet.register(FleetCollector(services().versions))
+    try:
+        fleet_text = generate_latest(fleet)
+    except SQLAlchemyError:  # the database is down: the process's own metrics still go out
+        fleet_text = b""
+    return Response(generate_latest(registry) + fleet_text, mimetype=CONTENT_TYPE_LATEST)

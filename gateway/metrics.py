@@ -7,6 +7,7 @@ one scrape sees every worker, not one at random.
 """
 
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -39,5 +40,42 @@ SHADOW_DROPPED = Counter("gateway_shadow_dropped_total",
                          "Shadow copies dropped because the shadow queue was full")
 SHED = Counter("gateway_shed_total", "Predictions refused with 503 because the gateway "
                "process had MAX_INFLIGHT_PREDICTIONS in flight to TorchServe")
+PREDICTION_LOG_FAILURES = Counter("gateway_prediction_log_failures_total",
+                                  "Predictions answered 503 because their log row could not "
+                                  "be written")
 UPLOAD_BYTES = Histogram("gateway_upload_bytes", "Size of uploaded images",
                          buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7))
+
+# Labels known in advance start at 0, so that rates and alerts see them before the first.
+for _route in ("/token", "/predict"):
+    RATE_LIMITED.labels(_route)
+
+
+class FleetCollector:
+    """The model replicas' state as their agents last reported it to the database, read
+    at each scrape (gateway.model_versions): READY workers per declared version over the
+    live replicas, and what each live replica does not serve yet. Every gateway exports
+    the same figures: alert on their max."""
+
+    def __init__(self, versions):
+        self.versions = versions
+
+    def collect(self):
+        declared = self.versions.catalog.declared()
+        fleet = self.versions.fleet()
+        ready = GaugeMetricFamily(
+            "model_version_ready_workers", "READY workers of a declared model version, summed "
+            "over the live replicas", labels=["model", "version", "default"])
+        for version in declared:
+            ready.add_metric([self.versions.name, version.version, str(version.is_default).lower()],
+                             sum(r.ready.get(version.version, 0) for r in fleet.live))
+        missing = GaugeMetricFamily(
+            "model_replica_missing_versions", "Declared versions a live replica does not serve",
+            labels=["model", "replica"])
+        for replica in fleet.live:
+            missing.add_metric([self.versions.name, replica.replica_id],
+                               sum(not replica.serves(d.version) for d in declared))
+        yield ready
+        yield missing
+        yield GaugeMetricFamily("model_replicas_live", "Replicas whose agent reported within "
+                                "REPLICA_STALE_SECONDS", value=len(fleet.live))

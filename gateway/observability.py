@@ -1,5 +1,5 @@
-"""Per-request observability: request id, one JSON log line, request metrics, and the
-Server-Timing header of predictions.
+"""Per-request observability: request id, one JSON log line (with the trace id,
+gateway.tracing), request metrics, and the Server-Timing header of predictions.
 
 Request context lives on flask.g as Flask intends: the request id (set before the
 view) and the authenticated user (gateway.auth). What a prediction's view learned
@@ -18,9 +18,11 @@ from datetime import datetime, timezone
 
 from flask import Flask, Response, g, request
 
-from gateway import metrics
+from gateway import metrics, tracing
+from gateway.settings import Settings
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+UNTRACED_ROUTES = ("/healthz", "/readyz", "/metrics")  # probes and scrapes: no spans
 access_log = logging.getLogger("gateway.access")
 
 
@@ -71,19 +73,28 @@ def report(response: Response, stages: Mapping[str, float], model_version: str |
     return response
 
 
-def init_app(app: Flask) -> None:
+def _route() -> str:
+    """The request's URL rule, the label of its metrics, log line and span."""
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
     configure_logging()
+    tracing.configure(settings)
 
     @app.before_request
     def start_request():
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
+        route = _route()
+        if route not in UNTRACED_ROUTES:
+            g.trace = tracing.start_request(request.headers, f"{request.method} {route}")
 
     @app.after_request
     def finish_request(response):
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule else "unmatched"
+        route = _route()
         response.headers["X-Request-ID"] = g.get("request_id", "")
         prediction = getattr(response, "prediction_report", None)
         if prediction is not None:
@@ -95,10 +106,12 @@ def init_app(app: Flask) -> None:
             metrics.RATE_LIMITED.labels(route).inc()
         upstream = prediction.upstream_seconds if prediction else None
         access_log.info({
-            "event": "request", "request_id": g.get("request_id"), "user": g.get("user"),
+            "event": "request", "request_id": g.get("request_id"), "trace_id": tracing.trace_id(),
+            "user": g.get("user"),
             "method": request.method, "route": route, "path": request.path,
             "status": response.status_code, "latency_ms": round(elapsed * 1000, 2),
             "model_version": prediction.model_version if prediction else None,
             "upstream_ms": round(upstream * 1000, 2) if upstream is not None else None,
         })
+        tracing.finish_request(g.pop("trace", None), response.status_code)
         return response

@@ -11,7 +11,7 @@ import time
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from gateway import oip_codec, observability
+from gateway import oip_codec, observability, tracing
 from gateway.auth import authenticate
 from gateway.errors import ApiError, body_too_large
 from gateway.model_versions import ModelVersions, check_version
@@ -94,7 +94,8 @@ def infer(name, version=None):
     authenticated = time.perf_counter() - started
     svc.versions.check_name(name)
     outcome = svc.pipeline.predict(PredictionRequest(
-        request_id=g.request_id, username=user.username, own_quota=user.predict_rate_limit,
+        request_id=g.request_id, trace_id=tracing.trace_id(), username=user.username,
+        own_quota=user.predict_rate_limit,
         pinned=version, numbered=True,
         read=lambda: oip_codec.decode(_body(request.max_content_length),
                                       request.headers.get(oip_codec.HEADER_LENGTH),

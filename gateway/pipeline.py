@@ -30,11 +30,12 @@ from typing import Mapping, Protocol
 from limits.errors import StorageError
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.admission import Admission
 from gateway.errors import (ApiError, database_down, rate_limit_storage_down,
                             unavailable)
 from gateway.imagecheck import check_upload
+from gateway.log_privacy import LogPrivacy
 from gateway.model_versions import check_version
 from gateway.prediction_log import PredictionLog, PredictionRow
 from gateway.quota import Quota
@@ -82,6 +83,7 @@ class PredictionRequest:
     pinned: str | None  # the version the caller asked for, unchecked; None: unpinned
     read: Callable[[], Payload]  # reads the body; ApiError for one that is not acceptable
     numbered: bool = False  # rows are <request id>-<index> (/v2), not <request id>
+    trace_id: str | None = None  # the request's trace (gateway.tracing), for its rows
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,13 @@ Result = Classification | ApiError  # one image's
 
 @contextmanager
 def timed(stages: dict, stage: str) -> Iterator[None]:
-    """Add the block's duration to `stage`."""
+    """Add the block's duration to `stage`; the block is a span of that name."""
     started = time.perf_counter()
-    try:
-        yield
-    finally:
-        stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - started
+    with tracing.span(stage):
+        try:
+            yield
+        finally:
+            stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - started
 
 
 def _first_error(results: Sequence[Result]) -> ApiError | None:
@@ -130,10 +133,10 @@ def _first_error(results: Sequence[Result]) -> ApiError | None:
 
 class PredictionPipeline:
     def __init__(self, settings: Settings, torchserve: TorchServeClient, admission: Admission,
-                 quota: Quota, prediction_log: PredictionLog | None,
+                 quota: Quota, prediction_log: PredictionLog | None, privacy: LogPrivacy,
                  rollouts: RolloutStore | None, shadow: ShadowQueue, max_batch: int):
         self.settings, self.torchserve, self.admission = settings, torchserve, admission
-        self.quota, self.prediction_log = quota, prediction_log
+        self.quota, self.prediction_log, self.privacy = quota, prediction_log, privacy
         self.rollouts, self.shadow = rollouts, shadow
         # A call's images go to TorchServe together, so that it batches them.
         self._pool = ThreadPoolExecutor(max_workers=max_batch, thread_name_prefix="images")
@@ -153,9 +156,11 @@ class PredictionPipeline:
                 results = self._classify_all(payload.uploads, route, request, stages)
                 if route.arm == "canary" and any(
                         isinstance(r, ApiError) and candidate_failed(r.status) for r in results):
-                    self._record_trial(request, payload, route, results, created_at, started)
-                    route = replace(route, version=None, arm="default")
-                    results = self._classify_all(payload.uploads, route, request, stages)
+                    with tracing.span("canary fallback", version=route.version):
+                        self._record_trial(request, payload, route, results, created_at,
+                                           started)
+                        route = replace(route, version=None, arm="default")
+                        results = self._classify_all(payload.uploads, route, request, stages)
             error = _first_error(results)
         except ApiError as exc:
             error = exc
@@ -176,12 +181,13 @@ class PredictionPipeline:
                 self._record(request, outcome, results, time.perf_counter() - started)
         except Exception:
             logger.exception("prediction log write failed for %s", request.request_id)
+            metrics.PREDICTION_LOG_FAILURES.inc()
             outcome = replace(outcome, status=503, answers=(),
                               error=unavailable("prediction log is unavailable, try again"))
         else:
             if outcome.answers and route.shadow:
-                self.shadow.submit(self._shadow_copy, request, payload, route.rollout,
-                                   outcome.answers)
+                self.shadow.submit(tracing.carried(self._shadow_copy), request, payload,
+                                   route.rollout, outcome.answers)
         return replace(outcome, stages=MappingProxyType(dict(stages)))
 
     def _route(self, request: PredictionRequest) -> Route:
@@ -204,8 +210,9 @@ class PredictionPipeline:
         if len(uploads) == 1:
             return (self._classify(uploads[0], route.version, ids[0], stages),)
         with timed(stages, "upstream"):
+            classify = tracing.carried(self._classify)
             return tuple(self._pool.map(
-                lambda upload, row_id: self._classify(upload, route.version, row_id, {}),
+                lambda upload, row_id: classify(upload, route.version, row_id, {}),
                 uploads, ids))
 
     def _classify(self, upload: Upload, version: str | None, request_id: str,
@@ -239,6 +246,11 @@ class PredictionPipeline:
         """In a shadow worker: the candidate's answers to a copy, compared with the
         default's; its rows, failures included, are its own. Errors reach the queue's
         log."""
+        with tracing.span("shadow copy", version=rollout.version):
+            self._shadow(request, payload, rollout, answers)
+
+    def _shadow(self, request: PredictionRequest, payload: Payload, rollout: Rollout,
+                answers: tuple[Classification, ...]) -> None:
         started = time.perf_counter()
         created_at = datetime.now(timezone.utc)
         route = Route(rollout.version, "shadow", rollout)
@@ -299,10 +311,10 @@ class PredictionPipeline:
                     agreements or [None] * len(ids))]
         self.prediction_log.record(*rows)
         if route is not None and route.rollout is not None and route.arm in ("canary", "shadow"):
-            self.rollouts.review(route.rollout)
+            if reason := self.rollouts.review(route.rollout):
+                metrics.ROLLBACKS.labels(route.rollout.version, reason.split(" ", 1)[0]).inc()
 
-    @staticmethod
-    def _row(request_id: str, request: PredictionRequest, outcome: Outcome,
+    def _row(self, request_id: str, request: PredictionRequest, outcome: Outcome,
              upload: Upload | None, result: Result | None,
              agreement: tuple[bool, int] | None, seconds: float) -> PredictionRow:
         answer = result if isinstance(result, Classification) else None
@@ -310,11 +322,12 @@ class PredictionPipeline:
         status = 200 if answer else error.status
         route = outcome.route
         asked = (route.version if route else None) or (request.pinned or "")[:32] or None
+        filename, extension = self.privacy.stored_file(upload) if upload else (None, None)
         return PredictionRow(
             request_id=request_id,
-            username=request.username,
-            filename=upload.filename if upload else None,
-            extension=upload.extension if upload else None,
+            username=self.privacy.stored_user(request.username),
+            filename=filename,
+            extension=extension,
             upload_sha256=hashlib.sha256(upload.data).hexdigest() if upload else None,
             upload_bytes=len(upload.data) if upload else None,
             created_at=outcome.created_at,
@@ -330,4 +343,5 @@ class PredictionPipeline:
             rollout_id=route.rollout.id if route and route.rollout else None,
             shadow_top1_agree=agreement[0] if agreement else None,
             shadow_top5_overlap=agreement[1] if agreement else None,
+            trace_id=request.trace_id,
         )

@@ -5,7 +5,7 @@ import time
 
 from flask import Blueprint, g, jsonify, request
 
-from gateway import observability
+from gateway import observability, tracing
 from gateway.auth import authenticate
 from gateway.pipeline import PredictionRequest
 from gateway.responses import detail_error
@@ -22,7 +22,8 @@ def predict():
     user = authenticate()
     authenticated = time.perf_counter() - started
     outcome = svc.pipeline.predict(PredictionRequest(
-        request_id=g.request_id, username=user.username, own_quota=user.predict_rate_limit,
+        request_id=g.request_id, trace_id=tracing.trace_id(), username=user.username,
+        own_quota=user.predict_rate_limit,
         pinned=request.args.get("model_version"),
         read=lambda: read_form(request.environ["wsgi.input"], request.content_type,
                                request.content_length, svc.settings.max_upload_bytes)))

@@ -6,16 +6,19 @@ PostgreSQL in Kubernetes. The row is written before the response is sent, in its
 own short transaction from the connection pool. The table is in gateway/tables.py.
 """
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy import ColumnElement, create_engine, delete, event, insert, select
 from sqlalchemy.engine import Engine, make_url
 
 from gateway.tables import predictions
 
 INSERT = insert(predictions)
+DELETE_BATCH = 2000  # rows per delete transaction: short locks, no table rewrite
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +45,7 @@ class PredictionRow:
     rollout_id: int | None
     shadow_top1_agree: bool | None
     shadow_top5_overlap: int | None
+    trace_id: str | None  # 32 hex digits: the request's trace (gateway.tracing)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -91,13 +95,31 @@ class PredictionLog:
             # shallow dicts (asdict() deep-copies).
             connection.execute(INSERT, [vars(row) for row in rows])
 
-    def page(self, username: str | None, limit: int, before: int | None) -> list[dict]:
-        """Newest first, times in UTC; `before` is the id to continue below."""
+    def page(self, names: Sequence[str] | None, limit: int, before: int | None) -> list[dict]:
+        """Newest first, times in UTC; `names` are the user's stored names
+        (gateway.log_privacy), None for everyone's; `before` is the id to continue below."""
         query = select(predictions).order_by(predictions.c.id.desc()).limit(limit)
-        if username is not None:
-            query = query.where(predictions.c.username == username)
+        if names is not None:
+            query = query.where(predictions.c.username.in_(names))
         if before is not None:
             query = query.where(predictions.c.id < before)
         with self.engine.connect() as connection:
             return [{**row._mapping, "created_at": as_utc(row.created_at)}
                     for row in connection.execute(query)]
+
+    def delete(self, where: ColumnElement[bool], batch: int = DELETE_BATCH,
+               pause: float = 0.0) -> int:
+        """Delete the rows `where` selects, oldest first, `batch` rows per transaction
+        with `pause` seconds between them (writers get the lock in between); how many
+        went."""
+        deleted = 0
+        while True:
+            ids = select(predictions.c.id).where(where).order_by(predictions.c.id).limit(batch)
+            with self.engine.begin() as connection:
+                count = connection.execute(
+                    delete(predictions).where(predictions.c.id.in_(ids.scalar_subquery()))
+                ).rowcount
+            deleted += count
+            if count < batch:
+                return deleted
+            time.sleep(pause)

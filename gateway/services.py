@@ -7,6 +7,8 @@ from flask import current_app
 from limits.strategies import RateLimiter
 
 from gateway.admission import Admission
+from gateway.erasures import Erasures
+from gateway.log_privacy import LogPrivacy
 from gateway.model_versions import ModelVersions
 from gateway.pipeline import PredictionPipeline
 from gateway.prediction_log import PredictionLog, create_log_engine
@@ -29,6 +31,8 @@ class Services:
     handler: HandlerConfig  # the served model's batch size and top-k
     versions: ModelVersions  # declared in the database, served by every replica
     prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
+    privacy: LogPrivacy  # what its rows keep of users and file names
+    erasures: Erasures
     rollouts: RolloutStore | None  # they live in the prediction log's database
     pipeline: PredictionPipeline
 
@@ -41,13 +45,15 @@ class Services:
         engine = create_log_engine(settings.database_url)
         versions = ModelVersions.from_settings(settings, engine, torchserve)
         prediction_log = PredictionLog(engine) if settings.prediction_log else None
+        privacy = LogPrivacy.from_settings(settings)
         rollouts = RolloutStore(engine, settings.model_name) if prediction_log else None
         pipeline = PredictionPipeline(
             settings, torchserve, Admission(settings),
-            Quota(rate_limiter, settings.predict_rate_limit), prediction_log, rollouts,
+            Quota(rate_limiter, settings.predict_rate_limit), prediction_log, privacy, rollouts,
             ShadowQueue(settings.shadow_workers, settings.shadow_queue_size), handler.batch_size)
         return cls(settings, UserStore(settings.users_file), torchserve, handler, versions,
-                   prediction_log, rollouts, pipeline)
+                   prediction_log, privacy, Erasures(engine, privacy, settings.jwt_ttl_seconds),
+                   rollouts, pipeline)
 
 
 def services() -> Services:

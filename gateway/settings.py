@@ -48,6 +48,14 @@ class Settings:
     max_inflight_predictions: int = 16
     inflight_wait_ms: int = 20
     rate_limit_storage_uri: str = "memory://"
+    # Traces (gateway.tracing): the standard OpenTelemetry variables; export is off
+    # unless an endpoint is named.
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = "http/protobuf"  # or grpc
+    otel_traces_exporter: str = "otlp"
+    otel_sdk_disabled: bool = False
+    otel_service_name: str = ""
     login_rate_limit: str = "5 per minute"
     login_address_rate_limit: str = "30 per minute"
     predict_rate_limit: str = "600 per minute"
@@ -55,6 +63,11 @@ class Settings:
     database_url: str = "sqlite:///run/predictions.db"
     prediction_log: bool = True
     database_upgrade_on_start: bool = True
+    # The prediction log's lifecycle (gateway.retention, gateway.log_privacy).
+    prediction_log_retention_days: int = 0  # 0: keep every row
+    prediction_log_usernames: str = "plain"  # plain | keyed-hash
+    prediction_log_filenames: str = "full"  # full | extension-only | off
+    prediction_log_keys_file: str = ""  # the keyed hash's keys (a secret)
     # Model versions as declared state (gateway.catalog, gateway.model_agent).
     model_store: str = "model_store"  # archives an operator registers by name; agents' seeds
     max_archive_bytes: int = 1 << 30  # largest archive an admin may push
@@ -123,8 +136,11 @@ class Settings:
                self.agent_interval_seconds) <= 0:
             raise SettingsError("MAX_ARCHIVE_BYTES, VERSION_WAIT_SECONDS, REPLICA_STALE_SECONDS "
                                 "and AGENT_INTERVAL_SECONDS must be positive")
-        if self.inflight_wait_ms < 0:
-            raise SettingsError("INFLIGHT_WAIT_MS must be 0 or more")
+        if self.inflight_wait_ms < 0 or self.prediction_log_retention_days < 0:
+            raise SettingsError("INFLIGHT_WAIT_MS and PREDICTION_LOG_RETENTION_DAYS must be "
+                                "0 or more")
+        if self.otel_exporter_otlp_protocol not in ("http/protobuf", "grpc"):
+            raise SettingsError("OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or grpc")
         if self.trusted_proxy_hops < 0:
             raise SettingsError("TRUSTED_PROXY_HOPS must be 0 or more")
         for name in ("login_rate_limit", "login_address_rate_limit", "predict_rate_limit"):

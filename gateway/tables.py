@@ -15,7 +15,7 @@ predictions = Table(
     Column("extension", String(255)),
     Column("upload_sha256", String(64)),
     Column("upload_bytes", Integer),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     Column("success", Boolean, nullable=False),
     Column("status_code", Integer, nullable=False),
     Column("class_id", Integer),
@@ -30,6 +30,7 @@ predictions = Table(
     Column("rollout_id", Integer),
     Column("shadow_top1_agree", Boolean),
     Column("shadow_top5_overlap", Integer),
+    Column("trace_id", String(32), index=True),
     Index("ix_predictions_rollout", "rollout_id", "arm", "id"),
 )
 
@@ -46,7 +47,20 @@ rollouts = Table(
     Column("reason", Text),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("ended_at", DateTime(timezone=True)),
+    # JSON: an ended rollout's figures, kept before a retention purge deletes its rows.
+    Column("figures", Text),
     Index("ix_rollouts_model_state", "model_name", "state"),
+)
+
+# Users whose prediction-log rows were erased (gateway.erasures): how many went, and
+# the moment before which their tokens are refused.
+erasures = Table(
+    "erasures", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(255), nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("erased_by", String(64), nullable=False),
+    Column("rows_deleted", BigInteger, nullable=False),
 )
 
 # Model versions as declared state (gateway.catalog): what every replica's agent makes

@@ -12,6 +12,7 @@ import urllib3
 from urllib3.exceptions import (ConnectTimeoutError, HTTPError, ProtocolError,
                                 ReadTimeoutError)
 
+from gateway import tracing
 from gateway.errors import ApiError, unavailable
 from gateway.settings import Settings
 
@@ -56,7 +57,8 @@ class TorchServeClient:
         path = f"/predictions/{name}" + (f"/{version}" if version else "")
         response = self._request(
             "POST", self.url + path, body=image,
-            headers={"Content-Type": "application/octet-stream", "X-Request-ID": request_id},
+            headers=tracing.inject({"Content-Type": "application/octet-stream",
+                                    "X-Request-ID": request_id}),
         )
         status, body = response.status, _json(response.data)
         if status == 200 and isinstance(body, dict) and "predictions" in body:

@@ -7,9 +7,12 @@
     python -m gateway.users add-admin admin             # generated password, printed once
     python -m gateway.users revoke alice                # end every token alice holds
     python -m gateway.users quota alice "60 per minute" # her /predict limit ("default" resets)
+    python -m gateway.users erase alice                 # delete her prediction-log rows
 
 Changing a password or role, or revoking, sets the user's `tokens_valid_after`:
 tokens issued before it are refused by every gateway process that reads this file.
+`erase` (the database's DATABASE_URL; gateway.erasures) deletes every prediction-log
+row of the user, under each name the log keeps, and ends their tokens.
 
 Passwords never travel in argv. bcrypt only reads the first 72 bytes of a
 password, so we refuse longer ones when they are set instead of silently
@@ -32,7 +35,11 @@ from pathlib import Path
 
 import bcrypt
 from limits import parse_many
+from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.erasures import Erasures
+from gateway.log_privacy import LogPrivacy
+from gateway.prediction_log import create_log_engine
 from gateway.settings import Settings, SettingsError
 
 ROLES = ("user", "admin")
@@ -176,6 +183,15 @@ def _read_password(confirm: bool = True) -> str:
     return password
 
 
+def _erase(settings: Settings, username: str):
+    engine = create_log_engine(settings.database_url)
+    try:
+        return Erasures(engine, LogPrivacy.from_settings(settings),
+                        settings.jwt_ttl_seconds).erase(username, "cli")
+    finally:
+        engine.dispose()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.users", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,14 +207,17 @@ def main(argv=None) -> int:
     quota = sub.add_parser("quota", help="set the user's /predict rate limit")
     quota.add_argument("username")
     quota.add_argument("limit", help='e.g. "60 per minute", or "default" for PREDICT_RATE_LIMIT')
+    sub.add_parser("erase", help="delete the user's prediction-log rows and end their tokens"
+                   ).add_argument("username")
     admin = sub.add_parser("add-admin", help="create an admin with a generated password")
     admin.add_argument("username", nargs="?", default="admin")
     args = parser.parse_args(argv)
     try:
-        store = UserStore(args.file or Settings.from_env(require_secret=False).users_file)
+        settings = Settings.from_env(require_secret=False)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    store = UserStore(args.file or settings.users_file)
     try:
         if args.command == "add":
             store.set_user(args.username, _read_password(), args.role)
@@ -214,6 +233,10 @@ def main(argv=None) -> int:
             print(f"revoked every token of {args.username!r} issued until now")
         elif args.command == "quota":
             store.set_quota(args.username, None if args.limit == "default" else args.limit)
+        elif args.command == "erase":
+            erasure = _erase(settings, args.username)
+            print(f"erased {erasure.rows_deleted} prediction-log rows of {args.username!r}; "
+                  "their tokens are refused")
         elif args.command == "add-admin":
             password = secrets.token_urlsafe(18)
             store.set_user(args.username, password, "admin")
@@ -221,9 +244,12 @@ def main(argv=None) -> int:
         else:
             for user in store.all():
                 print(f"{user.username}\t{user.role}\t{user.predict_rate_limit or 'default'}")
-    except UserError as exc:
+    except (UserError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except SQLAlchemyError as exc:
+        print(f"error: the prediction log's database: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

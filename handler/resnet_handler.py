@@ -2,9 +2,15 @@
 the int8 TorchScript variant). weights.json in the archive names the architecture.
 
 Self-contained on purpose: TorchServe copies this file into the worker's model
-directory and imports it as a top-level module, so it may import only torch,
-torchvision, Pillow, numpy and the standard library. TorchServe also requires
-exactly one class in the module, hence ValueError and plain dicts below.
+directory and imports it as a top-level module, so it may import only what the serve
+image installs (torch, torchvision, Pillow, numpy, TorchServe, OpenTelemetry) and the
+standard library. TorchServe also requires exactly one class in the module, hence
+ValueError and plain dicts below.
+
+Traces: each request continues the gateway's trace (its `traceparent`) with a span
+linked to the span of the batch it ran in, whose children are the batch's preprocess,
+inference and postprocess. Exported as the gateway's are (gateway/tracing.py: the
+standard OTEL_* variables, off unless a collector is named).
 """
 
 import io
@@ -12,12 +18,15 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
+from opentelemetry import propagate, trace
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import transforms
 from torchvision.models import get_model
+from ts.metrics.dimension import Dimension
 from ts.torch_handler.base_handler import BaseHandler
 
 logger = logging.getLogger(__name__)
@@ -25,6 +34,8 @@ logger = logging.getLogger(__name__)
 # What each answer and `GET /models` tell about the weights a version runs.
 WEIGHTS_SHOWN = ("arch", "source", "sha256", "variant", "top1_agreement", "agreement_images",
                  "passes_gate")
+
+SERVICE_NAME = "image-classifier-handler"
 
 IMAGENET_TRANSFORM = transforms.Compose(
     [
@@ -118,11 +129,36 @@ def _payload(row) -> bytes:
     raise ValueError("request carries no image bytes")
 
 
+def _tracer() -> trace.Tracer | None:
+    """This worker's tracer, exporting over OTLP, when the standard variables name a
+    collector; else None: no spans (the log still names each request's trace)."""
+    env = os.environ
+    if not ((env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+             or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            and env.get("OTEL_SDK_DISABLED", "").lower() != "true"
+            and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none"):
+        return None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if env.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    named = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": SERVICE_NAME}
+    provider = TracerProvider(resource=Resource.create(named))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return trace.get_tracer("handler")
+
+
 class ResNetHandler(BaseHandler):
     """Classifies images with a ResNet; one bad image never fails its batch."""
 
     def initialize(self, context):
         self.context = context
+        self.tracer = _tracer()
         self.manifest = context.manifest
         model_dir = context.system_properties["model_dir"]
         settings = (context.model_yaml_config or {}).get("handler", {})
@@ -158,30 +194,67 @@ class ResNetHandler(BaseHandler):
             )
         self.initialized = True
 
+    def _start_spans(self, request_ids: list, parents: list) -> tuple | None:
+        """(the batch's span, each request's span in its caller's trace, linked to it);
+        None when not exporting."""
+        if self.tracer is None:
+            return None
+        parents = [propagate.extract(p) for p in parents]
+        incoming = [trace.get_current_span(p).get_span_context() for p in parents]
+        batch = self.tracer.start_span(
+            "batch", attributes={"batch.size": len(request_ids)},
+            links=[trace.Link(c) for c in incoming if c.is_valid])
+        link = [trace.Link(batch.get_span_context())]
+        return batch, [self.tracer.start_span("request", context=parent, links=link,
+                                              attributes={"request_id": request_id or ""})
+                       for parent, request_id in zip(parents, request_ids)]
+
+    def _stage(self, spans: tuple | None, name: str):
+        """A span of the batch's (preprocess, inference, postprocess)."""
+        if spans is None:
+            return nullcontext()
+        return self.tracer.start_as_current_span(name, context=trace.set_span_in_context(spans[0]))
+
     def preprocess(self, data):
-        """-> {"size", "tensor" (good images stacked, or None), "good", "errors", "timing"}."""
+        """-> {"size", "tensor" (good images stacked, or None), "good", "errors", "timing",
+        "spans"}."""
         started = time.perf_counter()
         tensors, good, errors = [], [], {}
         # The gateway's X-Request-ID, so this log joins the gateway's.
         request_ids = [self.context.get_request_header(i, "X-Request-ID") for i in range(len(data))]
-        logger.info("batch of %d, request ids %s", len(data), request_ids)
-        for idx, row in enumerate(data):
-            try:
-                tensors.append(transform(_payload(row), self.max_pixels))
-                good.append(idx)
-            except ValueError as exc:
-                errors[idx] = str(exc)
-                logger.info("request %s: %s", request_ids[idx], exc)
-        tensor = torch.stack(tensors) if tensors else None
+        # Each request's W3C trace context, as the gateway passed it on.
+        parents = [{key: value for key in ("traceparent", "tracestate")
+                    if (value := self.context.get_request_header(i, key))}
+                   for i in range(len(data))]
+        trace_ids = [(p.get("traceparent", "").split("-") + ["", ""])[1] or None
+                     for p in parents]
+        logger.info("batch of %d, request ids %s, trace ids %s", len(data), request_ids, trace_ids)
+        spans = self._start_spans(request_ids, parents)
+        # TorchServe's metrics port exports it as Batches{BatchSize="n"}: the dashboard's
+        # batch sizes (config.properties: model_metrics_auto_detect).
+        self.context.metrics.add_counter("Batches", 1,
+                                         dimensions=[Dimension("BatchSize", str(len(data)))])
+        with self._stage(spans, "preprocess"):
+            for idx, row in enumerate(data):
+                try:
+                    tensors.append(transform(_payload(row), self.max_pixels))
+                    good.append(idx)
+                except ValueError as exc:
+                    errors[idx] = str(exc)
+                    if spans:
+                        spans[1][idx].set_attribute("error", str(exc))
+                    logger.info("request %s: %s", request_ids[idx], exc)
+            tensor = torch.stack(tensors) if tensors else None
         timing = {"preprocess": time.perf_counter() - started}
         return {"size": len(data), "tensor": tensor, "good": good, "errors": errors,
-                "timing": timing}
+                "timing": timing, "spans": spans}
 
     def inference(self, data, *args, **kwargs):
         if data["tensor"] is None:
             return data, None
         started = time.perf_counter()
-        probabilities = classify(self.model, data["tensor"])
+        with self._stage(data["spans"], "inference"):
+            probabilities = classify(self.model, data["tensor"])
         data["timing"]["inference"] = time.perf_counter() - started
         return data, probabilities
 
@@ -189,25 +262,31 @@ class ResNetHandler(BaseHandler):
         started = time.perf_counter()
         batch, probabilities = data
         results = [None] * batch["size"]
-        for idx, message in batch["errors"].items():
-            self.context.set_response_status(422, message, idx)
-            results[idx] = {"error": message, **self.model_info}
-        if probabilities is not None:
-            top_p, top_i = probabilities.topk(self.top_k, dim=1)
-            for row, idx in enumerate(batch["good"]):
-                results[idx] = {
-                    "predictions": [
-                        {
-                            "class_id": int(c),
-                            "category_name": self.mapping[int(c)],
-                            "probability": float(p),
-                        }
-                        for p, c in zip(top_p[row].tolist(), top_i[row].tolist())
-                    ],
-                    **self.model_info,
-                }
+        with self._stage(batch["spans"], "postprocess"):
+            for idx, message in batch["errors"].items():
+                self.context.set_response_status(422, message, idx)
+                results[idx] = {"error": message, **self.model_info}
+            if probabilities is not None:
+                top_p, top_i = probabilities.topk(self.top_k, dim=1)
+                for row, idx in enumerate(batch["good"]):
+                    results[idx] = {
+                        "predictions": [
+                            {
+                                "class_id": int(c),
+                                "category_name": self.mapping[int(c)],
+                                "probability": float(p),
+                            }
+                            for p, c in zip(top_p[row].tolist(), top_i[row].tolist())
+                        ],
+                        **self.model_info,
+                    }
         batch["timing"]["postprocess"] = time.perf_counter() - started
         self._report_timing(batch)
+        if batch["spans"]:
+            batch_span, request_spans = batch["spans"]
+            for span in request_spans:
+                span.end()
+            batch_span.end()
         return results
 
     def _report_timing(self, batch: dict) -> None:

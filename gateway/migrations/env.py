@@ -5,7 +5,9 @@ from alembic import context
 from gateway.tables import metadata
 
 connection = context.config.attributes["connection"]
+# One transaction per migration: 0004 builds an index outside any (CONCURRENTLY).
 context.configure(connection=connection, target_metadata=metadata,
-                  render_as_batch=connection.dialect.name == "sqlite")
+                  render_as_batch=connection.dialect.name == "sqlite",
+                  transaction_per_migration=True)
 with context.begin_transaction():
     context.run_migrations()

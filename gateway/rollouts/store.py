@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.engine import Engine
 
-from gateway import metrics
 from gateway.prediction_log import as_utc
 from gateway.rollouts.guard import Guard, breach, candidate_failed, error_rate, percentile
 from gateway.rollouts.state import Rollout
@@ -102,22 +101,29 @@ class RolloutStore:
 
     def review(self, rollout: Rollout) -> str | None:
         """The guard on the newest candidate rows; a breach rolls the rollout back (once,
-        whichever process sees it first). The breach's reason, or None."""
+        whichever process sees it first). The reason, when this call rolled it back."""
         guard = rollout.guard
         with self.engine.connect() as connection:
             window = self._arm_rows(connection, rollout.id, rollout.mode, guard.min_requests)
             baseline = self._arm_rows(connection, rollout.id, "default", guard.min_requests)
         reason = breach(guard, window, baseline)
-        if reason and self.end(rollout.id, "rolled_back", reason):
-            metrics.ROLLBACKS.labels(rollout.version, reason.split(" ", 1)[0]).inc()
-            logger.warning({"event": "rollback", "model_name": rollout.model_name,
-                            "version": rollout.version, "mode": rollout.mode,
-                            "rollout_id": rollout.id, "reason": reason})
+        if not (reason and self.end(rollout.id, "rolled_back", reason)):
+            return None
+        logger.warning({"event": "rollback", "model_name": rollout.model_name,
+                        "version": rollout.version, "mode": rollout.mode,
+                        "rollout_id": rollout.id, "reason": reason})
         return reason
 
     def stats(self, rollout: Rollout) -> dict:
         """Per arm: requests, candidate failures, latency percentiles (newest
-        STATS_WINDOW rows), and for shadow the running agreement."""
+        STATS_WINDOW rows), and for shadow the running agreement; for an ended rollout
+        whose rows a purge may delete, the figures kept before it (freeze_ended)."""
+        with self.engine.connect() as connection:
+            frozen = connection.execute(
+                select(rollouts.c.figures).where(rollouts.c.id == rollout.id)).scalar()
+        return json.loads(frozen) if frozen else self.figures_from_rows(rollout)
+
+    def figures_from_rows(self, rollout: Rollout) -> dict:
         arms = {}
         with self.engine.connect() as connection:
             counts = dict(connection.execute(
@@ -149,3 +155,21 @@ class RolloutStore:
                     top1_agreement=(compared[1] or 0) / compared[0] if compared[0] else None,
                     mean_top5_overlap=float(compared[2]) if compared[2] is not None else None)
         return arms
+
+
+def freeze_ended(engine: Engine, rows_before: datetime) -> int:
+    """Keep the figures of every ended rollout that has none kept yet and rows older
+    than `rows_before` (which a purge deletes); how many."""
+    old_rows = select(predictions.c.id).where(predictions.c.rollout_id == rollouts.c.id,
+                                              predictions.c.created_at < rows_before)
+    with engine.connect() as connection:
+        ended = connection.execute(
+            select(rollouts).where(rollouts.c.state != "active", rollouts.c.figures.is_(None),
+                                   old_rows.exists())).all()
+    for row in ended:
+        rollout = _from_row(row)
+        figures = RolloutStore(engine, rollout.model_name).figures_from_rows(rollout)
+        with engine.begin() as connection:
+            connection.execute(update(rollouts).where(rollouts.c.id == rollout.id)
+                               .values(figures=json.dumps(figures)))
+    return len(ended)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.containers import Engine
+from tests.support.containers import Engine, compose_service
 from tests.support.servers import ROOT
 from tests.support.backends import required_or_skip
 
@@ -40,6 +40,20 @@ def images(engine) -> str:
     assert built.returncode == 0, built.stderr[-6000:]
     print(built.stdout)  # build times and sizes, shown with -s or on failure
     return built.stdout
+
+
+@pytest.fixture(scope="session")
+def prometheus_image(engine) -> str:
+    """The Compose profile `monitoring`'s Prometheus image: pulled, or where no registry
+    answers, a stand-in built from Debian's package under the same name."""
+    name = compose_service("prometheus")["image"]
+    if engine("image", "inspect", name, check=False).returncode == 0:
+        return name
+    if engine("pull", name, check=False, timeout=300).returncode == 0:
+        return name
+    engine("build", "-t", name, "-f", ROOT / "tests/support/prometheus-stand-in.Containerfile",
+           ROOT / "tests/support", timeout=1200)
+    return name
 
 
 @pytest.fixture

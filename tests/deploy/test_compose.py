@@ -8,30 +8,35 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+import yaml
 
 from gateway import db
 from modelbuild import archive, weights
 from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
 from tests.support.servers import ROOT, free_port
 from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, users_file_with
+from tests.support.waiting import CONTAINER_READY_S, wait_for
 
-SERVICES = {"serve": 2, "postgres": 1, "redis": 1, "gateway": 1}  # service: replicas
+# replicas, with the profile `monitoring`
+SERVICES = {"serve": 2, "postgres": 1, "redis": 1, "gateway": 1, "purge": 1, "prometheus": 1}
+HEALTHCHECKED = ("serve", "postgres", "redis", "gateway", "prometheus")
 
 
 @pytest.fixture
-def stack(engine, images, name_prefix, tmp_path):
-    """`compose up` of the project under a unique name; only the published port and the
-    users file (the shipped one plus an admin) differ."""
+def stack(engine, images, prometheus_image, name_prefix, tmp_path):
+    """`compose up` of the project with the profile `monitoring`, under a unique name;
+    only the published ports and the users file (the shipped one plus an admin) differ."""
     project = name_prefix.replace("-", "")
-    port = free_port()
+    port, prometheus_port = free_port(), free_port()
     users = tmp_path / "users.json"
     users_file_with(ROOT / "config/users.json", users, []).set_user(
         ADMIN_USER, ADMIN_PASSWORD, "admin")
     users.chmod(0o644)  # the gateway reads it as uid 10001
     env = {**os.environ, "JWT_SECRET": secrets.token_urlsafe(48),
            "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "WEIGHTS": "random",
-           "USERS_FILE_HOST": str(users),
-           "GATEWAY_PUBLISH": f"127.0.0.1:{port}"}
+           "USERS_FILE_HOST": str(users), "PREDICTION_LOG_RETENTION_DAYS": "30",
+           "GATEWAY_PUBLISH": f"127.0.0.1:{port}", "COMPOSE_PROFILES": "monitoring",
+           "PROMETHEUS_PUBLISH": f"127.0.0.1:{prometheus_port}"}
 
     def compose(*args, timeout=600):
         return subprocess.run([*engine.compose_command(), "-f", str(COMPOSE_FILE), "-p", project,
@@ -50,6 +55,7 @@ def stack(engine, images, name_prefix, tmp_path):
             containers[service] = ids[0]
             replicas[service] = ids
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "project": project,
+               "prometheus": f"http://127.0.0.1:{prometheus_port}",
                "containers": containers, "replicas": replicas, "compose": compose,
                "started": started, "env": env}
     finally:
@@ -58,7 +64,7 @@ def stack(engine, images, name_prefix, tmp_path):
 
 def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     containers, url = stack["containers"], stack["url"]
-    for service in SERVICES:  # serve: its image's HEALTHCHECK (every declared version)
+    for service in HEALTHCHECKED:  # serve: its image's HEALTHCHECK (every declared version)
         for container in stack["replicas"][service]:
             engine.wait_healthy(container)
     # The entrypoint migrated the schema before gunicorn started (which only checks it).
@@ -95,11 +101,30 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     keys = engine("exec", containers["redis"], "redis-cli", "--scan").stdout
     assert "mallory" in keys, keys
 
+    # Retention: a row older than PREDICTION_LOG_RETENTION_DAYS goes at the purge
+    # service's next round (a restart starts one), the others stay.
+    def psql(sql: str) -> str:
+        return engine("exec", containers["postgres"], "psql", "-U", "classifier", "-d",
+                      "classifier", "-tAc", sql).stdout.strip()
+
+    psql("INSERT INTO predictions (request_id, username, created_at, success, status_code, "
+         "latency_ms) VALUES ('ancient', 'client_user', now() - interval '31 days', true, "
+         "200, 1)")
+    kept = int(psql("SELECT count(*) FROM predictions")) - 1
+    engine("restart", containers["purge"])
+    wait_for(lambda: psql("SELECT count(*) FROM predictions WHERE request_id = 'ancient'")
+             == "0", timeout=CONTAINER_READY_S, what="the purge service's round",
+             log=lambda: engine.logs(containers["purge"]))
+    assert int(psql("SELECT count(*) FROM predictions")) == kept
+    assert "purged 1 rows older than" in engine.logs(containers["purge"])
+
     # Only the gateway is published, on the loopback port asked for.
-    for service in ("serve", "postgres", "redis"):
+    for service in ("serve", "purge", "postgres", "redis"):
         for container in stack["replicas"][service]:
             assert engine.published(container) == "", service
     assert engine.published(containers["gateway"]) == f"8000/tcp -> 127.0.0.1:{stack['port']}"
+    prometheus_port = stack["prometheus"].rsplit(":", 1)[1]
+    assert engine.published(containers["prometheus"]) == f"9090/tcp -> 127.0.0.1:{prometheus_port}"
 
 
 def test_compose_down_keeps_the_database_volume(engine, stack):
@@ -136,3 +161,32 @@ def test_register_and_promote_through_the_gateway_reach_both_replicas(engine, st
     for container in stack["replicas"]["serve"]:
         assert engine("exec", container, "python", "-c", default).stdout.strip() == "2.0"
     assert round_trip(url)["model_version"] == "2.0"
+
+
+def test_the_monitoring_profile_scrapes_the_gateway_and_every_replica(engine, stack):
+    """Prometheus (profile `monitoring`) is healthy with every alert rule loaded, and
+    scrapes the gateway and both serve replicas."""
+    engine.wait_healthy(stack["containers"]["prometheus"])
+    api = stack["prometheus"] + "/api/v1/"
+    groups = requests.get(api + "rules", timeout=30).json()["data"]["groups"]
+    alerts = yaml.safe_load((ROOT / "config/prometheus/alerts.yml").read_text())
+    assert [rule["name"] for group in groups for rule in group["rules"]] == [
+        rule["alert"] for group in alerts["groups"] for rule in group["rules"]]
+
+    def targets_up() -> list[tuple[str, str]]:
+        active = requests.get(api + "targets", timeout=30).json()["data"]["activeTargets"]
+        return sorted((t["labels"]["job"], t["health"]) for t in active)
+
+    wait_for(lambda: targets_up() == [("gateway", "up"), ("torchserve", "up"),
+                                      ("torchserve", "up")],
+             timeout=CONTAINER_READY_S, what="the gateway and both replicas scraped",
+             log=lambda: str(targets_up()) + engine.logs(stack["containers"]["prometheus"]))
+
+    def default_ready_workers() -> float:
+        result = requests.get(api + "query", timeout=30, params={
+            "query": 'max(model_version_ready_workers{default="true"})'}).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0
+
+    # Each replica's worker, as the agents report it through the gateway's /metrics.
+    wait_for(lambda: default_ready_workers() == 2, timeout=CONTAINER_READY_S,
+             what="the default version's 2 READY workers in Prometheus")

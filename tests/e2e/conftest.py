@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelbuild import archive, weights
+from tests.support.backends import Postgres, postgres_available, required_or_skip
 from tests.support.servers import ROOT
 from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
 
@@ -74,3 +75,17 @@ def user_token(gateway) -> str:
 @pytest.fixture(scope="session")
 def admin_token(gateway) -> str:
     return get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An empty database on SQLite, then on a real PostgreSQL of the test's own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'predictions.db'}"
+        return
+    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
+    server = Postgres().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -69,9 +69,15 @@ def test_bench_smoke(tmp_path):
                                                  "gateway-int8") for c in (1, 2)}
     assert cpu["gateway, c=2"]["gunicorn"] > 0 and cpu["gateway, c=2"]["TorchServe model worker"] > 0
     assert cpu["in-process, c=2"]["bench process"] > 0
+    # Traces exported to a collector, side by side with export off, at each level.
+    assert {(r["mode"], r["concurrency"]) for r in report["tracing"]} == {
+        (m, c) for m in ("gateway", "gateway-traced") for c in (1, 2)}
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["tracing"])
+    assert summary["traced_over_untraced_images_per_s_c2"] > 0
+    assert summary["traced_spans_received"] > 0  # the collector got the traced gateway's
     assert set(report["section_seconds"]) == {"set-up", "main table", "breakdown",
                                               "prediction log", "open inference protocol",
-                                              "shadow", "int8"}
+                                              "tracing", "shadow", "int8"}
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 
@@ -99,3 +105,17 @@ def test_replicas_bench_smoke(tmp_path):
     report = json.loads((tmp_path / "replicas.json").read_text())
     assert report["replicas"] == 2 and len(report["first_ready_wait_s"]) == 2
     assert all(len(runs) == 1 for runs in report["runs"].values()), report["runs"]
+
+
+@pytest.mark.timeout(REPLICAS_S + 60)
+def test_log_lifecycle_bench_smoke(tmp_path):
+    """`make bench-log`'s harness on 2,000 rows."""
+    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.log_lifecycle", "--rows", "2000", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=REPLICAS_S)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "log-lifecycle.json").read_text())
+    for figures in report.values():
+        assert figures["rows"] == 2000 and figures["purged"] == 1000, figures
+        assert figures["export_rows_per_s"] > 0 and figures["usage_day_s"] >= 0

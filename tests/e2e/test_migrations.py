@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import pytest
@@ -13,22 +15,8 @@ from gateway import db, prediction_log
 from gateway.tables import predictions
 from tests.support.servers import ROOT, GatewayServer
 from tests.support.stack import get_token
-from tests.support.backends import Postgres, postgres_available, required_or_skip
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'predictions.db'}"
-        return
-    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
-    server = Postgres().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def landed_database(url: str, rows: int) -> None:
@@ -125,6 +113,47 @@ def test_two_gateways_starting_together_migrate_once(torchserve, tmp_path, users
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_waiting_upgrade_never_blocks_the_holders_concurrent_index_build(database_url):
+    """While one process holds the migration lock and builds an index CONCURRENTLY (as
+    0004 does), another upgrade waits for the lock without holding a snapshot that the
+    build would wait for: both finish, no deadlock."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the advisory lock and concurrent index builds are PostgreSQL's")
+    db.upgrade(database_url)
+    holder = prediction_log.create_log_engine(database_url).connect().execution_options(
+        isolation_level="AUTOCOMMIT")
+    try:
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": db.MIGRATION_LOCK_KEY})
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(db.upgrade, database_url)
+            time.sleep(1)  # the other upgrade is waiting for the lock by now
+            holder.execute(text("CREATE INDEX CONCURRENTLY ix_test_build ON predictions (score)"))
+            holder.execute(text("SELECT pg_advisory_unlock(:key)"),
+                           {"key": db.MIGRATION_LOCK_KEY})
+            assert waiting.result(timeout=120) == (db.head(), db.head())
+    finally:
+        holder.execute(text("DROP INDEX IF EXISTS ix_test_build"))
+        holder.close()
+
+
+def test_an_upgrade_from_the_previous_revision_keeps_every_row(database_url):
+    engine = prediction_log.create_log_engine(database_url)
+    with engine.begin() as connection:
+        command.upgrade(db.alembic_config(connection), "0003")
+    rows = [{"request_id": f"r{i}", "username": "client_user", "created_at": datetime(
+        2026, 11, 1, tzinfo=timezone.utc), "success": True, "status_code": 200,
+        "latency_ms": i} for i in range(500)]
+    with engine.begin() as connection:
+        connection.execute(insert(predictions), rows)
+    db.upgrade(database_url)
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT request_id, latency_ms FROM predictions "
+                                       "ORDER BY id")).all()
+        assert db.current(connection) == db.head()
+    engine.dispose()
+    assert [tuple(r) for r in kept] == [(f"r{i}", i) for i in range(500)]
 
 
 def test_models_and_migrations_do_not_drift(database_url):

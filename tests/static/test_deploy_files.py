@@ -49,6 +49,8 @@ def pod_specs(docs):
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet"):
             yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+        elif d["kind"] == "CronJob":
+            yield d["metadata"]["name"], d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def compose():
@@ -77,7 +79,7 @@ def test_rendered_manifests_pass_strict_schema_validation(rendered):
     assert result.returncode == 0, result.stdout + result.stderr
     kinds = {d["kind"] for d in docs}
     assert {"Namespace", "ConfigMap", "Secret", "Deployment", "StatefulSet", "Service",
-            "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+            "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "CronJob"} <= kinds
 
 
 def test_schema_validation_can_fail(tmp_path):
@@ -155,6 +157,12 @@ def test_images_and_start_scripts_agree(rendered):
     assert "scripts/start-serve.sh" in makefile_run and "scripts/start-gateway.sh" in makefile_run
     serve_script = (ROOT / "scripts/start-serve.sh").read_text()
     assert "scripts/start-torchserve.sh" in serve_script and "gateway.model_agent" in serve_script
+    # Retention: the CronJob and the Compose service run the same purge, from the gateway image.
+    purge = dict(pod_specs(docs))["prediction-log-purge"]["containers"][0]
+    assert purge["image"] == images["gateway"] == services["purge"]["image"]
+    assert purge["command"] == ["python", "-m", "gateway.db", "purge"]
+    assert services["purge"]["entrypoint"][:4] == purge["command"]
+    assert by_kind(docs, "CronJob")["prediction-log-purge"]["spec"]["concurrencyPolicy"] == "Forbid"
     pod = {c["name"]: c for c in dict(pod_specs(docs))["serve"]["containers"]}
     assert pod["torchserve"]["command"] == ["/app/scripts/start-torchserve.sh"]
     assert pod["model-agent"]["command"] == ["python", "-m", "gateway.model_agent"]
@@ -193,7 +201,8 @@ def test_everything_runs_as_non_root(rendered):
     for name in ("Dockerfile.serve", "Dockerfile.gateway"):
         users = re.findall(r"^USER (\S+)", dockerfile(name), re.M)
         assert users and users[-1] not in ("root", "0"), name
-    assert set(compose()["services"]) == {"serve", "gateway", "postgres", "redis"}
+    assert set(compose()["services"]) == {"serve", "gateway", "purge", "postgres", "redis",
+                                          "prometheus", "grafana"}
     for name, service in compose()["services"].items():
         assert str(service.get("user", "0")) not in ("0", "root"), name
         assert service.get("read_only") is True and service.get("cap_drop") == ["ALL"], name
@@ -233,7 +242,9 @@ def test_management_port_is_never_exposed_outside(rendered):
     _, docs = rendered
     services = compose()["services"]
     published = {name: s.get("ports", []) for name, s in services.items() if s.get("ports")}
-    assert published == {"gateway": ["${GATEWAY_PUBLISH:-8000}:8000"]}
+    assert published == {"gateway": ["${GATEWAY_PUBLISH:-8000}:8000"],  # and, on loopback:
+                         "prometheus": ["${PROMETHEUS_PUBLISH:-127.0.0.1:9090}:9090"],
+                         "grafana": ["${GRAFANA_PUBLISH:-127.0.0.1:3000}:3000"]}
     assert compose()["networks"]["backend"]["internal"] is True
     for name, service in by_kind(docs, "Service").items():
         ports = {p["port"] for p in service["spec"]["ports"]}

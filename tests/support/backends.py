@@ -1,5 +1,7 @@
-"""Throwaway PostgreSQL, Redis and HAProxy servers for the tests, on free loopback ports."""
+"""Throwaway PostgreSQL, Redis, HAProxy and Prometheus servers for the tests, on free
+loopback ports."""
 
+import json
 import os
 import pwd
 import shutil
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.servers import free_port
+from tests.support.servers import ROOT, free_port
 from tests.support.waiting import SERVER_START_S, wait_for
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -170,3 +172,58 @@ def required_or_skip(available: bool, what: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what} is required under CI (.ci/run installs it)")
     pytest.skip(f"{what} is not installed here; .ci/run installs it in CI")
+
+
+class Prometheus:
+    """Debian's Prometheus scraping `targets` ({job: ["host:port", ...]}) every second,
+    with the project's alert rules loaded (config/prometheus/alerts.yml), evaluated every
+    second; its HTTP API on a free loopback port."""
+
+    def __init__(self, work: Path, targets: dict[str, list[str]]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.work, self.proc = work, None
+        self.config = work / "prometheus.yml"
+        self.config.write_text(json.dumps({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ROOT / "config" / "prometheus" / "alerts.yml")],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": hosts}]}
+                               for job, hosts in targets.items()],
+        }))  # JSON is YAML
+
+    def start(self):
+        self.log = open(self.work / "prometheus.log", "ab")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={self.config}",
+             f"--storage.tsdb.path={self.work / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: requests.get(self.url + "/-/ready", timeout=10).status_code == 200,
+                     timeout=SERVER_START_S, what="Prometheus ready",
+                     alive=lambda: self.proc.poll() is None, log=self.log_tail)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self) -> str:
+        return (self.work / "prometheus.log").read_text(errors="replace")[-4000:]
+
+    def api(self, path: str, **params):
+        answer = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
+        answer.raise_for_status()
+        return answer.json()["data"]
+
+    def query(self, expr: str) -> list[dict]:
+        """The instant vector `expr` gives now."""
+        return self.api("query", query=expr)["result"]
+
+    def alerts(self, name: str) -> list[dict]:
+        """The alert's firing or pending instances."""
+        return [a for a in self.api("alerts")["alerts"] if a["labels"]["alertname"] == name]
+
+    def stop(self):
+        if self.proc is not None:
+            terminate(self.proc)
+            self.log.close()

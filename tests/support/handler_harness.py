@@ -1,6 +1,10 @@
 """The TorchServe handler driven in this process, as TorchServe's worker drives it."""
 
+from pathlib import Path
 from types import SimpleNamespace
+
+import ts
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from handler import resnet_handler
 from modelbuild.handler_files import MODEL_CONFIG
@@ -27,7 +31,8 @@ def load_handler(model_dir, version: str = "1.0") -> resnet_handler.ResNetHandle
         system_properties={"model_dir": str(model_dir)},
         manifest={"model": {"modelName": "classifier", "modelVersion": version,
                             "serializedFile": "model.pt"}},
-        model_yaml_config=MODEL_CONFIG, statuses={}, headers={}))
+        model_yaml_config=MODEL_CONFIG, statuses={}, headers={},
+        metrics=MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))))
     return handler
 
 

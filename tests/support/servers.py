@@ -116,13 +116,14 @@ class ReplicaServer(TorchServeServer):
 
     script = "start-serve.sh"
 
-    def __init__(self, seed_store: Path, run_dir: Path, database_url: str, replica_id: str):
+    def __init__(self, seed_store: Path, run_dir: Path, database_url: str, replica_id: str,
+                 **env):
         self.state_file = run_dir / "agent-state.json"
         self.store = run_dir / "store"
         super().__init__(self.store, run_dir, load_models="", DATABASE_URL=database_url,
                          AGENT_STORE=self.store, AGENT_STATE_FILE=self.state_file,
                          REPLICA_ID=replica_id, MODEL_STORE=seed_store,
-                         AGENT_INTERVAL_SECONDS=1)
+                         AGENT_INTERVAL_SECONDS=1, **env)
         self.replica_id = replica_id
 
     def ready(self) -> tuple[bool, str]:

@@ -19,14 +19,16 @@ DEMO_USER, DEMO_PASSWORD = "client_user", "tryClassifier"
 ADMIN_USER, ADMIN_PASSWORD = "ops_admin", secrets.token_urlsafe(12)
 
 
-def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str, **settings):
+def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str,
+                replica_env: dict | None = None, **settings):
     """A ready replica and a gateway in front of it; nothing left running if either fails.
     The replica adopts classifier-1.0.mar from `model_store`, where the gateway also finds
-    the archives it registers by name."""
+    the archives it registers by name; `replica_env` is more of the replica's environment."""
     database_url = settings.setdefault("database_url", f"sqlite:///{tmp / 'stack.db'}")
     settings.setdefault("model_store", model_store)
     db.upgrade(database_url)
-    torchserve = ReplicaServer(model_store, tmp / "replica", database_url, "replica-1")
+    torchserve = ReplicaServer(model_store, tmp / "replica", database_url, "replica-1",
+                               **(replica_env or {}))
     # Every test logs in from 127.0.0.1 (the fuzz tests fail hundreds of logins) and
     # the load tests send thousands of predictions as one user: the per-address login
     # limit and the quota are tested on a stack of their own (test_auth_lifecycle.py).

@@ -302,3 +302,24 @@ def test_rate_limit_storage_outage_is_503_not_500(tmp_path):
                                                       "password": "alice-password"})
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.json == {"detail": "rate-limit storage is unavailable, try again"}
+
+
+@pytest.mark.parametrize("query, status", [
+    ("", 200), ("from=2026-11-01", 200), ("from=2026-11-01T00:00:00Z&to=2026-12-01", 200),
+    ("to=2026-12-01T12:00:00.123456789%2B05:30&group_by=version", 200),
+    ("from=0001-01-01T00:00:00%2B05:00&group_by=user", 200),
+    ("from=", 422), ("from=2026-11-01T00:00:00", 422), ("from=20261101", 422),
+    ("from=2026-12-01&to=2026-11-01", 200),
+    ("from=2026-02-30", 422), ("group_by=month", 422),
+])
+def test_usage_parameters_are_checked_before_any_query(client, auth, query, status):
+    answer = client.get(f"/usage?{query}", headers=auth)
+    assert answer.status_code == status, answer.json
+    if status == 200:
+        assert answer.json["groups"] == [] and answer.json["from"].endswith("+00:00")
+
+
+def test_the_logs_admin_routes_refuse_users(client, auth):
+    assert client.get("/predictions/export", headers=auth).status_code == 403
+    assert client.delete("/users/alice/predictions", headers=auth).status_code == 403
+    assert client.delete("/users/alice/predictions").status_code == 401

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from gateway import db
 from gateway.admission import Admission
 from gateway.errors import ApiError
+from gateway.log_privacy import LogPrivacy
 from gateway.pipeline import PredictionPipeline, PredictionRequest
 from gateway.prediction_log import PredictionLog, create_log_engine
 from gateway.quota import Quota
@@ -44,7 +45,12 @@ class ScriptedTorchServe:
 
 
 @pytest.fixture
-def parts(tmp_path):
+def privacy() -> LogPrivacy:
+    return LogPrivacy()
+
+
+@pytest.fixture
+def parts(tmp_path, privacy):
     url = f"sqlite:///{tmp_path / 'log.db'}"
     db.upgrade(url)
     settings = Settings(jwt_secret="k" * 40, database_url=url, max_inflight_predictions=1,
@@ -54,7 +60,7 @@ def parts(tmp_path):
     torchserve = ScriptedTorchServe()
     pipeline = PredictionPipeline(
         settings, torchserve, Admission(settings),
-        Quota(FixedWindowRateLimiter(MemoryStorage()), "5 per minute"), log, rollouts,
+        Quota(FixedWindowRateLimiter(MemoryStorage()), "5 per minute"), log, privacy, rollouts,
         ShadowQueue(1, 4), max_batch=8)
     return pipeline, torchserve, log, rollouts
 
@@ -69,6 +75,20 @@ def call(pipeline, request_id="r1", username="alice", pinned=None, uploads=(PHOT
     return pipeline.predict(PredictionRequest(
         request_id, username, own_quota, pinned, read or (lambda: Form(tuple(uploads))),
         numbered))
+
+
+@pytest.mark.parametrize("privacy", [
+    LogPrivacy("keyed-hash", "extension-only", "k2", (("k1", b"a" * 32), ("k2", b"b" * 32)))])
+def test_a_pseudonymous_log_keeps_neither_the_name_nor_the_file_name(parts, privacy):
+    pipeline, *_, log, _ = parts
+    assert call(pipeline, username="alice").status == 200
+    (row,) = rows(log)
+    assert "alice" not in str(tuple(row)) and PHOTO.filename not in str(tuple(row))
+    assert row.username == privacy.stored_user("alice") and row.username.startswith("hmac:k2:")
+    assert row.username in privacy.names_of("alice")
+    assert row.extension == PHOTO.extension
+    assert [r["request_id"] for r in log.page(privacy.names_of("alice"), 10, None)] == ["r1"]
+    assert log.page(privacy.names_of("bob"), 10, None) == []
 
 
 def test_an_unpinned_call_is_answered_by_the_default_and_logged_once(parts):

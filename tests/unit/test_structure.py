@@ -1,6 +1,7 @@
 """The code's structure rules that a reader relies on (README "Code map")."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -33,6 +34,25 @@ def test_modelctl_runs_without_flask():
     output = in_fresh_process(probe)
     assert "usage: python -m gateway.modelctl" in output
     assert "LOADED []" in output
+
+
+def test_database_commands_run_where_the_metrics_directory_is_not_made_yet(tmp_path):
+    """`python -m gateway.db upgrade` runs first in the gateway's container and the
+    migrate init container, and the purge beside them, all with the gateway's
+    PROMETHEUS_MULTIPROC_DIR, which gunicorn makes only later: they load no metrics."""
+    for command in (["upgrade"], ["current"], ["check"], ["purge", "--days", "30"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.db", "--database-url",
+             f"sqlite:///{tmp_path / 'log.db'}", *command], cwd=ROOT, capture_output=True,
+            text=True, timeout=120,
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "absent")})
+        assert result.returncode == 0, (command, result.stderr)
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports every test module by its base name: two alike stop the whole run."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
 
 
 def test_nothing_edits_the_import_path():
