@@ -34,11 +34,11 @@ archive: install
 	  $(BIN)/python -m modelbuild.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) \
 	    --variant $(VARIANT) --arch $(ARCH) --export-path $(MODEL_STORE)
 
-# A local JWT secret in an ignored file, made once.
-run/jwt_secret:
-	mkdir -p run && umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
+# The local token signing keys (gateway.keys) in an ignored file, made once.
+run/jwt-keys.json: | install
+	$(BIN)/python -m gateway.keys --file $@ ensure
 
-secrets: install run/jwt_secret
+secrets: install run/jwt-keys.json
 
 # Local users live in an ignored copy of the shipped file (demo user only), so that
 # `make admin` never writes an admin hash into a tracked file.
@@ -46,8 +46,8 @@ LOCAL_USERS := run/users.json
 $(LOCAL_USERS):
 	mkdir -p run && cp config/users.json $@
 
-run: check-java install archive run/jwt_secret $(LOCAL_USERS)
-	JWT_SECRET="$${JWT_SECRET:-$$(cat run/jwt_secret)}" USERS_FILE="$${USERS_FILE:-$(LOCAL_USERS)}" \
+run: check-java install archive run/jwt-keys.json $(LOCAL_USERS)
+	JWT_KEYS_FILE="$${JWT_KEYS_FILE:-run/jwt-keys.json}" USERS_FILE="$${USERS_FILE:-$(LOCAL_USERS)}" \
 	  scripts/run-local.sh
 
 # Model versions: the declared state in the database (DATABASE_URL; make run's by
@@ -95,11 +95,18 @@ images:
 
 # Compose secrets: an untracked .env with generated values (see .env.example).
 .env:
-	umask 077 && { echo "JWT_SECRET=$$($(SECRET))"; echo "POSTGRES_PASSWORD=$$($(SECRET))"; \
+	umask 077 && { echo "POSTGRES_PASSWORD=$$($(SECRET))"; \
 	  echo "GRAFANA_PASSWORD=$$($(SECRET))"; \
 	  echo "WEIGHTS=$(IMAGE_WEIGHTS)"; echo "USERS_FILE_HOST=./config/users.json"; } > $@
 
-compose-up: install .env
+# Compose's token signing keys: secrets/ is private to you; the gateway's user (10001)
+# reads the file inside the mounted directory.
+COMPOSE_KEYS := secrets/jwt-keys/jwt-keys.json
+$(COMPOSE_KEYS): | install
+	mkdir -p -m 0700 secrets && mkdir -p -m 0755 secrets/jwt-keys
+	$(BIN)/python -m gateway.keys --file $@ ensure && chmod 0644 $@
+
+compose-up: install .env $(COMPOSE_KEYS)
 	$(COMPOSE) up --build --detach $(if $(filter docker,$(ENGINE)),--wait)
 	@echo "gateway: http://localhost:8000  ($(COMPOSE) ps; $(COMPOSE) logs -f gateway)"
 
@@ -111,9 +118,9 @@ test-deploy: install
 	$(BIN)/pytest -q tests/deploy
 
 # Kubernetes secrets: untracked files under k8s/secrets/ that kustomize turns into Secrets.
-k8s-secrets:
+k8s-secrets: install
 	mkdir -p k8s/secrets
-	umask 077 && test -s k8s/secrets/jwt-secret || $(SECRET) > k8s/secrets/jwt-secret
+	umask 077 && test -s k8s/secrets/jwt-keys.json || $(BIN)/python -m gateway.keys --file k8s/secrets/jwt-keys.json ensure
 	umask 077 && test -s k8s/secrets/postgres-password || $(SECRET) > k8s/secrets/postgres-password
 	test -s k8s/secrets/users.json || cp config/users.json k8s/secrets/users.json
 
@@ -145,14 +152,21 @@ stop:
 	-pkill -f 'gateway.db purge --every'
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop
 
-test: check-java install
+# The OpenID provider of the federation tests (oidc-provider from npm, on Node.js).
+OIDC_PROVIDER := tests/support/oidc/node_modules/.installed
+$(OIDC_PROVIDER): tests/support/oidc/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required by the federation tests: apt-get install -y nodejs npm" >&2; exit 1; }
+	cd tests/support/oidc && npm ci --no-audit --no-fund
+	touch $@
+
+test: check-java install $(OIDC_PROVIDER)
 	$(BIN)/pytest -q tests --ignore=tests/deploy
 
 # The gateway's logic without a server and without torch (tests/unit): under a minute.
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-e2e: check-java install
+e2e: check-java install $(OIDC_PROVIDER)
 	$(BIN)/pytest -q tests/e2e
 
 # Random exploration of the API contract, not part of CI: the contract test with

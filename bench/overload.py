@@ -10,7 +10,6 @@ The first crowd is the reference (the peak, c=16 by default).
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from bench.run import bench_images, percentiles
 from gateway.settings import Settings
 from modelbuild import archive, weights
 from tests.support.servers import ROOT
-from tests.support.stack import get_token, start_stack
+from tests.support.stack import get_token, signing_keys, start_stack
 
 
 def crowd(url: str, token: str, uploads: list[tuple[bytes, str]], clients: int,
@@ -82,7 +81,7 @@ def main(argv=None) -> int:
         archive.build("1.0", weights.random_weights(0), tmp / "store")
         # The shipped in-flight bound (test stacks raise it for their load tests).
         torchserve, gateway = start_stack(
-            tmp, tmp / "store", ROOT / "config" / "users.json", os.urandom(32).hex(),
+            tmp, tmp / "store", ROOT / "config" / "users.json", signing_keys(tmp / "jwt-keys.json"),
             max_inflight_predictions=args.max_inflight)
         try:
             token = get_token(gateway)

@@ -24,7 +24,7 @@ from gateway.users import UserStore
 from modelbuild import archive, weights
 from tests.support.backends import Postgres
 from tests.support.servers import ROOT, GatewayServer, ReplicaServer
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token
+from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys
 
 MODELS = "/models/classifier"
 
@@ -64,7 +64,8 @@ def main(argv=None) -> int:
                 replica.start()
             first_ready = [replica.wait_ready() for replica in replicas]
             cold_start = time.perf_counter() - started
-            gateway = GatewayServer(replicas[0], tmp / "gateway", jwt_secret="x" * 48,
+            gateway = GatewayServer(replicas[0], tmp / "gateway",
+                                    jwt_keys_file=signing_keys(tmp / "jwt-keys.json"),
                                     users_file=users, database_url=postgres.url,
                                     model_store=tmp / "store")
             gateway.start()

@@ -34,13 +34,17 @@ from bench import client, profile
 from gateway.prediction_log import create_log_engine
 from gateway.rollouts.guard import Guard, percentile
 from gateway.rollouts.store import RolloutStore
+from gateway.keys import KeyRing
 from gateway.served_model import MODEL_NAME
+from gateway.settings import Settings
+from gateway.tokens import Tokens
 from handler import resnet_handler as handler
 from modelbuild import archive, weights
 from modelbuild.handler_files import MODEL_CONFIG, transform_batch
 from tests.support import images
 from tests.support.otlp import OtlpReceiver
 from tests.support.servers import ROOT, GatewayServer, TorchServeServer
+from tests.support.stack import signing_keys
 from tests.support.waiting import wait_for
 
 INT8_VERSION = "1.0-int8"
@@ -244,6 +248,9 @@ def main(argv=None) -> int:
         # The traced gateway's collector: an OTLP/HTTP receiver decoding every span.
         collector = OtlpReceiver().start()
         traced = {"otel_exporter_otlp_endpoint": collector.endpoint}
+        # The other gateways sign HS256 with the secret (the fallback); this one ES256.
+        keys = KeyRing(signing_keys(tmp / "jwt-keys.json"), Settings.jwt_ttl_seconds)
+        es256 = {"jwt_secret": "", "jwt_keys_file": keys.path}
         gateways = {}
         try:
             torchserve.start()
@@ -251,26 +258,28 @@ def main(argv=None) -> int:
             for name, log_on, more in (("gateway", "true", {}),
                                        ("gateway-no-prediction-log", "false", {}),
                                        ("gateway-shadow", "true", {}),
-                                       ("gateway-traced", "true", traced)):
-                gateways[name] = GatewayServer(torchserve, tmp / name, jwt_secret=secret,
+                                       ("gateway-traced", "true", traced),
+                                       ("gateway-es256", "true", es256)):
+                gateways[name] = GatewayServer(torchserve, tmp / name,
                                                users_file=ROOT / "config/users.json",
                                                prediction_log=log_on,
                                                # one user drives every cell: no quota
                                                predict_rate_limit="1000000 per minute",
-                                               **more)
+                                               **{"jwt_secret": secret, **more})
                 gateways[name].start()
                 gateways[name].wait_up()
-            token = requests.post(gateways["gateway"].url + "/token", timeout=30, data={
+            token, es256_token = (requests.post(gateways[name].url + "/token", timeout=30, data={
                 "username": "client_user", "password": "tryClassifier"}).json()["access_token"]
+                for name in ("gateway", "gateway-es256"))
 
             bodies = client.uploads(payloads)
 
             def direct(i, pool):
                 return client.direct(pool, torchserve.url, payloads[i % len(payloads)]).status
 
-            def through(url, version=None):
+            def through(url, version=None, bearer=None):
                 def call(i, pool):
-                    return client.predict(pool, url, token, bodies[i % len(bodies)],
+                    return client.predict(pool, url, bearer or token, bodies[i % len(bodies)],
                                           version).status
                 return call
 
@@ -314,6 +323,18 @@ def main(argv=None) -> int:
             spans_received = len(wait_for(collector.spans, timeout=SPANS_EXPORTED_S,
                                           what="the traced gateway's spans at the collector"))
             clock.done("tracing")
+            # Tokens signed ES256 (keys) against HS256 (secret), side by side at c=1, and
+            # one verify of each in this process.
+            signing = alternate({"gateway": modes["gateway"],
+                                 "gateway-es256": lambda c, n: run_http(c, n, through(
+                                     gateways["gateway-es256"].url, bearer=es256_token))},
+                                1, args.rounds, per_round)
+            verify_us = {
+                "hs256": profile.per_call_us(Tokens(Settings(jwt_secret=secret), None).verify,
+                                             token),
+                "es256": profile.per_call_us(Tokens(Settings(jwt_secret="", jwt_keys_file=str(
+                    keys.path)), keys).verify, es256_token)}
+            clock.done("signing")
             # Shadow copies of every request to another version against no rollout, at c=1.
             shadowing = start_shadow(torchserve, gateways["gateway-shadow"])
             shadow = alternate({"gateway": modes["gateway"],
@@ -375,16 +396,19 @@ def main(argv=None) -> int:
             traced_row["gateway-traced", c][key] / traced_row["gateway", c][key], 3)
            for c in levels for key in ("images_per_s", "p50_ms")},
         "traced_spans_received": spans_received,
+        "es256_minus_hs256_p50_ms_c1": round(signing[1]["p50_ms"] - signing[0]["p50_ms"], 2),
+        **{f"{alg}_verify_us": us for alg, us in verify_us.items()},
         "shadow_percent": SHADOW_PERCENT,
         "shadow_added_p50_ms_c1": round(shadow[1]["p50_ms"] - shadow[0]["p50_ms"], 2),
         "shadow_added_p95_ms_c1": round(shadow[1]["p95_ms"] - shadow[0]["p95_ms"], 2),
         **shadow_copies,
         "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow,
-                                             *tracing]),
+                                             *tracing, *signing]),
     }
     return write_report(args, summary, stages, clock, results=results,
                         prediction_log=[log_on, log_off], variants=variants, oip=oip,
-                        tracing=tracing, shadow=shadow, cpu_ms_per_image=meter.per_image_ms())
+                        tracing=tracing, signing=signing, shadow=shadow,
+                        cpu_ms_per_image=meter.per_image_ms())
 
 
 def main_summary(results: list[dict], ready_s: float, levels: list[int], top: int) -> dict:

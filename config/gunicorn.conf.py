@@ -12,10 +12,12 @@ import shutil
 
 from gateway.log_privacy import LogPrivacy
 from gateway.settings import Settings, SettingsError
+from gateway.tokens import Tokens
 
 try:
     settings = Settings.from_env()
     LogPrivacy.from_settings(settings)  # the log's modes and keys file, before any worker
+    Tokens.from_settings(settings)  # the signing keys and trusted issuers, likewise
 except SettingsError as exc:  # stops here, with a clear message
     raise SystemExit(f"gateway: {exc}") from None
 

@@ -32,7 +32,7 @@ from gateway.catalog import Archive, Catalog, DeclaredVersion, sha256_of
 from gateway.errors import ApiError
 from gateway.prediction_log import create_log_engine
 from gateway.readiness import ready_workers
-from gateway.settings import Settings, SettingsError
+from gateway.settings import Settings, cli_settings
 from gateway.torchserve_client import TorchServeClient
 
 log = logging.getLogger("model_agent")
@@ -205,11 +205,7 @@ class ModelAgent:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s model_agent %(levelname)s %(message)s")
-    try:
-        settings = Settings.from_env(require_secret=False)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = cli_settings()
     agent = ModelAgent(settings, Catalog(create_log_engine(settings.database_url),
                                          settings.model_name), TorchServeClient(settings))
     stop = threading.Event()

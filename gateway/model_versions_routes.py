@@ -18,7 +18,7 @@ bp = Blueprint("model_versions", __name__, url_prefix="/models")
 
 def _admin(name: str) -> tuple[ModelVersions, str]:
     """The model's versions and the admin's name."""
-    user = authenticate("admin")
+    user = authenticate("models:admin")
     versions = services().versions
     versions.check_name(name)
     return versions, user.username

@@ -31,7 +31,7 @@ from gateway.rollouts.control import RolloutControl
 from gateway.rollouts.guard import Guard
 from gateway.rollouts.state import MODES
 from gateway.rollouts.store import RolloutStore
-from gateway.settings import Settings, SettingsError
+from gateway.settings import Settings, cli_settings
 from gateway.torchserve_client import TorchServeClient
 
 ROLLOUT_COMMANDS = {"rollout": "start", "rollout-status": "status",
@@ -75,11 +75,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     given = {name: getattr(args, name) for name in ("database_url", "model_name")
              if getattr(args, name) is not None}
-    try:
-        settings = Settings.from_env(require_secret=False, **given)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = cli_settings(**given)
     engine = create_log_engine(settings.database_url)
     versions = ModelVersions.from_settings(settings, engine, TorchServeClient(settings))
     command, by = args.command.replace("canary", "rollout"), f"modelctl ({getpass.getuser()})"

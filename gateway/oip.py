@@ -61,7 +61,7 @@ def ready():
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name, version=None):
-    authenticate()
+    authenticate("predict")
     registered = _versions(name, version).registered(required=version)
     return {"name": name, "versions": registered, "platform": "pytorch_torchserve",
             "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
@@ -72,7 +72,7 @@ def model_metadata(name, version=None):
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name, version=None):
-    authenticate()
+    authenticate("predict")
     _versions(name, version).ready(version)
     return {"name": name, "ready": True}
 
@@ -90,7 +90,7 @@ def _body(max_bytes: int) -> bytes:
 def infer(name, version=None):
     svc = services()
     started = time.perf_counter()
-    user = authenticate()
+    user = authenticate("predict")
     authenticated = time.perf_counter() - started
     svc.versions.check_name(name)
     outcome = svc.pipeline.predict(PredictionRequest(

@@ -19,7 +19,7 @@ bp = Blueprint("predict", __name__)
 def predict():
     svc = services()
     started = time.perf_counter()
-    user = authenticate()
+    user = authenticate("predict")
     authenticated = time.perf_counter() - started
     outcome = svc.pipeline.predict(PredictionRequest(
         request_id=g.request_id, trace_id=tracing.trace_id(), username=user.username,

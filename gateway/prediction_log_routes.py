@@ -68,13 +68,14 @@ def _log() -> PredictionLog:
 
 @bp.get("/predictions")
 def list_predictions():
-    user = authenticate()
+    user = authenticate("predictions:read")
     prediction_log = _log()
     limit = _int_arg("limit", 20, 1, MAX_LIMIT)
     before = _int_arg("before", None, 1, 2**63 - 1)
     username = request.args.get("user", user.username)
-    if username != user.username and user.role != "admin":
-        raise ApiError(403, "only admins may read another user's predictions")
+    if username != user.username and not user.may("predictions:admin"):
+        raise ApiError(403, "reading another user's predictions needs the "
+                       "'predictions:admin' scope", error="insufficient_scope")
     rows = prediction_log.page(services().privacy.names_of(username), limit, before)
     for row in rows:
         row["created_at"] = row["created_at"].isoformat()
@@ -83,15 +84,15 @@ def list_predictions():
 
 @bp.get("/usage")
 def usage_report():
-    """Admins: everyone's usage; users: their own."""
-    user = authenticate()
+    """With predictions:admin, everyone's usage; else the caller's own."""
+    user = authenticate("predictions:read")
     prediction_log = _log()
     end = _time_arg("to", datetime.now(timezone.utc))
     # From after to is an empty range, not an error (as for the export).
     start = _time_arg("from", end - timedelta(days=USAGE_DEFAULT_DAYS) if end > EPOCH
                       else EPOCH)
     group_by = _choice_arg("group_by", GROUPS)
-    names = None if user.role == "admin" else services().privacy.names_of(user.username)
+    names = None if user.may("predictions:admin") else services().privacy.names_of(user.username)
     groups = usage(prediction_log.engine, start, end, group_by, names)
     return {"from": start.isoformat(), "to": end.isoformat(), "group_by": group_by,
             "groups": [group.describe() for group in groups]}
@@ -99,7 +100,7 @@ def usage_report():
 
 @bp.get("/predictions/export")
 def export_predictions():
-    authenticate("admin")
+    authenticate("predictions:admin")
     prediction_log = _log()
     end = _time_arg("to", datetime.now(timezone.utc))
     start = _time_arg("from", EPOCH)
@@ -114,7 +115,7 @@ def export_predictions():
 @bp.delete("/users/<username>/predictions")
 def erase_user(username: str):
     """Erasure: the user's rows deleted and their tokens ended."""
-    admin = authenticate("admin")
+    admin = authenticate("predictions:admin")
     _log()
     erasure = services().erasures.erase(username, admin.username)
     metrics.TOKEN_REVOCATIONS.labels("erasure").inc()

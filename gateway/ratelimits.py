@@ -21,7 +21,11 @@ def init_app(app: Flask, storage_uri: str) -> None:
 
 
 def login_user_key() -> str:
-    return f"login:{request.form.get('username', '')}|{get_remote_address()}"
+    """Per name and client: the username, or the service account's client id."""
+    basic = request.authorization
+    name = (request.form.get("username") or request.form.get("client_id")
+            or (basic.username if basic is not None else "") or "")
+    return f"login:{name}|{get_remote_address()}"
 
 
 def login_address_key() -> str:

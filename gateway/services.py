@@ -17,6 +17,7 @@ from gateway.rollouts.store import RolloutStore
 from gateway.served_model import HandlerConfig
 from gateway.settings import Settings
 from gateway.shadow import ShadowQueue
+from gateway.tokens import Tokens
 from gateway.torchserve_client import TorchServeClient
 from gateway.users import UserStore
 
@@ -27,6 +28,7 @@ EXTENSION = "gateway"  # app.extensions key
 class Services:
     settings: Settings
     users: UserStore
+    tokens: Tokens  # ours (signing keys) and trusted OpenID providers'
     torchserve: TorchServeClient
     handler: HandlerConfig  # the served model's batch size and top-k
     versions: ModelVersions  # declared in the database, served by every replica
@@ -51,7 +53,8 @@ class Services:
             settings, torchserve, Admission(settings),
             Quota(rate_limiter, settings.predict_rate_limit), prediction_log, privacy, rollouts,
             ShadowQueue(settings.shadow_workers, settings.shadow_queue_size), handler.batch_size)
-        return cls(settings, UserStore(settings.users_file), torchserve, handler, versions,
+        return cls(settings, UserStore(settings.users_file), Tokens.from_settings(settings),
+                   torchserve, handler, versions,
                    prediction_log, privacy, Erasures(engine, privacy, settings.jwt_ttl_seconds),
                    rollouts, pipeline)
 

@@ -5,6 +5,7 @@ environment through Settings.from_env: one variable, one default, one parser.
 """
 
 import os
+import sys
 from dataclasses import dataclass, fields
 
 from limits import parse_many
@@ -35,6 +36,10 @@ class Settings:
     model_name: str = MODEL_NAME
     model_config_file: str = str(MODEL_CONFIG_FILE)  # the handler's limits (batch, top-k)
     users_file: str = "config/users.json"
+    # Our tokens' signing keys (gateway.keys); without them JWT_SECRET signs (HS256, the
+    # fallback of one release). Trusted OpenID providers (gateway.federation).
+    jwt_keys_file: str = ""
+    trusted_issuers_file: str = ""
     jwt_ttl_seconds: int = 1800
     jwt_issuer: str = "image-classifier-gateway"
     jwt_audience: str = "image-classifier"
@@ -107,19 +112,20 @@ class Settings:
                     f"{f.name.upper()}={raw!r} is not a valid {f.type.__name__}"
                 ) from exc
         values.update(overrides)
-        if "jwt_secret" not in values and not require_secret:
+        if "jwt_secret" not in values and (values.get("jwt_keys_file") or not require_secret):
             values["jwt_secret"] = ""
         elif "jwt_secret" not in values:
             raise SettingsError(
-                "JWT_SECRET is not set. Generate one with: "
-                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                "Neither JWT_KEYS_FILE nor JWT_SECRET is set. Make a keys file with: "
+                "python -m gateway.keys --file run/jwt-keys.json rotate"
             )
         settings = cls(**values)
         settings.validate(require_secret)
         return settings
 
     def validate(self, require_secret: bool = True) -> None:
-        if require_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        if require_secret and (self.jwt_secret or not self.jwt_keys_file) \
+                and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
             raise SettingsError(
                 f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes "
                 f"(got {len(self.jwt_secret.encode())})"
@@ -148,3 +154,12 @@ class Settings:
                 parse_many(getattr(self, name))
             except ValueError as exc:
                 raise SettingsError(f"{name.upper()}: {exc}") from None
+
+
+def cli_settings(**overrides) -> Settings:
+    """What a CLI reads (it issues no tokens); a bad environment exits 2 with the reason."""
+    try:
+        return Settings.from_env(require_secret=False, **overrides)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,13 +1,24 @@
-"""JWT access tokens: HS256, short-lived, nothing about the password inside."""
+"""Access tokens (JWT): issued by us, or by a trusted OpenID provider.
 
+Ours are signed ES256 with the key ring's newest key, `kid` in the header
+(gateway.keys). HS256 with JWT_SECRET is the fallback of one release: it signs when no
+keys file is set and verifies while JWT_SECRET is set, so an upgrade logs nobody out.
+Tokens of a trusted issuer are checked by gateway.federation. Which path a token takes
+is read from its `iss`; each path has its own algorithm allow-list (RFC 8725), so no
+token picks its own way to be checked.
+"""
+
+import hashlib
 import time
 import uuid
+from dataclasses import dataclass
 
 import jwt
 
-from gateway.settings import Settings
+from gateway.keys import ALGORITHM, KeyRing
+from gateway.settings import Settings, SettingsError
 
-ALGORITHM = "HS256"
+FALLBACK_ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
 
 
@@ -15,34 +26,26 @@ class TokenError(ValueError):
     """The token is missing, malformed, forged or expired."""
 
 
-def issue(settings: Settings, username: str, role: str, now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    claims = {
-        "sub": username,
-        "role": role,
-        # Milliseconds (NumericDate may be fractional): a token issued just after a
-        # revocation in the same second must still be newer than it.
-        "iat": round(now, 3),
-        "nbf": int(now),
-        "exp": int(now) + settings.jwt_ttl_seconds,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "jti": uuid.uuid4().hex,
-    }
-    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
+class IssuerUnavailable(RuntimeError):
+    """A trusted issuer's keys cannot be fetched now: try again later (not the caller's fault)."""
 
 
-def verify(settings: Settings, token: str) -> dict:
-    """Return the claims of a valid token or raise TokenError with a reason."""
+@dataclass(frozen=True)
+class Verified:
+    subject: str  # our username or client id, or `issuer#sub` for a federated user
+    scopes: tuple[str, ...] | None  # None: the user's role decides (our own tokens)
+    issued_at: float  # revocations and erasures cut tokens issued before them
+    expires_at: float
+    token_id: str  # what /logout denies
+    federated: bool = False
+
+
+def decode(token: str, key, algorithms: list[str], audience: str, issuer: str,
+           required: list[str]) -> dict:
+    """PyJWT's checks, each failure a TokenError saying which."""
     try:
-        return jwt.decode(
-            token,
-            settings.jwt_secret,
-            algorithms=[ALGORITHM],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": REQUIRED_CLAIMS},
-        )
+        return jwt.decode(token, key, algorithms=algorithms, audience=audience, issuer=issuer,
+                          options={"require": required})
     except jwt.ExpiredSignatureError as exc:
         raise TokenError("token has expired") from exc
     except jwt.ImmatureSignatureError as exc:
@@ -54,10 +57,101 @@ def verify(settings: Settings, token: str) -> dict:
     except jwt.InvalidSignatureError as exc:
         raise TokenError("token signature is invalid") from exc
     except jwt.InvalidAlgorithmError as exc:
-        raise TokenError(f"token algorithm is not allowed (only {ALGORITHM})") from exc
+        raise TokenError(f"token algorithm is not allowed (only {', '.join(algorithms)})") from exc
     except jwt.MissingRequiredClaimError as exc:
         raise TokenError(f"token lacks the '{exc.claim}' claim") from exc
     except jwt.DecodeError as exc:
         raise TokenError("token is malformed") from exc
-    except jwt.InvalidTokenError as exc:
+    except jwt.PyJWTError as exc:  # e.g. a key of another type than the algorithm's
         raise TokenError(f"invalid token: {exc}") from exc
+
+
+def unverified(token: str) -> tuple[dict, dict]:
+    """Header and claims, unchecked: only to choose how to check them."""
+    try:
+        return (jwt.get_unverified_header(token),
+                jwt.decode(token, options={"verify_signature": False}))
+    except jwt.InvalidTokenError as exc:
+        raise TokenError("token is malformed") from exc
+
+
+def token_id(claims: dict, token: str) -> str:
+    return str(claims.get("jti") or hashlib.sha256(token.encode()).hexdigest())
+
+
+class Tokens:
+    def __init__(self, settings: Settings, ring: KeyRing | None, issuers=None):
+        self.settings, self.ring, self.issuers = settings, ring, issuers
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Tokens":
+        """Our keys file and the trusted issuers, each read once now: a missing or
+        malformed file stops the start with SettingsError, not a login."""
+        from gateway.federation import TrustedIssuers  # it builds on this module
+
+        ring = None
+        if settings.jwt_keys_file:
+            ring = KeyRing(settings.jwt_keys_file, settings.jwt_ttl_seconds)
+            try:
+                ring.current()
+            except (OSError, ValueError, TypeError) as exc:
+                raise SettingsError(f"JWT_KEYS_FILE: {exc}") from None
+        try:
+            issuers = TrustedIssuers.from_file(settings.trusted_issuers_file)
+        except (OSError, ValueError, TypeError) as exc:
+            raise SettingsError(f"TRUSTED_ISSUERS_FILE: {exc}") from None
+        return cls(settings, ring, issuers)
+
+    def issue(self, subject: str, scopes: tuple[str, ...], now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        claims = {
+            "sub": subject,
+            "scope": " ".join(scopes),
+            # Milliseconds (NumericDate may be fractional): a token issued just after a
+            # revocation in the same second must still be newer than it.
+            "iat": round(now, 3),
+            "nbf": int(now),
+            "exp": int(now) + self.settings.jwt_ttl_seconds,
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "jti": uuid.uuid4().hex,
+        }
+        if self.ring is None:
+            return jwt.encode(claims, self.settings.jwt_secret, algorithm=FALLBACK_ALGORITHM)
+        keys = self.ring.current()
+        signer = keys.signer(time.time())  # `now` dates the claims (tests); keys go by the clock
+        if signer is None:
+            raise TokenError("the keys file has no signing key: python -m gateway.keys rotate")
+        return jwt.encode(claims, keys.private[signer.kid], algorithm=ALGORITHM,
+                          headers={"kid": signer.kid})
+
+    def verify(self, token: str, now: float | None = None) -> Verified:
+        """The checked token, or TokenError with a reason (IssuerUnavailable when a
+        trusted issuer's keys cannot be fetched)."""
+        header, claims = unverified(token)
+        issuer = claims.get("iss")
+        if issuer != self.settings.jwt_issuer:
+            if self.issuers is None or not self.issuers.trusts(issuer):
+                raise TokenError("token has the wrong issuer")
+            return self.issuers.verify(token, header, claims)
+        key, algorithms = self._key(header, time.time() if now is None else now)
+        checked = decode(token, key, algorithms, self.settings.jwt_audience,
+                         self.settings.jwt_issuer, REQUIRED_CLAIMS)
+        # Tokens of the HS256 release carry a role, not scopes: the role decides.
+        scopes = tuple(checked["scope"].split()) if "scope" in checked else None
+        return Verified(checked["sub"], scopes, checked["iat"], checked["exp"],
+                        token_id(checked, token))
+
+    def _key(self, header: dict, now: float):
+        """The key and the one algorithm that may check this token of ours."""
+        alg = header.get("alg")
+        if alg == ALGORITHM and self.ring is not None:
+            key = self.ring.current().public_key(str(header.get("kid")), now)
+            if key is None:
+                raise TokenError("token's signing key is unknown or retired")
+            return key, [ALGORITHM]
+        if alg == FALLBACK_ALGORITHM and self.settings.jwt_secret:
+            return self.settings.jwt_secret, [FALLBACK_ALGORITHM]
+        allowed = [a for a, on in ((ALGORITHM, self.ring), (FALLBACK_ALGORITHM,
+                                                             self.settings.jwt_secret)) if on]
+        raise TokenError(f"token algorithm is not allowed (only {', '.join(allowed)})")

@@ -1,4 +1,5 @@
-"""The users file (username -> bcrypt hash and role) and its command line.
+"""The users file (username -> bcrypt hash and role; service accounts with scopes) and
+its command line.
 
     python -m gateway.users add alice --role admin      # password from prompt or stdin
     python -m gateway.users passwd alice
@@ -8,11 +9,17 @@
     python -m gateway.users revoke alice                # end every token alice holds
     python -m gateway.users quota alice "60 per minute" # her /predict limit ("default" resets)
     python -m gateway.users erase alice                 # delete her prediction-log rows
+    python -m gateway.users add-client batch-job --scopes predict  # a service account:
+                                                        # generated secret, printed once
 
 Changing a password or role, or revoking, sets the user's `tokens_valid_after`:
 tokens issued before it are refused by every gateway process that reads this file.
 `erase` (the database's DATABASE_URL; gateway.erasures) deletes every prediction-log
 row of the user, under each name the log keeps, and ends their tokens.
+
+A service account (role `service`) gets tokens by OAuth2 client credentials with its
+name as client id, and holds only the scopes it was given (gateway.principals);
+`revoke`, `quota`, `remove` and `erase` apply to it as to a user.
 
 Passwords never travel in argv. bcrypt only reads the first 72 bytes of a
 password, so we refuse longer ones when they are set instead of silently
@@ -40,9 +47,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.erasures import Erasures
 from gateway.log_privacy import LogPrivacy
 from gateway.prediction_log import create_log_engine
-from gateway.settings import Settings, SettingsError
+from gateway.principals import ROLE_SCOPES, Principal, ScopeError, parse_scopes
+from gateway.settings import Settings, SettingsError, cli_settings
 
-ROLES = ("user", "admin")
+ROLES = tuple(ROLE_SCOPES)  # a person's roles
+SERVICE = "service"  # a service account's role
 BCRYPT_ROUNDS = 12
 BCRYPT_MAX_BYTES = 72
 MIN_PASSWORD_CHARS = 8
@@ -66,6 +75,17 @@ class User:
     password_hash: str
     tokens_valid_after: float = 0.0  # epoch seconds: older tokens are revoked
     predict_rate_limit: str | None = None  # None: PREDICT_RATE_LIMIT
+    scopes: tuple[str, ...] = ()  # a service account's; a person's come from the role
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == SERVICE
+
+    def principal(self, asked: tuple[str, ...] | None = None) -> Principal:
+        """What a token of this user may do: what it asked for, within what the user holds."""
+        held = self.scopes if self.is_service else ROLE_SCOPES[self.role]
+        granted = held if asked is None else tuple(s for s in held if s in asked)
+        return Principal(self.username, frozenset(granted), self.predict_rate_limit)
 
 
 def hash_password(password: str) -> str:
@@ -95,7 +115,8 @@ class UserStore:
         with self._lock:
             if stamp != self._stamp:
                 raw = json.loads(self.path.read_text(encoding="utf-8"))
-                self._users = {name: User(name, **entry)
+                self._users = {name: User(name, **{**entry, "scopes": tuple(
+                                   entry.get("scopes", ()))})
                                for name, entry in raw.get("users", {}).items()}
                 self._stamp = stamp
             return self._users
@@ -127,16 +148,25 @@ class UserStore:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
-    def set_user(self, username: str, password: str, role: str) -> None:
-        if role not in ROLES:
+    def set_user(self, username: str, password: str, role: str,
+                 scopes: tuple[str, ...] = ()) -> None:
+        if role not in (*ROLES, SERVICE):
             raise UserError(f"role must be one of {', '.join(ROLES)}")
-        if not username or len(username) > 64 or not username.isprintable():
-            raise UserError("username must be 1-64 printable characters")
+        if not username or len(username) > 64 or not username.isprintable() or "#" in username:
+            raise UserError("username must be 1-64 printable characters, without '#'")
         users = dict(self._load())
         old = users.get(username)
         users[username] = User(username, role, hash_password(password), time.time(),
-                               old.predict_rate_limit if old else None)
+                               old.predict_rate_limit if old else None, scopes)
         self.save(users)
+
+    def set_client(self, client_id: str, scopes: tuple[str, ...]) -> str:
+        """A service account with a generated secret, returned once (only its hash is kept)."""
+        if not scopes:
+            raise UserError("a service account needs at least one scope")
+        secret = secrets.token_urlsafe(32)
+        self.set_user(client_id, secret, SERVICE, scopes)
+        return secret
 
     def _replace(self, username: str, **changes) -> None:
         users = dict(self._load())
@@ -167,6 +197,8 @@ class UserStore:
 def _entry(user: User) -> dict:
     """The file's record of a user: optional fields only when set."""
     entry = {"role": user.role, "password_hash": user.password_hash}
+    if user.scopes:
+        entry["scopes"] = list(user.scopes)
     if user.tokens_valid_after:
         entry["tokens_valid_after"] = user.tokens_valid_after
     if user.predict_rate_limit:
@@ -209,14 +241,14 @@ def main(argv=None) -> int:
     quota.add_argument("limit", help='e.g. "60 per minute", or "default" for PREDICT_RATE_LIMIT')
     sub.add_parser("erase", help="delete the user's prediction-log rows and end their tokens"
                    ).add_argument("username")
+    client = sub.add_parser("add-client", help="add a service account (client credentials) "
+                            "with a generated secret, or replace its secret and scopes")
+    client.add_argument("client_id")
+    client.add_argument("--scopes", required=True, help="e.g. 'predict predictions:read'")
     admin = sub.add_parser("add-admin", help="create an admin with a generated password")
     admin.add_argument("username", nargs="?", default="admin")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env(require_secret=False)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = cli_settings()
     store = UserStore(args.file or settings.users_file)
     try:
         if args.command == "add":
@@ -225,7 +257,7 @@ def main(argv=None) -> int:
             user = store.get(args.username)
             if user is None:
                 raise UserError(f"no user {args.username!r}")
-            store.set_user(user.username, _read_password(), user.role)
+            store.set_user(user.username, _read_password(), user.role, user.scopes)
         elif args.command == "remove":
             store.remove(args.username)
         elif args.command == "revoke":
@@ -237,14 +269,18 @@ def main(argv=None) -> int:
             erasure = _erase(settings, args.username)
             print(f"erased {erasure.rows_deleted} prediction-log rows of {args.username!r}; "
                   "their tokens are refused")
+        elif args.command == "add-client":
+            secret = store.set_client(args.client_id, parse_scopes(args.scopes))
+            print(f"client {args.client_id!r} secret (shown once): {secret}")
         elif args.command == "add-admin":
             password = secrets.token_urlsafe(18)
             store.set_user(args.username, password, "admin")
             print(f"admin user {args.username!r} password (shown once): {password}")
         else:
             for user in store.all():
-                print(f"{user.username}\t{user.role}\t{user.predict_rate_limit or 'default'}")
-    except (UserError, SettingsError) as exc:
+                print(f"{user.username}\t{user.role}\t{user.predict_rate_limit or 'default'}"
+                      + (f"\t{' '.join(user.scopes)}" if user.scopes else ""))
+    except (UserError, SettingsError, ScopeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:

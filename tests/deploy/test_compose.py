@@ -6,15 +6,19 @@ import subprocess
 import time
 from types import SimpleNamespace
 
+import jwt
 import pytest
 import requests
 import yaml
 
 from gateway import db
+from gateway.keys import KeyRing
+from gateway.settings import Settings
 from modelbuild import archive, weights
 from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
 from tests.support.servers import ROOT, free_port
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, users_file_with
+from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys,
+                                 users_file_with)
 from tests.support.waiting import CONTAINER_READY_S, wait_for
 
 # replicas, with the profile `monitoring`
@@ -32,9 +36,12 @@ def stack(engine, images, prometheus_image, name_prefix, tmp_path):
     users_file_with(ROOT / "config/users.json", users, []).set_user(
         ADMIN_USER, ADMIN_PASSWORD, "admin")
     users.chmod(0o644)  # the gateway reads it as uid 10001
-    env = {**os.environ, "JWT_SECRET": secrets.token_urlsafe(48),
-           "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "WEIGHTS": "random",
-           "USERS_FILE_HOST": str(users), "PREDICTION_LOG_RETENTION_DAYS": "30",
+    keys = tmp_path / "jwt-keys"  # as `make compose-up` makes it
+    keys.mkdir(mode=0o755)
+    signing_keys(keys / "jwt-keys.json")
+    (keys / "jwt-keys.json").chmod(0o644)
+    env = {**os.environ, "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "WEIGHTS": "random",
+           "USERS_FILE_HOST": str(users), "JWT_KEYS_DIR_HOST": str(keys), "PREDICTION_LOG_RETENTION_DAYS": "30",
            "GATEWAY_PUBLISH": f"127.0.0.1:{port}", "COMPOSE_PROFILES": "monitoring",
            "PROMETHEUS_PUBLISH": f"127.0.0.1:{prometheus_port}"}
 
@@ -54,7 +61,7 @@ def stack(engine, images, prometheus_image, name_prefix, tmp_path):
             assert len(ids) == SERVICES[service], (service, ids)
             containers[service] = ids[0]
             replicas[service] = ids
-        yield {"url": f"http://127.0.0.1:{port}", "port": port, "project": project,
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "project": project, "keys": keys,
                "prometheus": f"http://127.0.0.1:{prometheus_port}",
                "containers": containers, "replicas": replicas, "compose": compose,
                "started": started, "env": env}
@@ -87,6 +94,15 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     stored = engine("exec", containers["postgres"], "psql", "-U", "classifier", "-d", "classifier",
                     "-tAc", query).stdout.strip()
     assert stored == f"{body['class_id']}|client_user"
+    # The token is ES256, signed by the mounted keys file's key, as the JWKS says; a
+    # rotation on the host reaches the running gateway (its directory is mounted).
+    kid = jwt.get_unverified_header(token)["kid"]
+    jwks = requests.get(url + "/.well-known/jwks.json", timeout=30).json()["keys"]
+    assert [k["kid"] for k in jwks] == [kid]
+    rotated = KeyRing(stack["keys"] / "jwt-keys.json", Settings.jwt_ttl_seconds).rotate().kid
+    gateway = SimpleNamespace(url=url)
+    wait_for(lambda: jwt.get_unverified_header(get_token(gateway))["kid"] == rotated,
+             timeout=CONTAINER_READY_S, what="a token of the rotated key")
 
     # Two gunicorn processes share the login limit through Redis.
     workers = engine("exec", containers["gateway"], "python", "-c",

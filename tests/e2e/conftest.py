@@ -1,7 +1,6 @@
 """The end-to-end tests' fixtures: model archives, a real TorchServe, a real gunicorn
 gateway."""
 
-import secrets
 import shutil
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import pytest
 from modelbuild import archive, weights
 from tests.support.backends import Postgres, postgres_available, required_or_skip
 from tests.support.servers import ROOT
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
+from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys,
+                                 start_stack)
 
 
 @pytest.fixture(scope="session")
@@ -33,25 +33,26 @@ def users_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def jwt_secret() -> str:
-    return secrets.token_urlsafe(48)
+def jwt_keys(tmp_path_factory) -> str:
+    """The session's signing keys file, shared by every gateway it starts."""
+    return signing_keys(tmp_path_factory.mktemp("keys") / "jwt-keys.json")
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, model_store, users_file, jwt_secret):
+def stack(tmp_path_factory, model_store, users_file, jwt_keys):
     """One TorchServe + gateway for the tests that leave them as they found them."""
     torchserve, gateway = start_stack(tmp_path_factory.mktemp("stack"), model_store,
-                                      users_file, jwt_secret)
+                                      users_file, jwt_keys)
     yield torchserve, gateway
     gateway.stop()
     torchserve.stop()
 
 
 @pytest.fixture(scope="module")
-def private_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+def private_stack(tmp_path_factory, model_store, users_file, jwt_keys):
     """A TorchServe + gateway of the module's own, for tests that stop or reconfigure them."""
     torchserve, gateway = start_stack(tmp_path_factory.mktemp("private"), model_store,
-                                      users_file, jwt_secret, upstream_connect_timeout=1)
+                                      users_file, jwt_keys, upstream_connect_timeout=1)
     yield torchserve, gateway
     gateway.stop()
     torchserve.stop()

@@ -18,7 +18,7 @@ PASSWORD = "a-good-password"
 
 
 @pytest.fixture(scope="module")
-def auth_stack(tmp_path_factory, torchserve, users_file, jwt_secret):
+def auth_stack(tmp_path_factory, torchserve, users_file, jwt_keys):
     required_or_skip(shutil.which("redis-server") is not None, "redis-server")
     base = tmp_path_factory.mktemp("auth")
     users = base / "users.json"
@@ -27,7 +27,7 @@ def auth_stack(tmp_path_factory, torchserve, users_file, jwt_secret):
                                       "quota_user", "other_user", "victim")])
     store.set_quota("quota_user", "3 per minute")
     redis = Redis().start()
-    gateway = GatewayServer(torchserve, base / "gateway", jwt_secret=jwt_secret,
+    gateway = GatewayServer(torchserve, base / "gateway", jwt_keys_file=jwt_keys,
                             users_file=users, gateway_workers=2,
                             rate_limit_storage_uri=redis.url, predict_rate_limit="8 per minute",
                             login_address_rate_limit="8 per minute", trusted_proxy_hops=1)

@@ -75,9 +75,14 @@ def test_bench_smoke(tmp_path):
     assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["tracing"])
     assert summary["traced_over_untraced_images_per_s_c2"] > 0
     assert summary["traced_spans_received"] > 0  # the collector got the traced gateway's
+    # ES256 tokens against HS256, served side by side, and one verify of each.
+    assert [r["mode"] for r in report["signing"]] == ["gateway", "gateway-es256"]
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["signing"])
+    assert a_figure(summary["es256_minus_hs256_p50_ms_c1"])
+    assert summary["es256_verify_us"] > 0 and summary["hs256_verify_us"] > 0
     assert set(report["section_seconds"]) == {"set-up", "main table", "breakdown",
                                               "prediction log", "open inference protocol",
-                                              "tracing", "shadow", "int8"}
+                                              "tracing", "signing", "shadow", "int8"}
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 

@@ -35,11 +35,11 @@ REQUEST_S = 200
 
 
 @pytest.fixture(scope="module")
-def contract_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+def contract_stack(tmp_path_factory, model_store, users_file, jwt_keys):
     # The run logs in again after it logs out, and fuzzes /token with the same
     # username: the per-user failed-login limit is tested in test_auth_lifecycle.py.
     torchserve, gateway = start_stack(tmp_path_factory.mktemp("contract"), model_store,
-                                      users_file, jwt_secret,
+                                      users_file, jwt_keys,
                                       login_rate_limit="100000 per minute")
     yield gateway
     gateway.stop()

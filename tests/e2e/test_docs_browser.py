@@ -1,5 +1,6 @@
-"""/docs in a real browser: Authorize with the password flow, then Try it out on
-POST /predict with a JPEG. Debian's chromium and chromium-driver, driven by Selenium."""
+"""/docs in a real browser: Authorize (both grants offered) with the password flow, then
+Try it out on POST /predict with a JPEG. Debian's chromium and chromium-driver, driven by
+Selenium."""
 
 import shutil
 
@@ -47,12 +48,17 @@ def test_authorize_then_try_predict(gateway, browser, tmp_path):
         element.click()
         return element
 
-    # Authorize: the OAuth2 password flow against /token.
+    # Authorize offers both grants /token serves, with our scopes; we use the password flow.
     click(".auth-wrapper .btn.authorize")
-    wait.until(lambda _: browser.find_element(By.ID, "oauth_username")).send_keys(DEMO_USER)
-    browser.find_element(By.ID, "oauth_password").send_keys(DEMO_PASSWORD)
-    click(".modal-ux .auth-btn-wrapper .btn.modal-btn.auth.authorize")
-    wait.until(lambda _: "Logout" in browser.find_element(By.CSS_SELECTOR, ".modal-ux").text)
+    modal = wait.until(lambda _: browser.find_element(By.CSS_SELECTOR, ".modal-ux"))
+    wait.until(lambda _: "Flow: password" in modal.text
+               and "Flow: clientCredentials" in modal.text and "models:admin" in modal.text)
+    password_flow = browser.find_element(
+        By.XPATH, "//div[contains(@class, 'auth-container')][.//input[@id='oauth_username']]")
+    password_flow.find_element(By.ID, "oauth_username").send_keys(DEMO_USER)
+    password_flow.find_element(By.ID, "oauth_password").send_keys(DEMO_PASSWORD)
+    click(".auth-btn-wrapper .btn.modal-btn.auth.authorize", password_flow)
+    wait.until(lambda _: "Logout" in password_flow.text)
     click(".modal-ux .btn-done")
 
     # Try it out on POST /predict with a JPEG.

@@ -23,11 +23,11 @@ READ_TIMEOUT = 35  # the gateway's UPSTREAM_READ_TIMEOUT
 
 
 @pytest.fixture(scope="module")
-def fault_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+def fault_stack(tmp_path_factory, model_store, users_file, jwt_keys):
     required_or_skip(shutil.which("redis-server") is not None, "redis-server")
     redis = Redis().start()
     base = tmp_path_factory.mktemp("faults")
-    torchserve, gateway = start_stack(base, model_store, users_file, jwt_secret,
+    torchserve, gateway = start_stack(base, model_store, users_file, jwt_keys,
                                       gateway_workers=2, rate_limit_storage_uri=redis.url)
     yield torchserve, gateway, gateway.env["DATABASE_URL"]
     gateway.stop()

@@ -64,11 +64,14 @@ def test_documented_errors_for_real(gateway, user_token):
     assert post_file(gateway, user_token, images.jpeg()).status_code == 200
 
 
-def test_expired_token_is_401(gateway, jwt_secret):
-    from gateway import tokens
+def test_expired_token_is_401(gateway, jwt_keys):
+    from gateway.keys import KeyRing
     from gateway.settings import Settings
+    from gateway.tokens import Tokens
 
-    expired = tokens.issue(Settings(jwt_secret=jwt_secret), DEMO_USER, "user", now=0)
+    settings = Settings(jwt_secret="", jwt_keys_file=jwt_keys)
+    expired = Tokens(settings, KeyRing(jwt_keys, settings.jwt_ttl_seconds)).issue(
+        DEMO_USER, ("predict",), now=0)
     response = post_file(gateway, expired, images.jpeg())
     assert response.status_code == 401 and response.json()["detail"] == "token has expired"
 

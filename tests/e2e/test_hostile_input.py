@@ -10,7 +10,10 @@ import time
 import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.keys import KeyRing
+from gateway.settings import Settings
 from tests.support.stack import DEMO_USER, get_token
 from tests.support import images
 
@@ -132,9 +135,9 @@ def test_non_utf8_part_headers_get_a_clear_422(gateway, user_token):
 
 # ---- tokens --------------------------------------------------------------------
 
-def claims(jwt_secret_settings, **overrides):
+def claims(_, **overrides):
     now = int(time.time())
-    base = {"sub": DEMO_USER, "role": "user", "iat": now, "nbf": now, "exp": now + 600,
+    base = {"sub": DEMO_USER, "scope": "predict", "iat": now, "nbf": now, "exp": now + 600,
             "iss": "image-classifier-gateway", "aud": "image-classifier", "jti": "t"}
     return {**base, **overrides}
 
@@ -148,19 +151,24 @@ def unsigned(payload: dict) -> str:
 def tampered(token: str) -> str:
     header, payload, signature = token.split(".")
     data = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    data["role"] = "admin"
+    data["scope"] = "predict models:admin"
     forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
     return f"{header}.{forged}.{signature}"
 
 
-def token_cases(secret, user_token):
-    sign = lambda payload, key=secret: jwt.encode(payload, key, "HS256")  # noqa: E731
+def token_cases(keys_file, user_token):
+    ring = KeyRing(keys_file, Settings.jwt_ttl_seconds).current()
+    kid = ring.signer(time.time()).kid
+    ours = ring.private[kid]
+    sign = lambda payload, key=ours: jwt.encode(  # noqa: E731
+        payload, key, "ES256", headers={"kid": kid})
     return [
         ("missing_header", None, NOT_AUTHENTICATED),
         ("bearer_nothing", "", NOT_AUTHENTICATED),
         ("malformed", "not.a.jwt", "token is malformed"),
-        ("alg_none", unsigned(claims(None)), "token algorithm is not allowed (only HS256)"),
-        ("wrong_key", sign(claims(None), "k" * 48), "token signature is invalid"),
+        ("alg_none", unsigned(claims(None)), "token algorithm is not allowed (only ES256)"),
+        ("wrong_key", sign(claims(None), ec.generate_private_key(ec.SECP256R1())),
+         "token signature is invalid"),
         ("expired", sign(claims(None, iat=1000, nbf=1000, exp=2000)), "token has expired"),
         ("nbf_future", sign(claims(None, nbf=int(time.time()) + 3600)), "token is not valid yet"),
         ("wrong_audience", sign(claims(None, aud="someone-else")), "token has the wrong audience"),
@@ -175,8 +183,8 @@ CASE_IDS = ["missing_header", "bearer_nothing", "malformed", "alg_none", "wrong_
 
 
 @pytest.mark.parametrize("case", range(len(CASE_IDS)), ids=CASE_IDS)
-def test_bad_tokens_are_401(gateway, jwt_secret, user_token, case):
-    _, token, detail = token_cases(jwt_secret, user_token)[case]
+def test_bad_tokens_are_401(gateway, jwt_keys, user_token, case):
+    _, token, detail = token_cases(jwt_keys, user_token)[case]
     headers = {}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"

@@ -35,7 +35,7 @@ CLIENTS = 4
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def life(request, tmp_path_factory, model_store, users_file, jwt_secret):
+def life(request, tmp_path_factory, model_store, users_file, jwt_keys):
     """(replica, gateway, engine) on an empty database of the module's own."""
     tmp = tmp_path_factory.mktemp(f"life-{request.param}")
     postgres = None
@@ -44,7 +44,7 @@ def life(request, tmp_path_factory, model_store, users_file, jwt_secret):
         postgres = Postgres().start()
     url = postgres.url if postgres else f"sqlite:///{tmp / 'log.db'}"
     try:
-        replica, gateway = start_stack(tmp, model_store, users_file, jwt_secret,
+        replica, gateway = start_stack(tmp, model_store, users_file, jwt_keys,
                                        database_url=url)
         engine = create_log_engine(url)
         yield replica, gateway, engine
@@ -148,11 +148,11 @@ def test_an_erasure_deletes_a_users_rows_and_ends_their_tokens(life, users_file)
 
 
 def test_a_pseudonymous_log_keeps_no_name_and_still_lists_a_callers_rows(life, users_file,
-                                                                         tmp_path, jwt_secret):
+                                                                         tmp_path, jwt_keys):
     replica, stack_gateway, engine = life
     keys = tmp_path / "log-keys.json"
     log_privacy.new_key(keys)
-    gateway = GatewayServer(replica, tmp_path / "pseudonymous", jwt_secret=jwt_secret,
+    gateway = GatewayServer(replica, tmp_path / "pseudonymous", jwt_keys_file=jwt_keys,
                             users_file=users_file, database_url=engine.url.render_as_string(
                                 hide_password=False), prediction_log_usernames="keyed-hash",
                             prediction_log_filenames="extension-only",

@@ -42,15 +42,15 @@ def revision(url: str) -> str | None:
     return found
 
 
-def gateway(torchserve, tmp_path, name, users_file, jwt_secret, url, **settings):
-    return GatewayServer(torchserve, tmp_path / name, jwt_secret=jwt_secret,
+def gateway(torchserve, tmp_path, name, users_file, jwt_keys, url, **settings):
+    return GatewayServer(torchserve, tmp_path / name, jwt_keys_file=jwt_keys,
                          users_file=users_file, database_url=url, **settings)
 
 
-def test_landed_database_upgrades_with_every_row(torchserve, tmp_path, users_file, jwt_secret,
+def test_landed_database_upgrades_with_every_row(torchserve, tmp_path, users_file, jwt_keys,
                                                  database_url):
     landed_database(database_url, rows=30)
-    server = gateway(torchserve, tmp_path, "gw", users_file, jwt_secret, database_url)
+    server = gateway(torchserve, tmp_path, "gw", users_file, jwt_keys, database_url)
     server.start()
     try:
         server.wait_up()
@@ -75,7 +75,7 @@ def test_landed_database_upgrades_with_every_row(torchserve, tmp_path, users_fil
     ("9999", "newer than this gateway knows"),
 ])
 def test_gateway_refuses_a_database_at_another_revision(torchserve, tmp_path, users_file,
-                                                        jwt_secret, database_url, stamp, message):
+                                                        jwt_keys, database_url, stamp, message):
     landed_database(database_url, rows=1)
     if stamp:
         engine = prediction_log.create_log_engine(database_url)
@@ -83,7 +83,7 @@ def test_gateway_refuses_a_database_at_another_revision(torchserve, tmp_path, us
             connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
             connection.execute(text(f"INSERT INTO alembic_version VALUES ('{stamp}')"))
         engine.dispose()
-    server = gateway(torchserve, tmp_path, "gw", users_file, jwt_secret, database_url,
+    server = gateway(torchserve, tmp_path, "gw", users_file, jwt_keys, database_url,
                      database_upgrade_on_start=False)
     server.start()
     try:
@@ -95,8 +95,8 @@ def test_gateway_refuses_a_database_at_another_revision(torchserve, tmp_path, us
 
 
 def test_two_gateways_starting_together_migrate_once(torchserve, tmp_path, users_file,
-                                                     jwt_secret, database_url):
-    servers = [gateway(torchserve, tmp_path, f"gw{i}", users_file, jwt_secret, database_url)
+                                                     jwt_keys, database_url):
+    servers = [gateway(torchserve, tmp_path, f"gw{i}", users_file, jwt_keys, database_url)
                for i in range(2)]
     for server in servers:
         server.start()

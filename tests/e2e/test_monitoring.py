@@ -25,11 +25,11 @@ RATE_WINDOW = "30s"  # what the test's Prometheus (1 s scrapes) puts for $__rate
 
 
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory, model_store, users_file, jwt_secret):
+def monitored(tmp_path_factory, model_store, users_file, jwt_keys):
     """(replica, gateway, prometheus) on a stack of the module's own."""
     required_or_skip(shutil.which("prometheus") is not None, "prometheus (Debian package)")
     tmp = tmp_path_factory.mktemp("monitored")
-    replica, gateway = start_stack(tmp, model_store, users_file, jwt_secret)
+    replica, gateway = start_stack(tmp, model_store, users_file, jwt_keys)
     prometheus = Prometheus(tmp, {"gateway": [gateway.url.removeprefix("http://")],
                                   "torchserve": [replica.metrics_url.removeprefix("http://")]})
     try:

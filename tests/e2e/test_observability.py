@@ -26,10 +26,10 @@ def redis_server():
 
 
 @pytest.fixture(scope="module")
-def two_worker_gateway(tmp_path_factory, torchserve, users_file, jwt_secret, redis_server):
+def two_worker_gateway(tmp_path_factory, torchserve, users_file, jwt_keys, redis_server):
     """Two gunicorn processes in front of the stack's replica, on its database (where the
     replica's agent reports, which /readyz reads)."""
-    gateway = GatewayServer(torchserve, tmp_path_factory.mktemp("gw2"), jwt_secret=jwt_secret,
+    gateway = GatewayServer(torchserve, tmp_path_factory.mktemp("gw2"), jwt_keys_file=jwt_keys,
                             users_file=users_file, gateway_workers=2,
                             rate_limit_storage_uri=redis_server.url,
                             database_url=torchserve.env["DATABASE_URL"])
@@ -112,7 +112,7 @@ def test_request_id_joins_gateway_and_torchserve_logs(gateway, torchserve, user_
 # ---- prediction log ---------------------------------------------------------------
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def logged_gateway(request, tmp_path_factory, torchserve, users_file, jwt_secret):
+def logged_gateway(request, tmp_path_factory, torchserve, users_file, jwt_keys):
     base = tmp_path_factory.mktemp(request.param)
     database = None
     if request.param == "postgresql":
@@ -121,7 +121,7 @@ def logged_gateway(request, tmp_path_factory, torchserve, users_file, jwt_secret
         url = database.url
     else:
         url = f"sqlite:///{base / 'predictions.db'}"
-    gateway = GatewayServer(torchserve, base / "gateway", jwt_secret=jwt_secret,
+    gateway = GatewayServer(torchserve, base / "gateway", jwt_keys_file=jwt_keys,
                             users_file=users_file, database_url=url)
     gateway.start()
     try:

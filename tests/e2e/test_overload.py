@@ -19,9 +19,9 @@ CLIENTS = 24
 
 
 @pytest.fixture(scope="module")
-def small_gateway(tmp_path_factory, model_store, users_file, jwt_secret):
+def small_gateway(tmp_path_factory, model_store, users_file, jwt_keys):
     base = tmp_path_factory.mktemp("overload")
-    torchserve, gateway = start_stack(base, model_store, users_file, jwt_secret,
+    torchserve, gateway = start_stack(base, model_store, users_file, jwt_keys,
                                       max_inflight_predictions=2, inflight_wait_ms=0)
     yield gateway, gateway.env["DATABASE_URL"]
     gateway.stop()

@@ -60,7 +60,7 @@ def served(replica: ReplicaServer) -> tuple[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, model_store, users_file, jwt_secret):
+def fleet(tmp_path_factory, model_store, users_file, jwt_keys):
     required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
     required_or_skip(shutil.which("haproxy") is not None, "haproxy")
     base = tmp_path_factory.mktemp("replicas")
@@ -74,7 +74,7 @@ def fleet(tmp_path_factory, model_store, users_file, jwt_secret):
         for replica in fleet.replicas:
             replica.wait_ready()
         fleet.balancer.start([r.inference_port for r in fleet.replicas])
-        gateway = GatewayServer(fleet.balancer, base / "gateway", jwt_secret=jwt_secret,
+        gateway = GatewayServer(fleet.balancer, base / "gateway", jwt_keys_file=jwt_keys,
                                 users_file=users_file, database_url=postgres.url,
                                 model_store=model_store,
                                 predict_rate_limit="100000 per minute",

@@ -62,7 +62,7 @@ def broken_archive(store, version: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def rollout_stack(tmp_path_factory, model_store, users_file, jwt_secret):
+def rollout_stack(tmp_path_factory, model_store, users_file, jwt_keys):
     required_or_skip(shutil.which("redis-server") is not None, "redis-server")
     base = tmp_path_factory.mktemp("rollouts")
     store = base / "store"
@@ -73,7 +73,7 @@ def rollout_stack(tmp_path_factory, model_store, users_file, jwt_secret):
     users_file_with(users_file, users, RIDERS)
     redis = Redis().start()
     try:
-        torchserve, gateway = start_stack(base, store, users, jwt_secret, gateway_workers=2,
+        torchserve, gateway = start_stack(base, store, users, jwt_keys, gateway_workers=2,
                                           rate_limit_storage_uri=redis.url)
     except BaseException:
         redis.stop()

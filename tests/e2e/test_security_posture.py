@@ -42,22 +42,25 @@ def test_a_real_token_carries_no_password_data(gateway):
     token = requests.post(gateway.url + "/token", timeout=30,
                           data={"username": DEMO_USER, "password": DEMO_PASSWORD}).json()["access_token"]
     header, payload, _ = token.split(".")
-    assert json.loads(base64.urlsafe_b64decode(header + "==")) == {"alg": "HS256", "typ": "JWT"}
+    header = json.loads(base64.urlsafe_b64decode(header + "=="))
+    assert header == {"alg": "ES256", "typ": "JWT", "kid": header["kid"]} and header["kid"]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
-    assert set(claims) == {"sub", "role", "iat", "nbf", "exp", "iss", "aud", "jti"}
+    assert set(claims) == {"sub", "scope", "iat", "nbf", "exp", "iss", "aud", "jti"}
     flat = json.dumps(claims)
     assert DEMO_PASSWORD not in flat and "$2b$" not in flat
     assert claims["exp"] - claims["nbf"] == 1800
 
 
-@pytest.mark.parametrize("secret,message", [
-    (None, "JWT_SECRET is not set"),
-    ("too-short-secret", "JWT_SECRET must be at least 32 bytes"),
-])
-def test_gateway_refuses_to_start_without_a_strong_secret(torchserve, tmp_path, secret, message):
-    gateway = GatewayServer(torchserve, tmp_path)
-    if secret is not None:
-        gateway.env["JWT_SECRET"] = secret
+@pytest.mark.parametrize("env,message", [
+    ({}, "Neither JWT_KEYS_FILE nor JWT_SECRET is set"),
+    ({"JWT_SECRET": "too-short-secret"}, "JWT_SECRET must be at least 32 bytes"),
+    ({"JWT_KEYS_FILE": "/nonexistent/jwt-keys.json"}, "JWT_KEYS_FILE: [Errno 2]"),
+    ({"JWT_KEYS_FILE": "/etc/hostname"}, "JWT_KEYS_FILE: "),
+    ({"JWT_SECRET": "s" * 40, "TRUSTED_ISSUERS_FILE": "/nonexistent/issuers.json"},
+     "TRUSTED_ISSUERS_FILE: [Errno 2]"),
+], ids=["none", "short_secret", "missing_keys_file", "not_a_keys_file", "missing_issuers"])
+def test_gateway_refuses_to_start_without_a_strong_secret(torchserve, tmp_path, env, message):
+    gateway = GatewayServer(torchserve, tmp_path, **{k.lower(): v for k, v in env.items()})
     gateway.start()
     try:
         assert gateway.proc.wait(30) != 0

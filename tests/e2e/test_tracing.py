@@ -20,14 +20,14 @@ BATCH_STAGES = {"preprocess", "inference", "postprocess"}
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory, model_store, users_file, jwt_secret):
+def traced(tmp_path_factory, model_store, users_file, jwt_keys):
     """(receiver, replica, gateway): both export their spans to the receiver."""
     receiver = OtlpReceiver().start()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     try:
         replica, gateway = start_stack(tmp_path_factory.mktemp("traced"), model_store,
-                                       users_file, jwt_secret, replica_env=env,
+                                       users_file, jwt_keys, replica_env=env,
                                        **{k.lower(): v for k, v in env.items()})
     except BaseException:
         receiver.stop()

@@ -146,13 +146,13 @@ def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch
         assert admin.call("DELETE", "/models/classifier/versions/1.0-int8").status_code == 200
 
 
-def test_make_run_keeps_a_promotion_across_a_restart(model_store, users_file, jwt_secret,
+def test_make_run_keeps_a_promotion_across_a_restart(model_store, users_file, jwt_keys,
                                                       tmp_path):
     """`make run`'s script (scripts/run-local.sh), on free ports and a private run
     directory: register and promote 2.0, stop, start again: 2.0 is still the default and
     pinned requests reach it (before declared state, the restart brought 1.0 back)."""
     ports = {name: free_port() for name in ("gateway", "inference", "management", "metrics")}
-    env = {"GATEWAY_BIND": f"127.0.0.1:{ports['gateway']}", "JWT_SECRET": jwt_secret,
+    env = {"GATEWAY_BIND": f"127.0.0.1:{ports['gateway']}", "JWT_KEYS_FILE": jwt_keys,
            "USERS_FILE": users_file, "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
            "MODEL_STORE": model_store, "AGENT_STORE": tmp_path / "store",
            "AGENT_STATE_FILE": tmp_path / "agent-state.json", "SERVE_LOG": tmp_path / "serve.out",

@@ -1,5 +1,5 @@
-"""Throwaway PostgreSQL, Redis, HAProxy and Prometheus servers for the tests, on free
-loopback ports."""
+"""Throwaway PostgreSQL, Redis, HAProxy, Prometheus and OpenID provider servers for the
+tests, on free loopback ports."""
 
 import json
 import os
@@ -174,7 +174,34 @@ def required_or_skip(available: bool, what: str):
     pytest.skip(f"{what} is not installed here; .ci/run installs it in CI")
 
 
-class Prometheus:
+class LoggedServer:
+    """A server process logging into `work`, ready when `ready_url` answers 200."""
+
+    name = "server"
+
+    def launch(self, argv: list[str], ready_url: str, what: str):
+        self.log = open(self.work / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: requests.get(ready_url, timeout=10).status_code == 200,
+                     timeout=SERVER_START_S, what=what,
+                     alive=lambda: self.proc.poll() is None, log=self.log_tail)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self) -> str:
+        return (self.work / f"{self.name}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self):
+        if self.proc is not None:
+            terminate(self.proc)
+            self.log.close()
+            self.proc = None
+
+
+class Prometheus(LoggedServer):
     """Debian's Prometheus scraping `targets` ({job: ["host:port", ...]}) every second,
     with the project's alert rules loaded (config/prometheus/alerts.yml), evaluated every
     second; its HTTP API on a free loopback port."""
@@ -191,24 +218,13 @@ class Prometheus:
                                for job, hosts in targets.items()],
         }))  # JSON is YAML
 
-    def start(self):
-        self.log = open(self.work / "prometheus.log", "ab")
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={self.config}",
-             f"--storage.tsdb.path={self.work / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: requests.get(self.url + "/-/ready", timeout=10).status_code == 200,
-                     timeout=SERVER_START_S, what="Prometheus ready",
-                     alive=lambda: self.proc.poll() is None, log=self.log_tail)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    name = "prometheus"
 
-    def log_tail(self) -> str:
-        return (self.work / "prometheus.log").read_text(errors="replace")[-4000:]
+    def start(self):
+        return self.launch(["prometheus", f"--config.file={self.config}",
+                            f"--storage.tsdb.path={self.work / 'data'}",
+                            f"--web.listen-address=127.0.0.1:{self.port}"],
+                           self.url + "/-/ready", "Prometheus ready")
 
     def api(self, path: str, **params):
         answer = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
@@ -223,7 +239,56 @@ class Prometheus:
         """The alert's firing or pending instances."""
         return [a for a in self.api("alerts")["alerts"] if a["labels"]["alertname"] == name]
 
-    def stop(self):
-        if self.proc is not None:
-            terminate(self.proc)
-            self.log.close()
+
+OIDC_DIR = ROOT / "tests" / "support" / "oidc"
+
+
+def signing_jwk(kid: str) -> dict:
+    """A new private EC P-256 JWK for the provider to sign with."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()), as_dict=True)
+    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
+
+
+def openid_provider_available() -> bool:
+    return shutil.which("node") is not None and (OIDC_DIR / "node_modules" / "oidc-provider").is_dir()
+
+
+class OpenIdProvider(LoggedServer):
+    """oidc-provider (npm, OpenID Certified) on Debian's node: JWT access tokens by client
+    credentials. `clients`: {client_id: (groups, token lifetime in seconds)};
+    `resources`: {audience: the scopes it grants}.
+    Restarting with other keys (on the same port and issuer) is how it rotates."""
+
+    def __init__(self, work: Path, clients: dict, resources: dict):
+        self.port = free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.work, self.proc = work, None
+        self.secrets = {client: os.urandom(16).hex() for client in clients}
+        self.config = {
+            "port": self.port,
+            "clients": [{"client_id": c, "client_secret": self.secrets[c], "groups": groups,
+                         "ttl": ttl} for c, (groups, ttl) in clients.items()],
+            "resources": resources,
+        }
+
+    name = "provider"
+
+    def start(self, keys: list[dict]):
+        (self.work / "provider.json").write_text(json.dumps({**self.config, "keys": keys}))
+        return self.launch(["node", str(OIDC_DIR / "provider.mjs"),
+                            str(self.work / "provider.json")],
+                           self.issuer + "/.well-known/openid-configuration",
+                           "the OpenID provider's discovery")
+
+    def token(self, client: str, resource: str | None = None) -> str:
+        answer = requests.post(self.issuer + "/token", auth=(client, self.secrets[client]),
+                               timeout=30, data={"grant_type": "client_credentials",
+                                                 **({"resource": resource} if resource else {})})
+        answer.raise_for_status()
+        return answer.json()["access_token"]
+
+    def jwks_fetches(self) -> int:
+        return requests.get(self.issuer + "/test/jwks-fetches", timeout=10).json()["fetches"]

@@ -12,6 +12,8 @@ from gateway import db
 from gateway.users import UserStore
 
 from tests.support import images
+from gateway.keys import KeyRing
+from gateway.settings import Settings
 from tests.support.servers import GatewayServer, ReplicaServer
 from tests.support.waiting import MODEL_READY_S, wait_for
 
@@ -19,7 +21,13 @@ DEMO_USER, DEMO_PASSWORD = "client_user", "tryClassifier"
 ADMIN_USER, ADMIN_PASSWORD = "ops_admin", secrets.token_urlsafe(12)
 
 
-def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str,
+def signing_keys(path: Path) -> str:
+    """A token signing keys file with one key (gateway.keys), as `make run` makes."""
+    KeyRing(path, Settings.jwt_ttl_seconds).ensure()
+    return str(path)
+
+
+def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_keys: str,
                 replica_env: dict | None = None, **settings):
     """A ready replica and a gateway in front of it; nothing left running if either fails.
     The replica adopts classifier-1.0.mar from `model_store`, where the gateway also finds
@@ -37,7 +45,7 @@ def start_stack(tmp: Path, model_store: Path, users_file: Path, jwt_secret: str,
     # The load tests run 32 clients against one process: shedding past the in-flight
     # bound is tested on a stack of its own (test_overload.py).
     settings.setdefault("max_inflight_predictions", 64)
-    gateway = GatewayServer(torchserve, tmp / "gateway", jwt_secret=jwt_secret,
+    gateway = GatewayServer(torchserve, tmp / "gateway", jwt_keys_file=jwt_keys,
                             users_file=users_file, **settings)
     try:
         torchserve.start()

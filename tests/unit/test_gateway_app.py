@@ -12,6 +12,7 @@ from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NewConnectionE
 
 from gateway import db
 from gateway.app import create_app
+from gateway.principals import SCOPES
 from gateway.settings import Settings
 from gateway.users import UserStore
 from tests.support.servers import ROOT, free_port
@@ -164,7 +165,7 @@ def test_token_errors(client):
         assert answer.headers["Cache-Control"] == "no-store"
         assert answer.headers["Pragma"] == "no-cache"
     grant = client.post("/token", data={"username": "alice", "password": "alice-password",
-                                        "grant_type": "client_credentials"})
+                                        "grant_type": "authorization_code"})
     assert grant.status_code == 422 and grant.json["error"] == "unsupported_grant_type"
 
 
@@ -239,10 +240,16 @@ def test_request_id_is_echoed_or_made(client):
     assert made != "bad id <script>" and len(made) == 32
 
 
-def test_openapi_declares_the_password_flow(client):
+def test_openapi_declares_both_grants_and_every_scope(client):
+    """Swagger UI's Authorize offers what /token serves, with the scopes routes ask for."""
     spec = client.get("/openapi.json").json
-    flow = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]
-    assert flow["tokenUrl"] == "/token"
+    flows = spec["components"]["securitySchemes"]["OAuth2"]["flows"]
+    assert set(flows) == {"password", "clientCredentials"}
+    assert all(f["tokenUrl"] == "/token" and set(f["scopes"]) == set(SCOPES)
+               for f in flows.values())
+    asked = {scope for ops in spec["paths"].values() for op in ops.values()
+             for need in op.get("security", []) for scope in need.get("OAuth2", [])}
+    assert asked == set(SCOPES)
     assert {"/token", "/predict", "/healthz", "/readyz"} <= set(spec["paths"])
     docs = client.get("/docs/")
     assert docs.status_code == 200 and b"swagger-ui-bundle.js" in docs.data
