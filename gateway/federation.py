@@ -123,8 +123,7 @@ class IssuerKeys:
 
 class TrustedIssuers:
     def __init__(self, issuers: list[TrustedIssuer]):
-        session = requests.Session()
-        self._by_issuer = {i.issuer: (i, IssuerKeys(i, session)) for i in issuers}
+        self._by_issuer = {i.issuer: (i, IssuerKeys(i, requests.Session())) for i in issuers}
 
     @classmethod
     def from_file(cls, path: str) -> "TrustedIssuers | None":

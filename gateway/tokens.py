@@ -125,7 +125,7 @@ class Tokens:
         return jwt.encode(claims, keys.private[signer.kid], algorithm=ALGORITHM,
                           headers={"kid": signer.kid})
 
-    def verify(self, token: str, now: float | None = None) -> Verified:
+    def verify(self, token: str) -> Verified:
         """The checked token, or TokenError with a reason (IssuerUnavailable when a
         trusted issuer's keys cannot be fetched)."""
         header, claims = unverified(token)
@@ -134,7 +134,7 @@ class Tokens:
             if self.issuers is None or not self.issuers.trusts(issuer):
                 raise TokenError("token has the wrong issuer")
             return self.issuers.verify(token, header, claims)
-        key, algorithms = self._key(header, time.time() if now is None else now)
+        key, algorithms = self._key(header, time.time())
         checked = decode(token, key, algorithms, self.settings.jwt_audience,
                          self.settings.jwt_issuer, REQUIRED_CLAIMS)
         # Tokens of the HS256 release carry a role, not scopes: the role decides.
