@@ -6,6 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import time
 
 import jwt
@@ -17,14 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.support import images
 from tests.support.backends import (OpenIdProvider, openid_provider_available,
                                     required_or_skip, signing_jwk)
-from tests.support.servers import GatewayServer
+from tests.support.servers import ROOT, GatewayServer
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 AUDIENCE = "urn:image-classifier"  # resource indicators are URIs
 REFETCH_S = 2  # the issuer's bound on refetches for an unknown kid, short for the test
 CLIENTS = {"ml-bot": (["ml-users"], 600), "admin-bot": (["ml-admins"], 600),
-           "nobody-bot": ([], 600), "short-bot": (["ml-users"], 1)}
+           "nobody-bot": ([], 600), "short-bot": (["ml-users"], 1),
+           "erased-bot": (["ml-users"], 600)}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +79,20 @@ def test_provider_tokens_are_accepted_with_their_groups_as_roles(federation):
     # Revocation works as for our own tokens: /logout denies this token everywhere.
     assert call(gateway, token, "POST", "/logout").status_code == 200
     assert call(gateway, token).status_code == 401
+
+
+def test_erasing_a_federated_user_deletes_their_rows_and_ends_their_tokens(federation):
+    gateway, provider, _ = federation
+    token = provider.token("erased-bot")
+    assert call(gateway, token).status_code == 200
+    subject = f"{provider.issuer}#erased-bot"
+    erased = subprocess.run(
+        [sys.executable, "-m", "gateway.users", "erase", subject], cwd=ROOT, timeout=60,
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "DATABASE_URL": gateway.env["DATABASE_URL"]})
+    assert f"erased 1 prediction-log rows of {subject!r}" in erased.stdout
+    refused = call(gateway, token)
+    assert refused.status_code == 401 and "erased" in refused.json()["detail"]
 
 
 def _b64(raw: bytes) -> str:
