@@ -39,7 +39,6 @@ from pathlib import Path
 import yaml
 
 from tests.support.servers import ROOT
-from tests.support.stack import signing_keys
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 WORKLOADS = ("Deployment", "StatefulSet")
@@ -53,7 +52,7 @@ def render(work: Path) -> str:
     copy_dir = work / "k8s"
     shutil.copytree(ROOT / "k8s", copy_dir, ignore=shutil.ignore_patterns("secrets"))
     (copy_dir / "secrets").mkdir()
-    signing_keys(copy_dir / "secrets/jwt-keys.json")
+    (copy_dir / "secrets/jwt-secret").write_text("x" * 48)
     (copy_dir / "secrets/postgres-password").write_text("p" * 48)
     shutil.copy(ROOT / "config/users.json", copy_dir / "secrets/users.json")
     result = subprocess.run([str(KUBECTL), "kustomize", str(copy_dir)], capture_output=True,
