@@ -118,9 +118,10 @@ test-deploy: install
 	$(BIN)/pytest -q tests/deploy
 
 # Kubernetes secrets: untracked files under k8s/secrets/ that kustomize turns into Secrets.
-k8s-secrets:
+k8s-secrets: install
 	mkdir -p k8s/secrets
 	umask 077 && test -s k8s/secrets/jwt-secret || $(SECRET) > k8s/secrets/jwt-secret
+	$(BIN)/python -m gateway.keys --file k8s/secrets/jwt-keys.json ensure
 	umask 077 && test -s k8s/secrets/postgres-password || $(SECRET) > k8s/secrets/postgres-password
 	test -s k8s/secrets/users.json || cp config/users.json k8s/secrets/users.json
 

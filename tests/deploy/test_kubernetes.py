@@ -1,12 +1,19 @@
 """The manifests' own pod specs, run with `podman kube play` (see support/kube.py for
 exactly what that proves and what only a real cluster can)."""
 
+from types import SimpleNamespace
+
+import jwt
 import pytest
+import requests
 import yaml
 
+from gateway.keys import KeyRing
+from gateway.settings import Settings
 from tests.support.containers import round_trip, wait_ready
 from tests.support.kube import KubePlay, pod_name, render
 from tests.support.servers import free_port
+from tests.support.stack import get_token
 from tests.support.waiting import CONTAINER_READY_S, wait_for
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -53,7 +60,7 @@ def wait_probes(engine, kube, workload: str):
                          log=lambda: engine.logs(name), interval=2)
 
 
-def test_manifests_run_and_round_trip(engine, kube):
+def test_manifests_run_and_round_trip(engine, kube, tmp_path):
     kube.start_backends()
     for workload in ("postgres", "redis"):
         wait_probes(engine, kube, workload)
@@ -66,6 +73,25 @@ def test_manifests_run_and_round_trip(engine, kube):
     url = f"http://127.0.0.1:{kube.gateway_port}"
     wait_ready(url)
     round_trip(url)
+
+    # Tokens are ES256, signed by the gateway-signing-keys Secret's key; the operator's
+    # rotation (gateway.keys rotate, kubectl apply -k) reaches the running gateway
+    # without a restart, and tokens of the old key keep working.
+    keys = KeyRing(tmp_path / "k8s/secrets/jwt-keys.json", Settings.jwt_ttl_seconds)
+    gateway = SimpleNamespace(url=url)
+    old_token = get_token(gateway)
+    [old_key] = keys.current().keys
+    header = jwt.get_unverified_header(old_token)
+    assert (header["alg"], header["kid"]) == ("ES256", old_key.kid)
+    rotated = keys.rotate().kid
+    kube.refresh_secret("gateway-signing-keys", {"jwt-keys.json": keys.path.read_bytes()})
+    wait_for(lambda: jwt.get_unverified_header(get_token(gateway))["kid"] == rotated,
+             timeout=CONTAINER_READY_S, what="a token of the rotated key")
+    jwks = requests.get(url + "/.well-known/jwks.json", timeout=30).json()["keys"]
+    assert sorted(k["kid"] for k in jwks) == sorted([old_key.kid, rotated])
+    assert requests.get(url + "/predictions", headers={"Authorization": f"Bearer {old_token}"},
+                        timeout=30).status_code == 200
+
     for workload in kube.workloads:
         for name in kube.containers(workload).values():
             state = engine("inspect", name, "--format", "{{.State.Status}} {{.RestartCount}}")

@@ -6,8 +6,12 @@ ConfigMaps and Secrets, volumes, probes) with podman 4.3, changing in its copy o
 what podman cannot take as it is:
 
 - Secrets become `podman secret create NAME F`, F being the Secret's `data` map as
-  JSON (the only way kube play reads them), and secret volumes get `optional: false`
-  (kube play panics without it).
+  JSON (the only way kube play reads them for env). Secret volumes become named volumes
+  that the test fills with the Secret's items, owned by root and the pod's fsGroup with
+  the volume's defaultMode, as the kubelet writes them: kube play 4.3 reads a volume's
+  Secret in another shape than env's and mounts an empty directory (the image's own
+  files showed through it). `refresh_secret` rewrites them, as the kubelet does when a
+  Secret changes.
 - The StatefulSet runs as a Deployment with the same pod template, its volume
   claim as a named volume (kube play ignores StatefulSets).
 - emptyDirs become tmpfs volumes owned by the pod's fsGroup, as the kubelet makes
@@ -29,16 +33,19 @@ real cluster; tests/static checks them.
 
 import base64
 import copy
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import yaml
 
 from tests.support.servers import ROOT
+from tests.support.stack import signing_keys
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 WORKLOADS = ("Deployment", "StatefulSet")
@@ -53,6 +60,7 @@ def render(work: Path) -> str:
     shutil.copytree(ROOT / "k8s", copy_dir, ignore=shutil.ignore_patterns("secrets"))
     (copy_dir / "secrets").mkdir()
     (copy_dir / "secrets/jwt-secret").write_text("x" * 48)
+    signing_keys(copy_dir / "secrets/jwt-keys.json")
     (copy_dir / "secrets/postgres-password").write_text("p" * 48)
     shutil.copy(ROOT / "config/users.json", copy_dir / "secrets/users.json")
     result = subprocess.run([str(KUBECTL), "kustomize", str(copy_dir)], capture_output=True,
@@ -78,6 +86,7 @@ class KubePlay:
         self.secrets = [d for d in docs if d["kind"] == "Secret"]
         self.services = [d for d in docs if d["kind"] == "Service"]
         self.secret_data = {d["metadata"]["name"]: d["data"] for d in self.secrets}
+        self.secret_volumes: dict[str, list[tuple[str, dict]]] = {}  # Secret -> (volume, source)
         self.workloads = {d["metadata"]["name"]: self._as_deployment(d)
                           for d in docs if d["kind"] in WORKLOADS}
         self.played: list[Path] = []
@@ -98,19 +107,22 @@ class KubePlay:
                                                   "persistentVolumeClaim": {"claimName": volume}})
         fs_group = pod.get("securityContext", {}).get("fsGroup")
         for volume in pod.get("volumes", []):
+            name = f"{workload['metadata']['name']}-{volume['name']}"
             if "emptyDir" in volume:
                 # kube play makes emptyDirs root-only; the kubelet gives them to fsGroup.
-                name = f"{workload['metadata']['name']}-{volume['name']}"
                 owner = f"gid={fs_group},mode=2775" if fs_group is not None else "mode=1777"
                 self.engine("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
                             "--opt", f"o={owner}", name)
                 volume.pop("emptyDir")
                 volume["persistentVolumeClaim"] = {"claimName": name}
+            elif "secret" in volume:
+                self.engine("volume", "create", name)
+                source = {**volume.pop("secret"), "gid": fs_group or 0}
+                self.secret_volumes.setdefault(source["secretName"], []).append((name, source))
+                self._fill(name, source)
+                volume["persistentVolumeClaim"] = {"claimName": name}
         spec.pop("serviceName", None)
         workload["kind"] = "Deployment"
-        for volume in pod.get("volumes", []):
-            if "secret" in volume:
-                volume["secret"].setdefault("optional", False)
         for container in pod.get("initContainers", []) + pod["containers"]:
             self._expand_env(container)
 
@@ -130,6 +142,31 @@ class KubePlay:
             else:
                 container.pop("ports", None)
         return workload
+
+    def _fill(self, volume: str, source: dict) -> None:
+        """Write a secret volume's files: its items (all keys without items), root-owned,
+        group fsGroup, mode defaultMode (0644 by default), as the kubelet does."""
+        data = self.secret_data[source["secretName"]]
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for item in items:
+                content = base64.b64decode(data[item["key"]])
+                info = tarfile.TarInfo(item["path"])
+                info.size, info.gid = len(content), source["gid"]
+                info.mode = item.get("mode", source.get("defaultMode", 0o644))
+                tar.addfile(info, io.BytesIO(content))
+        path = self.work / f"{volume}.tar"
+        path.write_bytes(archive.getvalue())
+        self.engine("volume", "import", volume, path)
+
+    def refresh_secret(self, name: str, files: dict[str, bytes]) -> None:
+        """The Secret `name` changed (`kubectl apply`): its new files reach the running
+        pods' volumes, as the kubelet's sync brings them."""
+        self.secret_data[name] = {**self.secret_data[name],
+                                  **{k: base64.b64encode(v).decode() for k, v in files.items()}}
+        for volume, source in self.secret_volumes.get(name, []):
+            self._fill(volume, source)
 
     def _expand_env(self, container: dict) -> None:
         """Write out `$(NAME)` references to earlier variables, which the kubelet expands
