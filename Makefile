@@ -188,7 +188,8 @@ CONCURRENCY ?= 1,16
 bench: check-java install
 	$(BIN)/python -m bench.run --requests $(REQUESTS) --concurrency $(CONCURRENCY) --arch $(ARCH)
 
-# The gateway past capacity: c=16 (reference), 64 and 128, OVERLOAD_SECONDS each.
+# The gateway past capacity: c=16 (reference), 64 and 128, OVERLOAD_SECONDS each, with
+# clients that honour Retry-After and clients that do not; then two users' fairness.
 OVERLOAD_SECONDS ?= 60
 bench-overload: check-java install
 	$(BIN)/python -m bench.overload --seconds $(OVERLOAD_SECONDS)

@@ -1,5 +1,7 @@
 """Admission: at most MAX_INFLIGHT_PREDICTIONS predictions of this process in flight to
-TorchServe, and for the ones refused a 503 whose Retry-After follows the load.
+TorchServe (and, when MAX_INFLIGHT_PER_USER is set, at most that many of one user's, so
+that one caller's flood is refused before it takes every slot), and for the ones
+refused a 503 whose Retry-After follows the load.
 
 TorchServe's queue would take every request and answer each later and later; past the
 bound we say so at once. Retry-After is the number of refusals per completed prediction
@@ -28,30 +30,51 @@ RETRY_AFTER_MAX_S = 10
 class Admission:
     def __init__(self, settings: Settings):
         self.limit = settings.max_inflight_predictions
+        self.per_user = settings.max_inflight_per_user  # 0: no bound of its own
         self.wait = settings.inflight_wait_ms / 1000
         self._slots = threading.BoundedSemaphore(self.limit)
         self._lock = threading.Lock()
+        self._held: dict[str, int] = {}  # username -> slots held, under _lock
         # Monotonic times of completions and refusals within the last WINDOW_S.
         self._completed: deque[float] = deque()
         self._refused: deque[float] = deque()
 
     @contextlib.contextmanager
-    def slot(self):
-        """One slot for a client's prediction, or ApiError 503 after INFLIGHT_WAIT_MS.
-        Taken before the body is read, so a refusal costs little; a /v2 call of several
-        images takes one. Shadow copies take none: the shadow queue bounds them."""
+    def slot(self, username: str):
+        """One slot for a client's prediction, or ApiError 503: at once when `username`
+        already holds MAX_INFLIGHT_PER_USER, else after INFLIGHT_WAIT_MS without a free
+        slot. Taken before the body is read, so a refusal costs little; a /v2 call of
+        several images takes one. Shadow copies take none: the shadow queue bounds them."""
+        with self._lock:
+            held = self._held.get(username, 0)
+            over = 0 < self.per_user <= held
+            if not over:
+                self._held[username] = held + 1
+        if over:
+            self._refuse(f"{self.per_user} of this user's predictions")
         if not self._slots.acquire(timeout=self.wait):
-            metrics.SHED.inc()
-            retry_after = self._refusal()
-            raise unavailable(f"{SHED_DETAIL}: {self.limit} predictions in flight in this "
-                             f"gateway process, try again in {retry_after} s", retry_after)
+            self._give_back(username)
+            self._refuse(f"{self.limit} predictions")
         try:
             yield
         finally:
             self._slots.release()
+            self._give_back(username)
             with self._lock:
                 self._completed.append(time.monotonic())
                 _trim(self._completed, self._completed[-1])
+
+    def _give_back(self, username: str) -> None:
+        with self._lock:
+            held = self._held.pop(username) - 1
+            if held:
+                self._held[username] = held
+
+    def _refuse(self, what: str) -> None:
+        metrics.SHED.inc()
+        retry_after = self._refusal()
+        raise unavailable(f"{SHED_DETAIL}: {what} in flight in this gateway process, try "
+                          f"again in {retry_after} s", retry_after)
 
     def _refusal(self) -> int:
         """Count a refusal; the Retry-After it gets."""

@@ -62,11 +62,6 @@ class SigningKey:
     def private_key(self) -> ec.EllipticCurvePrivateKey:
         return serialization.load_pem_private_key(self.private_pem.encode("ascii"), None)
 
-    def jwk(self) -> dict:
-        """The public half as a JWK (RFC 7517/7518)."""
-        numbers = self.private_key().public_key().public_numbers()
-        return {"kty": "EC", "crv": "P-256", "x": _b64(numbers.x), "y": _b64(numbers.y),
-                "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
 
 
 def new_key(now: float, signs_from: float) -> SigningKey:
@@ -102,8 +97,14 @@ class KeySet:
         return self.private[kid].public_key()
 
     def jwks(self, now: float) -> dict:
-        return {"keys": [k.jwk() for k in self.keys
+        """The public halves of the keys that verify at `now`, as JWKs (RFC 7517/7518)."""
+        return {"keys": [self._jwk(k.kid) for k in self.keys
                          if now < k.verifies_until(self.ttl_seconds)]}
+
+    def _jwk(self, kid: str) -> dict:
+        numbers = self.private[kid].public_key().public_numbers()
+        return {"kty": "EC", "crv": "P-256", "x": _b64(numbers.x), "y": _b64(numbers.y),
+                "kid": kid, "alg": ALGORITHM, "use": "sig"}
 
 
 class KeyRing:

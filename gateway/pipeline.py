@@ -149,7 +149,7 @@ class PredictionPipeline:
         try:
             with timed(stages, "quota"):
                 self.quota.check(request.username, request.own_quota)
-            with self.admission.slot():
+            with self.admission.slot(request.username):
                 with timed(stages, "read"):
                     payload = request.read()
                 route = self._route(request)

@@ -51,6 +51,8 @@ class Settings:
     # Predictions in flight to TorchServe per gateway process; past it a request waits
     # up to INFLIGHT_WAIT_MS for a slot, then gets 503 + Retry-After (load shedding).
     max_inflight_predictions: int = 16
+    # At most this many of them one user's (0: no bound but the process's).
+    max_inflight_per_user: int = 0
     inflight_wait_ms: int = 20
     rate_limit_storage_uri: str = "memory://"
     # Traces (gateway.tracing): the standard OpenTelemetry variables; export is off
@@ -142,9 +144,10 @@ class Settings:
                self.agent_interval_seconds) <= 0:
             raise SettingsError("MAX_ARCHIVE_BYTES, VERSION_WAIT_SECONDS, REPLICA_STALE_SECONDS "
                                 "and AGENT_INTERVAL_SECONDS must be positive")
-        if self.inflight_wait_ms < 0 or self.prediction_log_retention_days < 0:
-            raise SettingsError("INFLIGHT_WAIT_MS and PREDICTION_LOG_RETENTION_DAYS must be "
-                                "0 or more")
+        if min(self.inflight_wait_ms, self.prediction_log_retention_days,
+               self.max_inflight_per_user) < 0:
+            raise SettingsError("INFLIGHT_WAIT_MS, PREDICTION_LOG_RETENTION_DAYS and "
+                                "MAX_INFLIGHT_PER_USER must be 0 or more")
         if self.otel_exporter_otlp_protocol not in ("http/protobuf", "grpc"):
             raise SettingsError("OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or grpc")
         if self.trusted_proxy_hops < 0:

@@ -27,16 +27,14 @@ def auth_stack(tmp_path_factory, torchserve, users_file, jwt_keys):
                                       "quota_user", "other_user", "victim")])
     store.set_quota("quota_user", "3 per minute")
     redis = Redis().start()
-    gateway = GatewayServer(torchserve, base / "gateway", jwt_keys_file=jwt_keys,
-                            users_file=users, gateway_workers=2,
-                            rate_limit_storage_uri=redis.url, predict_rate_limit="8 per minute",
-                            login_address_rate_limit="8 per minute", trusted_proxy_hops=1)
-    gateway.start()
     try:
-        gateway.wait_up()
-        yield gateway, users
+        with GatewayServer(torchserve, base / "gateway", jwt_keys_file=jwt_keys,
+                           users_file=users, gateway_workers=2, rate_limit_storage_uri=redis.url,
+                           predict_rate_limit="8 per minute",
+                           login_address_rate_limit="8 per minute",
+                           trusted_proxy_hops=1).serving() as gateway:
+            yield gateway, users
     finally:
-        gateway.stop()
         redis.stop()
 
 

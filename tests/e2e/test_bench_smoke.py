@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,14 +23,18 @@ def a_figure(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def run_bench(module: str, report: str, out: Path, timeout: float, *args: str) -> dict:
+    """`python -m bench.<module> ... --out out`, which must exit 0; its JSON report."""
+    result = subprocess.run([sys.executable, "-m", f"bench.{module}", *args, "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((out / report).read_text())
+
+
 @pytest.mark.timeout(BENCH_S + 60)
 def test_bench_smoke(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--requests", "4", "--rounds", "1",
-         "--concurrency", "1,2", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=BENCH_S)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "bench.json").read_text())
+    report = run_bench("run", "bench.json", tmp_path, BENCH_S, "--requests", "4", "--rounds", "1",
+                       "--concurrency", "1,2")
     modes = {(r["mode"], r["concurrency"]) for r in report["results"]}
     assert modes == {(m, c) for m in ("in-process", "torchserve", "gateway") for c in (1, 2)}
     assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["results"])
@@ -88,26 +93,28 @@ def test_bench_smoke(tmp_path):
 
 @pytest.mark.timeout(OVERLOAD_S + 60)
 def test_overload_bench_smoke(tmp_path):
-    """`make bench-overload`'s harness, with two short crowds."""
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.overload", "--seconds", "3", "--concurrency", "2,24",
-         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=OVERLOAD_S)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "overload.json").read_text())
-    assert [r["concurrency"] for r in report["rows"]] == [2, 24]
-    assert all(r["failed"] == 0 and r["served"] > 0 for r in report["rows"])
-    assert report["summary"]["failed"] == 0 and "goodput_c24_over_c2" in report["summary"]
+    """`make bench-overload`'s harness, its three modes with short crowds."""
+    report = run_bench("overload", "overload.json", tmp_path, OVERLOAD_S, "--seconds", "3",
+                       "--concurrency", "2,24", "--victim", "1", "--max-inflight-per-user", "2")
+    assert {mode: [(r["concurrency"], r["polite"]) for r in rows]
+            for mode, rows in report["rows"].items()} == {
+        "polite": [(2, True), (24, True)], "impolite": [(2, True), (24, False)],
+        "fairness": [(1, True), (1, True), (24, False)]}
+    rows = [r for mode_rows in report["rows"].values() for r in mode_rows]
+    assert all(r["failed"] == 0 and r["served"] > 0 for r in rows) and report["failed"] == 0
+    # 24 clients against 16 slots, 2 per user: the crowds past capacity were refused.
+    assert report["rows"]["impolite"][1]["shed"] > 0 and report["rows"]["fairness"][2]["shed"] > 0
+    # and each refusal's own time in the gateway was taken apart.
+    assert {"auth", "quota", "log", "app"} <= set(report["rows"]["impolite"][1]["shed_stages_p50_ms"])
+    assert len(report["goals"]) == 7
+    assert all(a_figure(g["figure"]) for g in report["goals"].values()), report["goals"]
 
 
 @pytest.mark.timeout(REPLICAS_S + 60)
 def test_replicas_bench_smoke(tmp_path):
     """`make bench-replicas`' harness, one round on two replicas."""
     required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.replicas", "--rounds", "1", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=REPLICAS_S)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "replicas.json").read_text())
+    report = run_bench("replicas", "replicas.json", tmp_path, REPLICAS_S, "--rounds", "1")
     assert report["replicas"] == 2 and len(report["first_ready_wait_s"]) == 2
     assert all(len(runs) == 1 for runs in report["runs"].values()), report["runs"]
 
@@ -116,11 +123,8 @@ def test_replicas_bench_smoke(tmp_path):
 def test_log_lifecycle_bench_smoke(tmp_path):
     """`make bench-log`'s harness on 2,000 rows."""
     required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.log_lifecycle", "--rows", "2000", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=REPLICAS_S)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads((tmp_path / "log-lifecycle.json").read_text())
+    report = run_bench("log_lifecycle", "log-lifecycle.json", tmp_path, REPLICAS_S,
+                       "--rows", "2000")
     for figures in report.values():
         assert figures["rows"] == 2000 and figures["purged"] == 1000, figures
         assert figures["export_rows_per_s"] > 0 and figures["usage_day_s"] >= 0

@@ -45,14 +45,12 @@ def federation(tmp_path_factory, torchserve, users_file, jwt_keys):
         "issuer": provider.issuer, "audience": AUDIENCE, "roles_claim": "groups",
         "roles": {"ml-users": "user", "ml-admins": "admin"}, "algorithms": ["ES256"],
         "min_refetch_seconds": REFETCH_S}]))
-    gateway = GatewayServer(torchserve, base / "gateway", jwt_keys_file=jwt_keys,
-                            users_file=users_file, trusted_issuers_file=issuers)
-    gateway.start()
     try:
-        gateway.wait_up()
-        yield gateway, provider, first
+        with GatewayServer(torchserve, base / "gateway", jwt_keys_file=jwt_keys,
+                           users_file=users_file,
+                           trusted_issuers_file=issuers).serving() as gateway:
+            yield gateway, provider, first
     finally:
-        gateway.stop()
         provider.stop()
 
 

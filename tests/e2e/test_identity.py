@@ -43,16 +43,13 @@ def identity(tmp_path_factory, torchserve, users_file):
     keys = base / "jwt-keys.json"
     cli("gateway.keys", "--file", str(keys), "rotate")
     redis = Redis().start()
-    gateway = GatewayServer(torchserve, base / "gateway", jwt_keys_file=keys, users_file=users,
-                            jwt_ttl_seconds=TTL_S, gateway_workers=2,
-                            rate_limit_storage_uri=redis.url,
-                            predict_rate_limit="100000 per minute")
-    gateway.start()
     try:
-        gateway.wait_up()
-        yield gateway, users, keys
+        with GatewayServer(torchserve, base / "gateway", jwt_keys_file=keys, users_file=users,
+                           jwt_ttl_seconds=TTL_S, gateway_workers=2,
+                           rate_limit_storage_uri=redis.url,
+                           predict_rate_limit="100000 per minute").serving() as gateway:
+            yield gateway, users, keys
     finally:
-        gateway.stop()
         redis.stop()
 
 

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -156,3 +157,13 @@ class GatewayServer(Process):
         """Until /healthz answers 200: gunicorn listens before its workers answer."""
         self.wait(lambda: requests.get(self.url + "/healthz", timeout=10).status_code == 200,
                   timeout, "the gateway's /healthz")
+
+    @contextmanager
+    def serving(self):
+        """Started and answering for the block, stopped after it whatever happens."""
+        self.start()
+        try:
+            self.wait_up()
+            yield self
+        finally:
+            self.stop()

@@ -18,7 +18,7 @@ def clock(monkeypatch):
 
 
 def refuse(gate: Admission) -> ApiError:
-    with pytest.raises(ApiError) as caught, gate.slot():
+    with pytest.raises(ApiError) as caught, gate.slot("alice"):
         pass
     assert caught.value.status == 503
     return caught.value
@@ -29,16 +29,16 @@ def test_retry_after_is_refusals_per_completion_in_the_window(clock):
                               inflight_wait_ms=0))
     shed_before = metrics.SHED._value.get()
     with contextlib.ExitStack() as held:
-        held.enter_context(gate.slot())
-        held.enter_context(gate.slot())
+        held.enter_context(gate.slot("alice"))
+        held.enter_context(gate.slot("alice"))
         # A burst with no completion yet: nothing to estimate from, the shortest advice.
         assert [refuse(gate).headers["Retry-After"] for _ in range(5)] == ["1"] * 5
     for _ in range(8):  # 10 completions in the window with the two above
-        with gate.slot():
+        with gate.slot("alice"):
             pass
     with contextlib.ExitStack() as held:
-        held.enter_context(gate.slot())
-        held.enter_context(gate.slot())
+        held.enter_context(gate.slot("alice"))
+        held.enter_context(gate.slot("alice"))
         advice = [int(refuse(gate).headers["Retry-After"]) for _ in range(20)]
         # 6..25 refusals against 10 completions: ceil(refusals / completions).
         assert advice == [-(-refused // 10) for refused in range(6, 26)]
@@ -51,3 +51,23 @@ def test_retry_after_is_refusals_per_completion_in_the_window(clock):
         clock[0] += admission.WINDOW_S + 0.1
         assert refuse(gate).headers["Retry-After"] == "1"
     assert metrics.SHED._value.get() == shed_before + 5 + 20 + 1 + 200 + 1
+
+
+def test_one_user_holds_at_most_their_share(clock):
+    """MAX_INFLIGHT_PER_USER: a flooding user is refused at once, another still admitted,
+    and a slot given back is the user's again."""
+    gate = Admission(Settings(jwt_secret="x" * 32, max_inflight_predictions=4,
+                              max_inflight_per_user=2, inflight_wait_ms=0))
+    with contextlib.ExitStack() as held:
+        held.enter_context(gate.slot("alice"))
+        held.enter_context(gate.slot("alice"))
+        assert refuse(gate).detail == ("over capacity: 2 of this user's predictions in "
+                                       "flight in this gateway process, try again in 1 s")
+        held.enter_context(gate.slot("bob"))
+        held.enter_context(gate.slot("bob"))
+        with pytest.raises(ApiError) as caught, gate.slot("carol"):
+            pass
+        assert caught.value.detail.startswith("over capacity: 4 predictions in flight")
+    assert gate._held == {}
+    with gate.slot("alice"), gate.slot("alice"):
+        pass
