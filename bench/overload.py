@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench import client
 from bench.profile import server_timing
-from bench.run import bench_images, percentiles
+from bench.run import bench_images, goal, percentiles, print_goals
 from gateway.settings import Settings
 from modelbuild import archive, weights
 from tests.support.servers import ROOT
@@ -99,11 +99,6 @@ def together(*crowds) -> list[dict]:
     return rows
 
 
-def goal(figure: float | None, op: str, target: float) -> dict:
-    met = figure is not None and (figure >= target if op == ">=" else figure <= target)
-    return {"figure": figure, "goal": f"{op} {target}", "met": met}
-
-
 def ratio(a, b, digits=3):
     return round(a / b, digits) if a is not None and b else None
 
@@ -120,6 +115,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-inflight-per-user", type=int,
                         default=Settings.max_inflight_per_user,
                         help="MAX_INFLIGHT_PER_USER of the gateway under test")
+    parser.add_argument("--inflight-wait-ms", type=int, default=Settings.inflight_wait_ms,
+                        help="INFLIGHT_WAIT_MS of the gateway under test")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = args.modes.split(",")
@@ -135,7 +132,8 @@ def main(argv=None) -> int:
         torchserve, gateway = start_stack(
             tmp, tmp / "store", users.path, signing_keys(tmp / "jwt-keys.json"),
             max_inflight_predictions=args.max_inflight,
-            max_inflight_per_user=args.max_inflight_per_user)
+            max_inflight_per_user=args.max_inflight_per_user,
+            inflight_wait_ms=args.inflight_wait_ms)
         try:
             token = get_token(gateway)
             flooder = get_token(gateway, *FLOODER)
@@ -187,8 +185,7 @@ def main(argv=None) -> int:
             if r["shed_stages_p50_ms"]:
                 print(f"{mode} c={r['concurrency']}: a refusal's stages in the gateway, p50 ms: "
                       f"{r['shed_stages_p50_ms']}")
-    for name, g in goals.items():
-        print(f"{name}: {g['figure']} (goal {g['goal']}: {'met' if g['met'] else 'missed'})")
+    print_goals(goals)
     print(f"failed requests: {failed} (goal 0)")
     return 1 if failed else 0
 

@@ -72,6 +72,34 @@ def percentiles(latencies: list[float]) -> dict:
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
 
 
+def goal(figure: float | None, op: str, target: float) -> dict:
+    """A goal's figure beside its target ("<=" or ">="), and whether it was met."""
+    met = figure is not None and (figure >= target if op == ">=" else figure <= target)
+    return {"figure": figure, "goal": f"{op} {target}", "met": met}
+
+
+def print_goals(goals: dict) -> None:
+    for name, g in goals.items():
+        print(f"{name}: {g['figure']} (goal {g['goal']}: {'met' if g['met'] else 'missed'})")
+
+
+def round_three_goals(summary: dict, cpu: dict, top: int) -> dict:
+    """#30's goals for the gateway's own cost, from this run's figures."""
+    split = cpu[f"gateway, c={top}"]
+    goals = {
+        f"gateway CPU / TorchServe Java frontend CPU per image, c={top}": goal(round(
+            split["gunicorn"] / split["TorchServe Java frontend"], 2), "<=", 1.0),
+        f"gateway / in-process images/s, c={top}": goal(
+            summary[f"gateway_over_in_process_throughput_c{top}"], ">=", 0.95),
+        f"gateway-int8 / in-process-int8 images/s, c={top}": goal(
+            summary[f"gateway_int8_over_in_process_int8_throughput_c{top}"], ">=", 0.85)}
+    for key, name in (("gateway_minus_in_process_p50_ms_c1", "gateway"),
+                      ("gateway_int8_minus_in_process_int8_p50_ms_c1", "gateway-int8")):
+        if key in summary:
+            goals[f"{name} p50 minus in-process's, c=1 (ms)"] = goal(summary[key], "<=", 5)
+    return goals
+
+
 def summarise(mode: str, concurrency: int, runs: list[dict]) -> dict:
     """One row from several rounds: all latencies pooled, throughput over total wall time."""
     latencies = [x for r in runs for x in r["latencies"]]
@@ -405,10 +433,11 @@ def main(argv=None) -> int:
         "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow,
                                              *tracing, *signing]),
     }
+    cpu = meter.per_image_ms()
     return write_report(args, summary, stages, clock, results=results,
                         prediction_log=[log_on, log_off], variants=variants, oip=oip,
                         tracing=tracing, signing=signing, shadow=shadow,
-                        cpu_ms_per_image=meter.per_image_ms())
+                        cpu_ms_per_image=cpu, goals=round_three_goals(summary, cpu, top))
 
 
 def main_summary(results: list[dict], ready_s: float, levels: list[int], top: int) -> dict:
@@ -450,11 +479,12 @@ class Sections:
 
 
 def write_report(args, summary: dict, stages: dict, clock: Sections,
-                 cpu_ms_per_image: dict | None = None, **sections) -> int:
+                 cpu_ms_per_image: dict | None = None, goals: dict | None = None,
+                 **sections) -> int:
     report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {
         "cpus": os.cpu_count()}, "arch": args.arch, "requests_per_cell": args.requests,
         **sections, "breakdown": stages, "cpu_ms_per_image": cpu_ms_per_image,
-        "section_seconds": clock.seconds, "summary": summary}
+        "section_seconds": clock.seconds, "summary": summary, "goals": goals}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     plot(sections["results"], args.out / "bench.png")
     print(f"{'mode':<16}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
@@ -469,6 +499,9 @@ def write_report(args, summary: dict, stages: dict, clock: Sections,
     print(f"\nseconds per section: {clock.seconds}")
     for key, value in summary.items():
         print(f"{key}: {value}")
+    if goals:
+        print("\ngoals (#30)")
+        print_goals(goals)
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 1 if summary["errors"] else 0
 

@@ -88,6 +88,9 @@ def test_bench_smoke(tmp_path):
     assert set(report["section_seconds"]) == {"set-up", "main table", "breakdown",
                                               "prediction log", "open inference protocol",
                                               "tracing", "signing", "shadow", "int8"}
+    # #30's goals, each a figure beside its target.
+    assert len(report["goals"]) == 5
+    assert all(a_figure(g["figure"]) for g in report["goals"].values()), report["goals"]
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 
