@@ -19,12 +19,16 @@ import time
 from collections import deque
 
 from gateway import metrics
-from gateway.errors import unavailable
+from gateway.errors import ApiError
 from gateway.settings import Settings
 
 SHED_DETAIL = "over capacity"  # how a refusal's detail, and its prediction-log row's, begins
 WINDOW_S = 5.0
 RETRY_AFTER_MAX_S = 10
+
+
+class Shed(ApiError):
+    """503: refused by admission, before the body was read."""
 
 
 class Admission:
@@ -73,8 +77,8 @@ class Admission:
     def _refuse(self, what: str) -> None:
         metrics.SHED.inc()
         retry_after = self._refusal()
-        raise unavailable(f"{SHED_DETAIL}: {what} in flight in this gateway process, try "
-                          f"again in {retry_after} s", retry_after)
+        raise Shed(503, f"{SHED_DETAIL}: {what} in flight in this gateway process, try again "
+                   f"in {retry_after} s", {"Retry-After": str(retry_after)})
 
     def _refusal(self) -> int:
         """Count a refusal; the Retry-After it gets."""

@@ -39,7 +39,11 @@ SHADOW_COMPARISONS = Counter("gateway_shadow_comparisons_total",
 SHADOW_DROPPED = Counter("gateway_shadow_dropped_total",
                          "Shadow copies dropped because the shadow queue was full")
 SHED = Counter("gateway_shed_total", "Predictions refused with 503 because the gateway "
-               "process had MAX_INFLIGHT_PREDICTIONS in flight to TorchServe")
+               "process had MAX_INFLIGHT_PREDICTIONS (or the caller MAX_INFLIGHT_PER_USER) "
+               "in flight to TorchServe")
+SHED_ROWS_LOST = Counter("gateway_shed_rows_lost_total",
+                         "Prediction-log rows of shed calls not written: the write-behind "
+                         "queue was full or the database failed")
 PREDICTION_LOG_FAILURES = Counter("gateway_prediction_log_failures_total",
                                   "Predictions answered 503 because their log row could not "
                                   "be written")

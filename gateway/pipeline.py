@@ -9,7 +9,8 @@
    batches them); a canary candidate's failure (5xx, or no longer registered) is
    answered by the default instead;
 5. one prediction-log row per image (or one for a call refused before its images
-   were read), written before the answer: if it cannot be written the answer is 503;
+   were read), written before the answer: if it cannot be written the answer is 503
+   (a call shed by admission has its row written behind instead: WriteBehind);
    then the rollout guard's review.
 
 Plain Python, no Flask: it returns an immutable Outcome that the adapters render.
@@ -31,13 +32,13 @@ from limits.errors import StorageError
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import metrics, tracing
-from gateway.admission import Admission
+from gateway.admission import Admission, Shed
 from gateway.errors import (ApiError, database_down, rate_limit_storage_down,
                             unavailable)
 from gateway.imagecheck import check_upload
 from gateway.log_privacy import LogPrivacy
 from gateway.model_versions import check_version
-from gateway.prediction_log import PredictionLog, PredictionRow
+from gateway.prediction_log import PredictionLog, PredictionRow, WriteBehind
 from gateway.quota import Quota
 from gateway.rollouts.guard import candidate_failed
 from gateway.rollouts.state import Rollout
@@ -137,6 +138,8 @@ class PredictionPipeline:
                  rollouts: RolloutStore | None, shadow: ShadowQueue, max_batch: int):
         self.settings, self.torchserve, self.admission = settings, torchserve, admission
         self.quota, self.prediction_log, self.privacy = quota, prediction_log, privacy
+        self.shed_rows = (WriteBehind(prediction_log, metrics.SHED_ROWS_LOST.inc)
+                          if prediction_log else None)
         self.rollouts, self.shadow = rollouts, shadow
         # A call's images go to TorchServe together, so that it batches them.
         self._pool = ThreadPoolExecutor(max_workers=max_batch, thread_name_prefix="images")
@@ -309,7 +312,10 @@ class PredictionPipeline:
                 for request_id, upload, result, agreement in zip(
                     ids, uploads or [None], results or [outcome.error] * len(ids),
                     agreements or [None] * len(ids))]
-        self.prediction_log.record(*rows)
+        if isinstance(outcome.error, Shed):
+            self.shed_rows.put(*rows)
+        else:
+            self.prediction_log.record(*rows)
         if route is not None and route.rollout is not None and route.arm in ("canary", "shadow"):
             if reason := self.rollouts.review(route.rollout):
                 metrics.ROLLBACKS.labels(route.rollout.version, reason.split(" ", 1)[0]).inc()

@@ -3,11 +3,16 @@
 SQLAlchemy Core on DATABASE_URL: a SQLite file by default (WAL mode, so readers
 never block the single writer and several gunicorn processes can share it),
 PostgreSQL in Kubernetes. The row is written before the response is sent, in its
-own short transaction from the connection pool. The table is in gateway/tables.py.
+own short transaction from the connection pool; only the rows of calls shed before
+their body was read are written behind (WriteBehind). The table is in gateway/tables.py.
 """
 
+import atexit
+import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +22,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from gateway.tables import predictions
 
+logger = logging.getLogger(__name__)
 INSERT = insert(predictions)
 DELETE_BATCH = 2000  # rows per delete transaction: short locks, no table rewrite
 
@@ -123,3 +129,51 @@ class PredictionLog:
             if count < batch:
                 return deleted
             time.sleep(pause)
+
+
+class WriteBehind:
+    """The rows of calls shed before their body was read, written after the answer by
+    one thread, all that arrived within FLUSH_S in one transaction. A shed call was never
+    accepted work, so its answer need not wait for its row; a flood of refusals then
+    costs a commit per FLUSH_S, not one each. A crash loses at most the last FLUSH_S of
+    them; past QUEUE_LIMIT waiting rows, or when the database fails, rows are counted as
+    lost instead (the gateway's gateway_shed_rows_lost_total)."""
+
+    FLUSH_S = 0.2
+    QUEUE_LIMIT = 10_000
+
+    def __init__(self, log: PredictionLog, lost: Callable[[int], None]):
+        self.log, self.lost = log, lost  # lost(n): n rows not written
+        self._rows: deque[PredictionRow] = deque()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def put(self, *rows: PredictionRow) -> None:
+        with self._lock:
+            if len(self._rows) + len(rows) > self.QUEUE_LIMIT:
+                self.lost(len(rows))
+                return
+            self._rows.extend(rows)
+            if self._thread is None:  # started in the process that serves (after a fork)
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="shed-rows")
+                self._thread.start()
+                atexit.register(self.flush)
+
+    def flush(self) -> None:
+        """Write every waiting row now."""
+        with self._lock:
+            rows = list(self._rows)
+            self._rows.clear()
+        if not rows:
+            return
+        try:
+            self.log.record(*rows)
+        except Exception as exc:
+            logger.error("%d rows of shed calls not written: %s", len(rows), exc)
+            self.lost(len(rows))
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_S)
+            self.flush()

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from gateway.admission import RETRY_AFTER_MAX_S, WINDOW_S
 from tests.support import images
 from tests.support.stack import get_token, start_stack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 CLIENTS = 24
@@ -59,14 +60,21 @@ def test_requests_over_capacity_get_a_fast_503_and_are_accounted_for(small_gatew
         assert response.json()["detail"] == (
             "over capacity: 2 predictions in flight in this gateway process, try again in "
             f"{response.headers['Retry-After']} s")
-    with create_engine(database_url).connect() as connection:
-        rows = dict(connection.execute(text(
-            "SELECT status_code, count(*) FROM predictions WHERE request_id LIKE 'crowd-%' "
-            "GROUP BY status_code")).all())
+    engine = create_engine(database_url)
+
+    def counts():
+        with engine.connect() as connection:
+            return dict(connection.execute(text(
+                "SELECT status_code, count(*) FROM predictions WHERE request_id LIKE 'crowd-%' "
+                "GROUP BY status_code")).all())
+
+    # Each one logged, shed ones too (theirs written behind the answer, within a second).
+    wait_for(lambda: counts() == {200: len(served), 503: len(shed)}, timeout=30,
+             what="a row for every answer", log=lambda: str(counts()))
+    with engine.connect() as connection:
         shed_rows = connection.execute(text(
             "SELECT latency_ms, upload_bytes, model_version FROM predictions "
             "WHERE request_id LIKE 'crowd-%' AND status_code = 503")).all()
-    assert rows == {200: len(served), 503: len(shed)}  # each one logged, shed ones too
     # A cheap no: refused before the upload was read, never queued at TorchServe.
     assert all(r.upload_bytes is None and r.model_version is None for r in shed_rows)
     client_ms = statistics.median(seconds * 1000 for _, seconds in shed)

@@ -1,6 +1,9 @@
 """The prediction pipeline without a server (gateway/pipeline.py): a scripted TorchServe,
 a real SQLite prediction log with its rollouts, real admission and quota storage."""
 
+from dataclasses import replace
+from datetime import datetime, timezone
+
 import pytest
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
@@ -11,7 +14,7 @@ from gateway.admission import Admission
 from gateway.errors import ApiError
 from gateway.log_privacy import LogPrivacy
 from gateway.pipeline import PredictionPipeline, PredictionRequest
-from gateway.prediction_log import PredictionLog, create_log_engine
+from gateway.prediction_log import PredictionLog, PredictionRow, WriteBehind, create_log_engine
 from gateway.quota import Quota
 from gateway.rollouts.guard import Guard
 from gateway.rollouts.store import RolloutStore
@@ -138,8 +141,34 @@ def test_a_full_gateway_sheds_before_reading(parts):
     assert outer.status == 200
     [shed] = inner
     assert shed.status == 503 and shed.error.headers["Retry-After"] == "1"
-    shed_row = next(r for r in rows(log) if r.request_id == "shed")
+    # Its row is written behind the answer, within WriteBehind.FLUSH_S.
+    shed_row = wait_for(lambda: next((r for r in rows(log) if r.request_id == "shed"), None),
+                        timeout=10, what="the shed call's row")
     assert shed_row.status_code == 503 and shed_row.upload_bytes is None
+
+
+def test_shed_rows_are_written_together_or_counted_as_lost(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    db.upgrade(url)
+    log, lost = PredictionLog(create_log_engine(url)), []
+    behind = WriteBehind(log, lost.append)
+    row = PredictionRow(
+        request_id="r", username="u", filename=None, extension=None, upload_sha256=None,
+        upload_bytes=None, created_at=datetime.now(timezone.utc), success=False,
+        status_code=503, class_id=None, category_name=None, score=None, model_version=None,
+        latency_ms=1, error_detail="over capacity", arm="default", rollout_id=None,
+        shadow_top1_agree=None, shadow_top5_overlap=None, trace_id=None)
+    behind.put(*[replace(row, request_id=f"r{i}") for i in range(3)])
+    behind.flush()
+    assert [r.request_id for r in rows(log)] == ["r0", "r1", "r2"] and lost == []
+    behind.put(*[row] * (WriteBehind.QUEUE_LIMIT + 1))  # more than the queue takes
+    assert lost == [WriteBehind.QUEUE_LIMIT + 1]
+    log.engine.dispose()
+    with log.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE predictions")
+    behind.put(row, row)
+    behind.flush()  # the database fails: counted, never raised
+    assert lost == [WriteBehind.QUEUE_LIMIT + 1, 2]
 
 
 def test_a_bad_body_is_the_readers_status_in_one_row(parts):
