@@ -63,7 +63,6 @@ class SigningKey:
         return serialization.load_pem_private_key(self.private_pem.encode("ascii"), None)
 
 
-
 def new_key(now: float, signs_from: float) -> SigningKey:
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
