@@ -84,9 +84,15 @@ def test_every_dashboard_query_finds_series(monitored):
 
 
 def worker_processes(replica) -> list[psutil.Process]:
-    """TorchServe's Python model workers under the replica."""
-    return [p for p in psutil.Process(replica.proc.pid).children(recursive=True)
-            if "model_service_worker" in " ".join(p.cmdline())]
+    """TorchServe's live Python model workers under the replica."""
+    workers = []
+    for process in psutil.Process(replica.proc.pid).children(recursive=True):
+        try:
+            if "model_service_worker" in " ".join(process.cmdline()):
+                workers.append(process)
+        except psutil.Error:  # exited, or a killed worker not reaped yet (a zombie)
+            pass
+    return workers
 
 
 def firing(prometheus, name: str) -> bool:
@@ -105,7 +111,7 @@ def test_no_ready_worker_alert_fires_while_the_worker_is_killed_and_clears(monit
             for worker in worker_processes(replica):
                 try:
                     worker.send_signal(signal.SIGKILL)
-                except psutil.NoSuchProcess:
+                except psutil.Error:
                     pass
             stop.wait(0.1)
 
