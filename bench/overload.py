@@ -6,7 +6,7 @@
 Every client sends one prediction after another. Three modes, on one stack:
 - polite: on a 503 a client waits what Retry-After says, as a well-behaved client does;
 - impolite: on a 503 it sends again at once (clients that retry in a loop);
-- fairness: a second user's `--victim` polite clients alone, then again while the first
+- fairness: the demo user's `--victim` polite clients alone, then again while a second
   user floods with the top concurrency's impolite clients.
 Per crowd: goodput (200s per second), the latency of the 200s and of the 503s, and every
 answer counted (none may time out). The first concurrency is the reference (the peak,
