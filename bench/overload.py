@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import client
@@ -86,17 +87,8 @@ def crowd(url: str, token: str, uploads: list[tuple[bytes, str]], clients: int,
 
 def together(*crowds) -> list[dict]:
     """Run crowds (argument tuples for `crowd`) at the same time; their rows."""
-    rows = [None] * len(crowds)
-
-    def run(i):
-        rows[i] = crowd(*crowds[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(crowds))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return rows
+    with ThreadPoolExecutor(len(crowds)) as pool:
+        return list(pool.map(lambda args: crowd(*args), crowds))
 
 
 def ratio(a, b, digits=3):

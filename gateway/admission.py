@@ -57,22 +57,23 @@ class Admission:
         if over:
             self._refuse(f"{self.per_user} of this user's predictions")
         if not self._slots.acquire(timeout=self.wait):
-            self._give_back(username)
+            with self._lock:
+                self._give_back(username)
             self._refuse(f"{self.limit} predictions")
         try:
             yield
         finally:
             self._slots.release()
-            self._give_back(username)
             with self._lock:
+                self._give_back(username)
                 self._completed.append(time.monotonic())
                 _trim(self._completed, self._completed[-1])
 
     def _give_back(self, username: str) -> None:
-        with self._lock:
-            held = self._held.pop(username) - 1
-            if held:
-                self._held[username] = held
+        """Under _lock: `username` holds one slot fewer."""
+        held = self._held.pop(username) - 1
+        if held:
+            self._held[username] = held
 
     def _refuse(self, what: str) -> None:
         metrics.SHED.inc()
