@@ -8,8 +8,9 @@ Every client sends one prediction after another. Three modes, on one stack:
 - impolite: on a 503 it sends again at once (clients that retry in a loop);
 - fairness: the demo user's `--victim` polite clients alone, then again while a second
   user floods with the top concurrency's impolite clients.
-Per crowd: goodput (200s per second), the latency of the 200s and of the 503s, and every
-answer counted (none may time out). The first concurrency is the reference (the peak,
+Per crowd: goodput (200s per second), the latency of the 200s and of the 503s, every
+answer counted (none may time out), and the cores each process used meanwhile (the load
+generator is this process, on the same machine). The first concurrency is the reference (the peak,
 c=16 by default). Each goal is printed with its figure and target; a missed goal is
 reported, not an error (the exit status counts failed requests only).
 """
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import client
-from bench.profile import server_timing
+from bench.profile import CpuMeter, server_timing
 from bench.run import bench_images, goal, percentiles, print_goals
 from gateway.settings import Settings
 from modelbuild import archive, weights
@@ -85,10 +86,19 @@ def crowd(url: str, token: str, uploads: list[tuple[bytes, str]], clients: int,
                 for stage in sorted({k for t in shed_stages for k in t})}}
 
 
-def together(*crowds) -> list[dict]:
-    """Run crowds (argument tuples for `crowd`) at the same time; their rows."""
+def together(meter: CpuMeter, *crowds) -> list[dict]:
+    """Run crowds (argument tuples for `crowd`) at the same time; their rows, the last
+    one with the cores each process used meanwhile."""
+    before = meter.snapshot()
     with ThreadPoolExecutor(len(crowds)) as pool:
-        return list(pool.map(lambda args: crowd(*args), crowds))
+        rows = list(pool.map(lambda args: crowd(*args), crowds))
+    after = meter.snapshot()
+    answers = sum(r["served"] + r["shed"] for r in rows)
+    rows[-1]["cores"] = {name: round((after[name] - before.get(name, 0.0)) / rows[-1]["seconds"],
+                                     2) for name in after}
+    rows[-1]["gunicorn_cpu_ms_per_answer"] = round(
+        (after["gunicorn"] - before["gunicorn"]) * 1000 / answers, 2) if answers else None
+    return rows
 
 
 def ratio(a, b, digits=3):
@@ -130,18 +140,22 @@ def main(argv=None) -> int:
             token = get_token(gateway)
             flooder = get_token(gateway, *FLOODER)
             url = gateway.url
-            reference = crowd(url, token, uploads, reference_c, args.seconds)
+            meter = CpuMeter(gateway.proc.pid, torchserve.proc.pid)
+
+            def one(*crowd_args):
+                return together(meter, (url, *crowd_args))[0]
+
+            reference = one(token, uploads, reference_c, args.seconds)
             if "polite" in modes:
-                rows["polite"] = [reference] + [crowd(url, token, uploads, c, args.seconds)
+                rows["polite"] = [reference] + [one(token, uploads, c, args.seconds)
                                                 for c in levels[1:]]
             if "impolite" in modes:
                 rows["impolite"] = [reference] + [
-                    crowd(url, token, uploads, c, args.seconds, polite=False)
-                    for c in levels[1:]]
+                    one(token, uploads, c, args.seconds, False) for c in levels[1:]]
             if "fairness" in modes:
-                alone = crowd(url, token, uploads, args.victim, args.seconds)
+                alone = one(token, uploads, args.victim, args.seconds)
                 victim, flood = together(
-                    (url, token, uploads, args.victim, args.seconds),
+                    meter, (url, token, uploads, args.victim, args.seconds),
                     (url, flooder, uploads, top_c, args.seconds, False))
                 rows["fairness"] = [alone, victim, flood]
         finally:
@@ -174,6 +188,9 @@ def main(argv=None) -> int:
                   f"{str(r['retry_after_mean_s']):>9}")
     for mode, mode_rows in rows.items():
         for r in mode_rows:
+            if "cores" in r:
+                print(f"{mode} c={r['concurrency']}: cores used {r['cores']}, gunicorn CPU "
+                      f"per answer {r['gunicorn_cpu_ms_per_answer']} ms")
             if r["shed_stages_p50_ms"]:
                 print(f"{mode} c={r['concurrency']}: a refusal's stages in the gateway, p50 ms: "
                       f"{r['shed_stages_p50_ms']}")

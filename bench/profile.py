@@ -130,7 +130,8 @@ class CpuMeter:
         self.roots = {"gunicorn": gateway_pid, "torchserve": torchserve_pid}
         self.totals: dict[str, dict[str, float]] = {}
 
-    def _snapshot(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, float]:
+        """CPU seconds so far, by process."""
         seconds = {"bench process": _cpu(psutil.Process(os.getpid()))}
         for name, pid in self.roots.items():
             root = psutil.Process(pid)
@@ -147,9 +148,9 @@ class CpuMeter:
     def wrap(self, mode: str, run):
         """`run` (concurrency, total) -> result, with its CPU added to `mode`'s totals."""
         def measured(concurrency: int, total: int) -> dict:
-            before = self._snapshot()
+            before = self.snapshot()
             result = run(concurrency, total)
-            after = self._snapshot()
+            after = self.snapshot()
             totals = self.totals.setdefault(f"{mode}, c={concurrency}", {"images": 0})
             totals["images"] += len(result["latencies"])
             for name, value in after.items():

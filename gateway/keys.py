@@ -88,12 +88,12 @@ class KeySet:
                and (k.signed_until is None or now < k.signed_until)]
         return max(due, key=lambda k: k.signs_from) if due else None
 
-    def public_key(self, kid: str, now: float):
-        """The key that verifies tokens with this `kid`, or None (unknown or expired)."""
+    def verifier(self, kid: str, now: float):
+        """The public key that verifies tokens with this `kid` and the time it stops,
+        or None (unknown or expired)."""
         key = next((k for k in self.keys if k.kid == kid), None)
-        if key is None or now >= key.verifies_until(self.ttl_seconds):
-            return None
-        return self.private[kid].public_key()
+        until = key.verifies_until(self.ttl_seconds) if key is not None else now
+        return (self.private[kid].public_key(), until) if now < until else None
 
     def jwks(self, now: float) -> dict:
         """The public halves of the keys that verify at `now`, as JWKs (RFC 7517/7518)."""

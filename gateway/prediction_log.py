@@ -2,9 +2,10 @@
 
 SQLAlchemy Core on DATABASE_URL: a SQLite file by default (WAL mode, so readers
 never block the single writer and several gunicorn processes can share it),
-PostgreSQL in Kubernetes. The row is written before the response is sent, in its
-own short transaction from the connection pool; only the rows of calls shed before
-their body was read are written behind (WriteBehind). The table is in gateway/tables.py.
+PostgreSQL in Kubernetes. The row is written before the response is sent, in a short
+transaction from the connection pool that the rows of calls arriving meanwhile share
+(group commit); only the rows of calls shed before their body was read are written
+behind (WriteBehind). The table is in gateway/tables.py.
 """
 
 import atexit
@@ -88,18 +89,55 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment and not moment.tzinfo else moment
 
 
+class LogWriteError(RuntimeError):
+    """A call's rows were not written: the transaction they shared failed."""
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One call's rows waiting for a commit, and how it went."""
+    rows: tuple[PredictionRow, ...]
+    written: bool = False
+    error: Exception | None = None
+
+
 class PredictionLog:
     """Reads and writes the table; its schema is kept by migrations (gateway.db)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._pending: list[_Pending] = []
+        self._pending_lock = threading.Lock()
+        self._writer = threading.Lock()  # one commit at a time
 
     def record(self, *rows: PredictionRow) -> None:
-        """A call's rows, in one transaction."""
-        with self.engine.begin() as connection:
-            # One statement object with bound parameters: compiled once, then cached;
-            # shallow dicts (asdict() deep-copies).
-            connection.execute(INSERT, [vars(row) for row in rows])
+        """A call's rows, committed when this returns, else LogWriteError. Calls that
+        arrive while a commit runs wait for it, and the first of them then commits all
+        of their rows in one transaction (group commit: a commit per burst, not per call,
+        each call still answered only after its own rows are durable)."""
+        mine = _Pending(rows)
+        with self._pending_lock:
+            self._pending.append(mine)
+        with self._writer:
+            if not mine.written:
+                self._commit_pending()
+        if mine.error is not None:
+            raise LogWriteError(f"prediction log write failed: {mine.error}") from mine.error
+
+    def _commit_pending(self) -> None:
+        """Under _writer: every waiting call's rows in one transaction."""
+        with self._pending_lock:
+            group, self._pending = self._pending, []
+        error = None
+        try:
+            with self.engine.begin() as connection:
+                # One statement object with bound parameters: compiled once, then cached;
+                # shallow dicts (asdict() deep-copies).
+                connection.execute(INSERT, [vars(row) for call in group for row in call.rows])
+        except Exception as exc:  # each call of the group is told, in its own thread
+            error = exc
+        for call in group:
+            call.written, call.error = True, error
 
     def page(self, names: Sequence[str] | None, limit: int, before: int | None) -> list[dict]:
         """Newest first, times in UTC; `names` are the user's stored names

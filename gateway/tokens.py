@@ -6,20 +6,28 @@ keys file is set and verifies while JWT_SECRET is set, so an upgrade logs nobody
 Tokens of a trusted issuer are checked by gateway.federation. Which path a token takes
 is read from its `iss`; each path has its own algorithm allow-list (RFC 8725), so no
 token picks its own way to be checked.
+
+A client sends its token with every call: our tokens, once verified, are remembered
+(the exact token string, as Envoy's JWT filter caches them) until they expire, their
+key stops verifying or the keys file changes, so a repeat call skips the signature
+check. Revocations, erasures and user changes are checked on every call (gateway.auth).
 """
 
 import hashlib
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 
 import jwt
+from cachetools import TLRUCache
 
 from gateway.keys import ALGORITHM, KeyRing
 from gateway.settings import Settings, SettingsError
 
 FALLBACK_ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
+VERIFIED_CACHE_SIZE = 10_000  # tokens remembered per process, least recently used out first
 
 
 class TokenError(ValueError):
@@ -69,19 +77,29 @@ def decode(token: str, key, algorithms: list[str], audience: str, issuer: str,
 def unverified(token: str) -> tuple[dict, dict]:
     """Header and claims, unchecked: only to choose how to check them."""
     try:
-        return (jwt.get_unverified_header(token),
-                jwt.decode(token, options={"verify_signature": False}))
+        parts = jwt.decode_complete(token, options={"verify_signature": False})
     except jwt.InvalidTokenError as exc:
         raise TokenError("token is malformed") from exc
+    return parts["header"], parts["payload"]
 
 
 def token_id(claims: dict, token: str) -> str:
     return str(claims.get("jti") or hashlib.sha256(token.encode()).hexdigest())
 
 
+@dataclass(frozen=True)
+class _Remembered:
+    verified: Verified
+    keys: object  # the KeySet that verified it (None: JWT_SECRET): another one, check again
+    until: float  # the token's expiry, or its key's last moment if sooner
+
+
 class Tokens:
     def __init__(self, settings: Settings, ring: KeyRing | None, issuers=None):
         self.settings, self.ring, self.issuers = settings, ring, issuers
+        self._remembered = TLRUCache(VERIFIED_CACHE_SIZE, lambda _, entry, __: entry.until,
+                                     timer=time.time)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Tokens":
@@ -128,30 +146,41 @@ class Tokens:
     def verify(self, token: str) -> Verified:
         """The checked token, or TokenError with a reason (IssuerUnavailable when a
         trusted issuer's keys cannot be fetched)."""
+        keys = self.ring.current() if self.ring is not None else None
+        with self._lock:
+            remembered = self._remembered.get(token)
+        if remembered is not None and remembered.keys is keys:
+            return remembered.verified
         header, claims = unverified(token)
         issuer = claims.get("iss")
         if issuer != self.settings.jwt_issuer:
             if self.issuers is None or not self.issuers.trusts(issuer):
                 raise TokenError("token has the wrong issuer")
             return self.issuers.verify(token, header, claims)
-        key, algorithms = self._key(header, time.time())
+        key, algorithms, key_until = self._key(header, keys, time.time())
         checked = decode(token, key, algorithms, self.settings.jwt_audience,
                          self.settings.jwt_issuer, REQUIRED_CLAIMS)
         # Tokens of the HS256 release carry a role, not scopes: the role decides.
         scopes = tuple(checked["scope"].split()) if "scope" in checked else None
-        return Verified(checked["sub"], scopes, checked["iat"], checked["exp"],
-                        token_id(checked, token))
+        verified = Verified(checked["sub"], scopes, checked["iat"], checked["exp"],
+                            token_id(checked, token))
+        with self._lock:
+            self._remembered[token] = _Remembered(verified, keys,
+                                                  min(verified.expires_at, key_until))
+        return verified
 
-    def _key(self, header: dict, now: float):
-        """The key and the one algorithm that may check this token of ours."""
+    def _key(self, header: dict, keys, now: float):
+        """The key and the one algorithm that may check this token of ours, and until
+        when that key verifies."""
         alg = header.get("alg")
-        if alg == ALGORITHM and self.ring is not None:
-            key = self.ring.current().public_key(str(header.get("kid")), now)
-            if key is None:
+        if alg == ALGORITHM and keys is not None:
+            verifier = keys.verifier(str(header.get("kid")), now)
+            if verifier is None:
                 raise TokenError("token's signing key is unknown or retired")
-            return key, [ALGORITHM]
+            key, until = verifier
+            return key, [ALGORITHM], until
         if alg == FALLBACK_ALGORITHM and self.settings.jwt_secret:
-            return self.settings.jwt_secret, [FALLBACK_ALGORITHM]
+            return self.settings.jwt_secret, [FALLBACK_ALGORITHM], float("inf")
         allowed = [a for a, on in ((ALGORITHM, self.ring), (FALLBACK_ALGORITHM,
                                                              self.settings.jwt_secret)) if on]
         raise TokenError(f"token algorithm is not allowed (only {', '.join(allowed)})")

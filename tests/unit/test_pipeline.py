@@ -1,20 +1,22 @@
 """The prediction pipeline without a server (gateway/pipeline.py): a scripted TorchServe,
 a real SQLite prediction log with its rollouts, real admission and quota storage."""
 
+import threading
 from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gateway import db
 from gateway.admission import Admission
 from gateway.errors import ApiError
 from gateway.log_privacy import LogPrivacy
 from gateway.pipeline import PredictionPipeline, PredictionRequest
-from gateway.prediction_log import PredictionLog, PredictionRow, WriteBehind, create_log_engine
+from gateway.prediction_log import (LogWriteError, PredictionLog, PredictionRow, WriteBehind,
+                                    create_log_engine)
 from gateway.quota import Quota
 from gateway.rollouts.guard import Guard
 from gateway.rollouts.store import RolloutStore
@@ -147,17 +149,73 @@ def test_a_full_gateway_sheds_before_reading(parts):
     assert shed_row.status_code == 503 and shed_row.upload_bytes is None
 
 
-def test_shed_rows_are_written_together_or_counted_as_lost(tmp_path):
+SHED_ROW = PredictionRow(
+    request_id="r", username="u", filename=None, extension=None, upload_sha256=None,
+    upload_bytes=None, created_at=datetime.now(timezone.utc), success=False,
+    status_code=503, class_id=None, category_name=None, score=None, model_version=None,
+    latency_ms=1, error_detail="over capacity", arm="default", rollout_id=None,
+    shadow_top1_agree=None, shadow_top5_overlap=None, trace_id=None)
+
+
+def _sqlite_log(tmp_path) -> PredictionLog:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     db.upgrade(url)
-    log, lost = PredictionLog(create_log_engine(url)), []
+    return PredictionLog(create_log_engine(url))
+
+
+def test_calls_that_arrive_during_a_commit_share_the_next_one(tmp_path):
+    log, commits, release = _sqlite_log(tmp_path), [], threading.Event()
+
+    def on_commit(_connection):
+        commits.append(1)
+        release.wait(10)  # the first commit runs until the others have queued
+
+    event.listen(log.engine, "commit", on_commit)
+    first = threading.Thread(target=log.record, args=(replace(SHED_ROW, request_id="first"),))
+    first.start()
+    wait_for(lambda: commits, timeout=10, what="the first commit")
+    bad = replace(SHED_ROW, request_id="bad", created_at=None)  # NOT NULL: fails its group
+    outcomes = {}
+
+    def call(request_id, row):
+        try:
+            log.record(row)
+            outcomes[request_id] = "written"
+        except LogWriteError:
+            outcomes[request_id] = "failed"
+
+    def group(*rows):
+        threads = [threading.Thread(target=call, args=(r.request_id, r)) for r in rows]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(log._pending) == len(rows), timeout=10, what="the calls queued")
+        return threads
+
+    waiting = group(*[replace(SHED_ROW, request_id=f"r{i}") for i in range(4)])
+    release.set()
+    for thread in [first, *waiting]:
+        thread.join(10)
+    assert len(commits) == 2  # the first call's, then one for the four that waited
+    assert outcomes == dict.fromkeys(["r0", "r1", "r2", "r3"], "written")
+    # A failed transaction fails every call that shared it, and only those.
+    release.clear()
+    blocker = threading.Thread(target=log.record, args=(replace(SHED_ROW, request_id="b"),))
+    blocker.start()
+    wait_for(lambda: len(commits) == 3, timeout=10, what="the third commit")
+    waiting = group(bad, replace(SHED_ROW, request_id="unlucky"))
+    release.set()
+    for thread in [blocker, *waiting]:
+        thread.join(10)
+    assert outcomes["bad"] == outcomes["unlucky"] == "failed"
+    log.record(replace(SHED_ROW, request_id="after"))
+    assert sorted(r.request_id for r in rows(log)) == sorted(
+        ["first", "r0", "r1", "r2", "r3", "b", "after"])
+
+
+def test_shed_rows_are_written_together_or_counted_as_lost(tmp_path):
+    log, lost = _sqlite_log(tmp_path), []
     behind = WriteBehind(log, lost.append)
-    row = PredictionRow(
-        request_id="r", username="u", filename=None, extension=None, upload_sha256=None,
-        upload_bytes=None, created_at=datetime.now(timezone.utc), success=False,
-        status_code=503, class_id=None, category_name=None, score=None, model_version=None,
-        latency_ms=1, error_detail="over capacity", arm="default", rollout_id=None,
-        shadow_top1_agree=None, shadow_top5_overlap=None, trace_id=None)
+    row = SHED_ROW
     behind.put(*[replace(row, request_id=f"r{i}") for i in range(3)])
     behind.flush()
     assert [r.request_id for r in rows(log)] == ["r0", "r1", "r2"] and lost == []

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.keys import KeyFileError, KeyRing
 from gateway.principals import ROLE_SCOPES
 from gateway.settings import Settings, SettingsError
+from gateway import tokens as tokens_module
 from gateway.tokens import TokenError, Tokens
 
 SECRET = "s" * 40
@@ -163,7 +164,7 @@ def test_a_staged_rotation_publishes_the_key_before_it_signs(ring):
     keys = ring.current()
     assert keys.signer(now + 60).kid == old and keys.signer(now + 121).kid == new
     assert {k["kid"] for k in keys.jwks(now)["keys"]} == {old, new}
-    assert keys.public_key(new, now) is not None  # replicas verify it before anyone signs
+    assert keys.verifier(new, now) is not None  # replicas verify it before anyone signs
     assert ring.retire(now=now + 120 + 1799) == []
     assert ring.retire(now=now + 120 + 1801) == [old]
     with pytest.raises(KeyFileError, match="rotate first"):
@@ -176,12 +177,28 @@ def test_a_compromised_key_is_retired_at_once_but_never_the_signer(ring):
     with pytest.raises(KeyFileError, match="rotate first"):
         ring.retire(first)
     token = tokens.issue("alice", USER)
+    assert tokens.verify(token).subject == "alice"  # remembered now
     ring.rotate()
     assert ring.retire(first) == [first]
     with pytest.raises(TokenError, match="unknown or retired"):
         tokens.verify(token)
     with pytest.raises(KeyFileError, match="no key"):
         ring.retire("nope")
+
+
+def test_a_verified_token_is_remembered_until_it_expires(signer, monkeypatch):
+    checks = []
+    real_decode = tokens_module.decode
+    monkeypatch.setattr(tokens_module, "decode", lambda *a: checks.append(1) or real_decode(*a))
+    ttl = signer.settings.jwt_ttl_seconds
+    token = signer.issue("alice", USER, now=time.time() - ttl + 1.5)  # expires in 0.5-1.5 s
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert signer.verify(token) == signer.verify(token)
+    assert len(checks) == 1  # the repeat skipped the signature check
+    while time.time() < expires_at:  # the token's own expiry, no later than 1.5 s from now
+        time.sleep(0.05)
+    with pytest.raises(TokenError, match="expired"):
+        signer.verify(token)
 
 
 def test_the_keys_file_is_private_and_public_keys_only_are_published(ring):
