@@ -10,9 +10,9 @@ Every client sends one prediction after another. Three modes, on one stack:
   user floods with the top concurrency's impolite clients.
 Per crowd: goodput (200s per second), the latency of the 200s and of the 503s, every
 answer counted (none may time out), and the cores each process used meanwhile (the load
-generator is this process, on the same machine). The first concurrency is the reference (the peak,
-c=16 by default). Each goal is printed with its figure and target; a missed goal is
-reported, not an error (the exit status counts failed requests only).
+generator is this process, on the same machine). The first concurrency is the reference
+(the peak, c=16 by default). Each goal is printed with its figure and target; a missed
+goal is reported, not an error (the exit status counts failed requests only).
 """
 
 import argparse

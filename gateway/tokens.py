@@ -7,10 +7,10 @@ Tokens of a trusted issuer are checked by gateway.federation. Which path a token
 is read from its `iss`; each path has its own algorithm allow-list (RFC 8725), so no
 token picks its own way to be checked.
 
-A client sends its token with every call: our tokens, once verified, are remembered
-(the exact token string, as Envoy's JWT filter caches them) until they expire, their
-key stops verifying or the keys file changes, so a repeat call skips the signature
-check. Revocations, erasures and user changes are checked on every call (gateway.auth).
+A client sends its token with every call: our tokens, once verified, are remembered by
+their exact string (as Envoy's jwt_authn filter does with `jwt_cache_config`) until they
+expire, their key stops verifying or the keys file changes, so a repeat call skips the
+signature check. Revocations, erasures and user changes are checked on every call (gateway.auth).
 """
 
 import hashlib

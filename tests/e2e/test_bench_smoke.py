@@ -85,6 +85,7 @@ def test_bench_smoke(tmp_path):
     assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["signing"])
     assert a_figure(summary["es256_minus_hs256_p50_ms_c1"])
     assert summary["es256_verify_us"] > 0 and summary["hs256_verify_us"] > 0
+    assert summary["remembered_verify_us"] > 0
     assert set(report["section_seconds"]) == {"set-up", "main table", "breakdown",
                                               "prediction log", "open inference protocol",
                                               "tracing", "signing", "shadow", "int8"}
