@@ -10,7 +10,8 @@ token picks its own way to be checked.
 A client sends its token with every call: our tokens, once verified, are remembered by
 their exact string (as Envoy's jwt_authn filter does with `jwt_cache_config`) until they
 expire, their key stops verifying or the keys file changes, so a repeat call skips the
-signature check. Revocations, erasures and user changes are checked on every call (gateway.auth).
+signature check. Revocations, erasures and user changes are checked on every call
+(gateway.auth).
 """
 
 import hashlib

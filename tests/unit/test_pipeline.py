@@ -215,16 +215,15 @@ def test_calls_that_arrive_during_a_commit_share_the_next_one(tmp_path):
 def test_shed_rows_are_written_together_or_counted_as_lost(tmp_path):
     log, lost = _sqlite_log(tmp_path), []
     behind = WriteBehind(log, lost.append)
-    row = SHED_ROW
-    behind.put(*[replace(row, request_id=f"r{i}") for i in range(3)])
+    behind.put(*[replace(SHED_ROW, request_id=f"r{i}") for i in range(3)])
     behind.flush()
     assert [r.request_id for r in rows(log)] == ["r0", "r1", "r2"] and lost == []
-    behind.put(*[row] * (WriteBehind.QUEUE_LIMIT + 1))  # more than the queue takes
+    behind.put(*[SHED_ROW] * (WriteBehind.QUEUE_LIMIT + 1))  # more than the queue takes
     assert lost == [WriteBehind.QUEUE_LIMIT + 1]
     log.engine.dispose()
     with log.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE predictions")
-    behind.put(row, row)
+    behind.put(SHED_ROW, SHED_ROW)
     behind.flush()  # the database fails: counted, never raised
     assert lost == [WriteBehind.QUEUE_LIMIT + 1, 2]
 
