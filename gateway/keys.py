@@ -92,7 +92,9 @@ class KeySet:
         """The public key that verifies tokens with this `kid` and the time it stops,
         or None (unknown or expired)."""
         key = next((k for k in self.keys if k.kid == kid), None)
-        until = key.verifies_until(self.ttl_seconds) if key is not None else now
+        if key is None:
+            return None
+        until = key.verifies_until(self.ttl_seconds)
         return (self.private[kid].public_key(), until) if now < until else None
 
     def jwks(self, now: float) -> dict:

@@ -147,10 +147,9 @@ class Tokens:
     def verify(self, token: str) -> Verified:
         """The checked token, or TokenError with a reason (IssuerUnavailable when a
         trusted issuer's keys cannot be fetched)."""
-        keys = self.ring.current() if self.ring is not None else None
         with self._lock:
             remembered = self._remembered.get(token)
-        if remembered is not None and remembered.keys is keys:
+        if remembered is not None and remembered.keys is self._keys():
             return remembered.verified
         header, claims = unverified(token)
         issuer = claims.get("iss")
@@ -158,6 +157,7 @@ class Tokens:
             if self.issuers is None or not self.issuers.trusts(issuer):
                 raise TokenError("token has the wrong issuer")
             return self.issuers.verify(token, header, claims)
+        keys = self._keys()
         key, algorithms, key_until = self._key(header, keys, time.time())
         checked = decode(token, key, algorithms, self.settings.jwt_audience,
                          self.settings.jwt_issuer, REQUIRED_CLAIMS)
@@ -169,6 +169,10 @@ class Tokens:
             self._remembered[token] = _Remembered(verified, keys,
                                                   min(verified.expires_at, key_until))
         return verified
+
+    def _keys(self):
+        """The keys file's current reading (None without one): only our own tokens need it."""
+        return self.ring.current() if self.ring is not None else None
 
     def _key(self, header: dict, keys, now: float):
         """The key and the one algorithm that may check this token of ours, and until

@@ -11,10 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from gateway import tokens as tokens_module
 from gateway.keys import KeyFileError, KeyRing
 from gateway.principals import ROLE_SCOPES
 from gateway.settings import Settings, SettingsError
-from gateway import tokens as tokens_module
 from gateway.tokens import TokenError, Tokens
 
 SECRET = "s" * 40
