@@ -49,6 +49,7 @@ control_socket_disable = True
 # Prometheus multiprocess mode: each worker writes its samples under this directory
 # (PROMETHEUS_MULTIPROC_DIR, which scripts/start-gateway.sh sets before prometheus_client
 # is imported anywhere) and /metrics aggregates them all. Emptied when the master starts.
+DATABASE_RETRY_S = 2
 metrics_dir = settings.prometheus_multiproc_dir
 if not metrics_dir:
     raise SystemExit("gateway: PROMETHEUS_MULTIPROC_DIR is not set (start the gateway "
@@ -58,23 +59,36 @@ if not metrics_dir:
 def on_starting(server):
     """In the master, before any worker: fresh metrics files, and the database schema
     migrated (DATABASE_UPGRADE_ON_START) or checked, so a gateway never serves against
-    a schema it does not know."""
+    a schema it does not know. With the database down it serves from its last control
+    snapshot (gateway.control_snapshot) if it has one, and waits for the database if not."""
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
+    import time
+
     from sqlalchemy.exc import OperationalError
 
     from gateway import db
 
-    try:
-        if settings.database_upgrade_on_start:
-            db.upgrade(settings.database_url)
-        else:
-            db.require_current(settings.database_url)
-    except db.SchemaError as exc:  # stops here, with a clear message
-        raise SystemExit(f"gateway: {exc}") from None
-    except OperationalError as exc:
-        raise SystemExit(f"gateway: the prediction log's database is unreachable: "
-                         f"{exc.orig}") from None
+    while True:
+        try:
+            if settings.database_upgrade_on_start:
+                db.upgrade(settings.database_url)
+            else:
+                db.require_current(settings.database_url)
+            return
+        except db.SchemaError as exc:  # stops here, with a clear message
+            raise SystemExit(f"gateway: {exc}") from None
+        except OperationalError as exc:
+            if os.path.exists(settings.control_snapshot_file):
+                server.log.warning(
+                    "the prediction log's database is unreachable (%s): serving from the "
+                    "control snapshot %s, rows into the outbox until it is back",
+                    exc.orig, settings.control_snapshot_file)
+                return
+            server.log.warning("the prediction log's database is unreachable (%s) and there "
+                               "is no control snapshot at %s: waiting for the database",
+                               exc.orig, settings.control_snapshot_file)
+            time.sleep(DATABASE_RETRY_S)
 
 
 def child_exit(server, worker):

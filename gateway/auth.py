@@ -54,7 +54,7 @@ def authenticate(scope: str) -> Principal:
 
 
 def _principal(verified: Verified) -> Principal:
-    cutoff = services().erasures.tokens_valid_after(verified.subject)
+    cutoff = services().snapshot.current().tokens_valid_after(verified.subject)
     if verified.federated:
         principal = Principal(verified.subject, frozenset(verified.scopes))
     else:

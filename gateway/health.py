@@ -1,5 +1,6 @@
-"""The operational endpoints: the index, liveness, readiness (a live replica serves the
-default version, as its agent reports) and GET /metrics (this process's, or every gunicorn
+"""The operational endpoints: the index, liveness, readiness (gateway.serving_health: a
+live replica serves the default version, the prediction log takes rows; with or without
+the database) and GET /metrics (this process's, or every gunicorn
 worker's, and the model replicas' as reported to the database)."""
 
 from flask import Blueprint, Response
@@ -8,6 +9,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.metrics import FleetCollector
+from gateway.serving_health import readiness
 from gateway.services import services
 
 bp = Blueprint("health", __name__)
@@ -30,7 +32,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    return {"status": "ready", **services().versions.ready()}
+    svc = services()
+    return readiness(svc.torchserve, svc.snapshot, svc.log_writer)
 
 
 @bp.get("/metrics")

@@ -6,7 +6,7 @@ worker write its samples to files there, and a scrape aggregates all of them, so
 one scrape sees every worker, not one at random.
 """
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -47,6 +47,21 @@ SHED_ROWS_LOST = Counter("gateway_shed_rows_lost_total",
 PREDICTION_LOG_FAILURES = Counter("gateway_prediction_log_failures_total",
                                   "Predictions answered 503 because their log row could not "
                                   "be written")
+# The prediction log's outbox (gateway.log_writer): every process of a gateway sees the
+# same file, so a scrape takes the largest (the database: the smallest) of them.
+DATABASE_UP = Gauge("gateway_database_up", "1 while the prediction log's database takes "
+                    "writes, 0 while rows go to the outbox", multiprocess_mode="min")
+OUTBOX_ROWS = Gauge("gateway_outbox_rows", "Prediction-log rows waiting in the outbox for "
+                    "the database", multiprocess_mode="max")
+OUTBOX_OLDEST_SECONDS = Gauge("gateway_outbox_oldest_seconds", "Age of the oldest row in "
+                              "the outbox (0 when empty)", multiprocess_mode="max")
+OUTBOXED_ROWS = Counter("gateway_outboxed_rows_total", "Prediction-log rows written to the "
+                        "outbox because the database could not take them")
+OUTBOX_DELIVERED_ROWS = Counter("gateway_outbox_delivered_rows_total",
+                                "Outboxed rows delivered to the database")
+OUTBOX_REJECTED_ROWS = Counter("gateway_outbox_rejected_rows_total",
+                               "Outboxed rows the database refused on their own, kept aside "
+                               "in the outbox's file")
 UPLOAD_BYTES = Histogram("gateway_upload_bytes", "Size of uploaded images",
                          buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7))
 

@@ -3,7 +3,8 @@ and which replicas serve what.
 
 Each call changes the declared state (gateway.catalog), then waits, bounded, until
 every live replica's agent reports that its TorchServe follows it. Shared by the admin
-routes, the prediction pipeline's readiness, /v2 and the operator CLI (modelctl).
+routes, the control snapshot (gateway.control_snapshot), /v2 and the operator CLI
+(modelctl).
 """
 
 import re
@@ -17,6 +18,7 @@ from typing import BinaryIO, Callable
 from sqlalchemy.engine import Engine
 
 from gateway.catalog import CHUNK_BYTES, Catalog, DeclaredVersion, ReplicaReport
+from gateway.control_snapshot import Serving
 from gateway.errors import ApiError, unavailable
 from gateway.settings import Settings
 from gateway.torchserve_client import TorchServeClient
@@ -120,21 +122,13 @@ class ModelVersions:
         if missing := fleet.missing(version):
             raise ApiError(409, f"version {version} is still loading on: {', '.join(missing)}")
 
-    def ready(self, version: str | None = None) -> dict:
-        """The version (default: the default one) served by a live replica that the
-        inference API reaches, or ApiError 503 with the reason; 404 for a version not
-        declared. (Reports go stale only after stale_seconds: the ping sees an outage at
-        once.)"""
-        self.torchserve.ping()
-        if version is not None:
-            self.registered(required=version)
-        version = version or self.default_version()
-        serving = [r for r in self.fleet().live if r.serves(version)]
-        if not serving:
-            raise unavailable(f"not ready: no live replica serves {self.name} {version}")
-        return {"model_name": self.name, "model_version": version,
-                "ready_workers": sum(r.ready[version] for r in serving),
-                "replicas": len(serving)}
+    def serving(self) -> tuple[str | None, dict[str, Serving]]:
+        """The declared default, and each declared version on the live replicas."""
+        declared, fleet = self.catalog.declared(), self.fleet()
+        default = next((d.version for d in declared if d.is_default), None)
+        return default, {d.version: Serving(sum(r.serves(d.version) for r in fleet.live),
+                                            sum(r.ready.get(d.version, 0) for r in fleet.live))
+                         for d in declared}
 
     def overview(self) -> dict:
         """Every declared version with its archive and READY workers, every replica's

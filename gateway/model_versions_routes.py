@@ -16,6 +16,15 @@ from gateway.services import services
 bp = Blueprint("model_versions", __name__, url_prefix="/models")
 
 
+@bp.after_request
+def reread_control_state(response):
+    """A change reaches this process's predictions at once (the others' within their
+    snapshot's refresh)."""
+    if request.method != "GET" and response.status_code < 400:
+        services().snapshot.refresh()
+    return response
+
+
 def _admin(name: str) -> tuple[ModelVersions, str]:
     """The model's versions and the admin's name."""
     user = authenticate("models:admin")

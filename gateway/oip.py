@@ -14,9 +14,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from gateway import oip_codec, observability, tracing
 from gateway.auth import authenticate
 from gateway.errors import ApiError, body_too_large
-from gateway.model_versions import ModelVersions, check_version
+from gateway.model_versions import check_version, version_key
 from gateway.pipeline import PredictionRequest
 from gateway.responses import oip_error
+from gateway.serving_health import readiness
 from gateway.services import services
 
 bp = Blueprint("oip", __name__, url_prefix="/v2")
@@ -32,13 +33,11 @@ def _protocol_http_error(exc: HTTPException):
     return oip_error(ApiError(exc.code or 500, exc.description or exc.name))
 
 
-def _versions(name: str, version: str | None) -> ModelVersions:
-    """The model's versions, once the name and the version string are ours (404, 422)."""
-    versions = services().versions
-    versions.check_name(name)
+def _check(name: str, version: str | None) -> None:
+    """404 for another model's name, 422 for a version string that is not ours."""
+    services().versions.check_name(name)
     if version is not None:
         check_version(version)
-    return versions
 
 
 @bp.get("")
@@ -54,7 +53,8 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    services().versions.ready()  # /readyz's rule: 503 with its reason
+    svc = services()
+    readiness(svc.torchserve, svc.snapshot, svc.log_writer)  # /readyz's rule: 503, why
     return {"ready": True}
 
 
@@ -62,8 +62,10 @@ def ready():
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name, version=None):
     authenticate("predict")
-    registered = _versions(name, version).registered(required=version)
-    return {"name": name, "versions": registered, "platform": "pytorch_torchserve",
+    _check(name, version)
+    state = services().snapshot.current()
+    state.require_version(version)
+    return {"name": name, "versions": sorted(state.serving, key=version_key), "platform": "pytorch_torchserve",
             "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": out, "datatype": kind, "shape": [-1, -1]}
                         for out, (kind, _) in oip_codec.OUTPUTS.items()]}
@@ -73,7 +75,9 @@ def model_metadata(name, version=None):
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name, version=None):
     authenticate("predict")
-    _versions(name, version).ready(version)
+    _check(name, version)
+    svc = services()
+    readiness(svc.torchserve, svc.snapshot, svc.log_writer, version)
     return {"name": name, "ready": True}
 
 

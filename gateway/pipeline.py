@@ -9,9 +9,12 @@
    batches them); a canary candidate's failure (5xx, or no longer registered) is
    answered by the default instead;
 5. one prediction-log row per image (or one for a call refused before its images
-   were read), written before the answer: if it cannot be written the answer is 503
-   (a call shed by admission has its row written behind instead: WriteBehind);
-   then the rollout guard's review.
+   were read), written before the answer, in the database or while it is down in the
+   outbox (gateway.log_writer): if it cannot be written the answer is 503 (a call shed
+   by admission has its row written behind instead: WriteBehind); then the rollout
+   guard's review.
+
+The route reads the control snapshot (gateway.control_snapshot), never the database.
 
 Plain Python, no Flask: it returns an immutable Outcome that the adapters render.
 """
@@ -33,12 +36,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import metrics, tracing
 from gateway.admission import Admission, Shed
-from gateway.errors import (ApiError, database_down, rate_limit_storage_down,
-                            unavailable)
+from gateway.control_snapshot import ControlSnapshot
+from gateway.errors import ApiError, rate_limit_storage_down, unavailable
 from gateway.imagecheck import check_upload
 from gateway.log_privacy import LogPrivacy
 from gateway.model_versions import check_version
-from gateway.prediction_log import PredictionLog, PredictionRow, WriteBehind
+from gateway.log_writer import LogWriter
+from gateway.prediction_log import PredictionRow, WriteBehind
 from gateway.quota import Quota
 from gateway.rollouts.guard import candidate_failed
 from gateway.rollouts.state import Rollout
@@ -134,13 +138,13 @@ def _first_error(results: Sequence[Result]) -> ApiError | None:
 
 class PredictionPipeline:
     def __init__(self, settings: Settings, torchserve: TorchServeClient, admission: Admission,
-                 quota: Quota, prediction_log: PredictionLog | None, privacy: LogPrivacy,
-                 rollouts: RolloutStore | None, shadow: ShadowQueue, max_batch: int):
+                 quota: Quota, log: LogWriter | None, privacy: LogPrivacy,
+                 rollouts: RolloutStore | None, snapshot: ControlSnapshot, shadow: ShadowQueue,
+                 max_batch: int):
         self.settings, self.torchserve, self.admission = settings, torchserve, admission
-        self.quota, self.prediction_log, self.privacy = quota, prediction_log, privacy
-        self.shed_rows = (WriteBehind(prediction_log, metrics.SHED_ROWS_LOST.inc)
-                          if prediction_log else None)
-        self.rollouts, self.shadow = rollouts, shadow
+        self.quota, self.log, self.privacy = quota, log, privacy
+        self.shed_rows = WriteBehind(log.record, metrics.SHED_ROWS_LOST.inc) if log else None
+        self.rollouts, self.snapshot, self.shadow = rollouts, snapshot, shadow
         # A call's images go to TorchServe together, so that it batches them.
         self._pool = ThreadPoolExecutor(max_workers=max_batch, thread_name_prefix="images")
 
@@ -170,9 +174,6 @@ class PredictionPipeline:
         except StorageError as exc:
             logger.error("rate-limit storage unavailable: %s", exc)
             error = rate_limit_storage_down()
-        except SQLAlchemyError as exc:
-            logger.error("prediction-log database error: %s", exc)
-            error = database_down()
         except Exception:  # a defect: answered 500, and still logged
             logger.exception("prediction %s failed", request.request_id)
             error = ApiError(500, "internal server error")
@@ -196,7 +197,7 @@ class PredictionPipeline:
     def _route(self, request: PredictionRequest) -> Route:
         if request.pinned is not None:
             return Route(check_version(request.pinned), "pinned", None)
-        rollout = self.rollouts.active() if self.rollouts else None
+        rollout = self.snapshot.current().rollout
         if rollout is None:
             return Route(None, "default", None)
         chosen = rollout.in_candidate_share(request.username, random.random())
@@ -305,7 +306,7 @@ class PredictionPipeline:
             metrics.ROLLOUT_REQUESTS.labels(
                 route.arm, version, "failed" if candidate_failed(outcome.status) else "ok").inc()
             metrics.ROLLOUT_LATENCY.labels(route.arm, version).observe(seconds)
-        if self.prediction_log is None:
+        if self.log is None:
             return
         ids = self._row_ids(request, len(uploads)) if uploads else [request.request_id]
         rows = [self._row(request_id, request, outcome, upload, result, agreement, seconds)
@@ -315,10 +316,21 @@ class PredictionPipeline:
         if isinstance(outcome.error, Shed):
             self.shed_rows.put(*rows)
         else:
-            self.prediction_log.record(*rows)
+            self.log.record(*rows)
         if route is not None and route.rollout is not None and route.arm in ("canary", "shadow"):
-            if reason := self.rollouts.review(route.rollout):
-                metrics.ROLLBACKS.labels(route.rollout.version, reason.split(" ", 1)[0]).inc()
+            self._review(route.rollout)
+
+    def _review(self, rollout: Rollout) -> None:
+        """The guard's review of the candidate's newest rows; none while the database is
+        down (its rows are in the outbox: the candidate keeps its share until then)."""
+        try:
+            reason = self.rollouts.review(rollout)
+        except SQLAlchemyError as exc:
+            logger.warning("rollout guard skipped, database unavailable: %s", exc)
+            return
+        if reason:
+            metrics.ROLLBACKS.labels(rollout.version, reason.split(" ", 1)[0]).inc()
+            self.snapshot.refresh()  # this process routes to the default at once
 
     def _row(self, request_id: str, request: PredictionRequest, outcome: Outcome,
              upload: Upload | None, result: Result | None,

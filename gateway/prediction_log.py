@@ -19,13 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, create_engine, delete, event, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
 from gateway.tables import predictions
 
 logger = logging.getLogger(__name__)
 INSERT = insert(predictions)
-DELETE_BATCH = 2000  # rows per delete transaction: short locks, no table rewrite
+DELETE_BATCH = 2000
+CONNECT_TIMEOUT_S = 5  # rows per delete transaction: short locks, no table rewrite
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +77,11 @@ def create_log_engine(database_url: str) -> Engine:
     else:
         # Text comes back as str even from a database created with SQL_ASCII
         # (initdb under the C locale), where psycopg would hand back bytes.
-        kwargs.update(pool_size=10, max_overflow=10,
-                      connect_args={"client_encoding": "utf8"})
+        # A server that does not answer fails a connection in CONNECT_TIMEOUT_S, not the
+        # operating system's minutes (the outbox takes the rows meanwhile).
+        kwargs.update(pool_size=10, max_overflow=10, pool_timeout=CONNECT_TIMEOUT_S,
+                      connect_args={"client_encoding": "utf8",
+                                    "connect_timeout": CONNECT_TIMEOUT_S})
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -96,25 +101,24 @@ class LogWriteError(RuntimeError):
 @dataclass(eq=False)
 class _Pending:
     """One call's rows waiting for a commit, and how it went."""
-    rows: tuple[PredictionRow, ...]
+    rows: list[dict]
     written: bool = False
     error: Exception | None = None
 
 
-class PredictionLog:
-    """Reads and writes the table; its schema is kept by migrations (gateway.db)."""
+class GroupCommit:
+    """One INSERT statement's rows, committed when commit() returns, else LogWriteError.
+    Calls that arrive while a commit runs wait for it, and the first of them then
+    commits all of their rows in one transaction (a commit per burst, not per call, each
+    call still answered only after its own rows are durable)."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, engine: Engine, statement):
+        self.engine, self.statement = engine, statement
         self._pending: list[_Pending] = []
         self._pending_lock = threading.Lock()
         self._writer = threading.Lock()  # one commit at a time
 
-    def record(self, *rows: PredictionRow) -> None:
-        """A call's rows, committed when this returns, else LogWriteError. Calls that
-        arrive while a commit runs wait for it, and the first of them then commits all
-        of their rows in one transaction (group commit: a commit per burst, not per call,
-        each call still answered only after its own rows are durable)."""
+    def commit(self, rows: list[dict]) -> None:
         mine = _Pending(rows)
         with self._pending_lock:
             self._pending.append(mine)
@@ -131,13 +135,37 @@ class PredictionLog:
         error = None
         try:
             with self.engine.begin() as connection:
-                # One statement object with bound parameters: compiled once, then cached;
-                # shallow dicts (asdict() deep-copies).
-                connection.execute(INSERT, [vars(row) for call in group for row in call.rows])
+                # One statement object with bound parameters: compiled once, then cached.
+                connection.execute(self.statement, [row for call in group for row in call.rows])
         except Exception as exc:  # each call of the group is told, in its own thread
             error = exc
         for call in group:
             call.written, call.error = True, error
+
+
+class PredictionLog:
+    """Reads and writes the table; its schema is kept by migrations (gateway.db)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._commit = GroupCommit(engine, INSERT)
+
+    def record(self, *rows: PredictionRow) -> None:
+        """A call's rows, committed when this returns, else LogWriteError (group commit)."""
+        # Shallow dicts (asdict() deep-copies).
+        self._commit.commit([vars(row) for row in rows])
+
+    def deliver(self, items: list[tuple[str, PredictionRow]]) -> None:
+        """Outboxed rows (gateway.log_writer), each with its outbox id, in one
+        transaction; a row whose id is already here is skipped, so a repeat adds none."""
+        if not items:
+            return
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(predictions).on_conflict_do_nothing(
+            index_elements=["outbox_id"])
+        with self.engine.begin() as connection:
+            connection.execute(statement, [{**vars(row), "outbox_id": uid}
+                                           for uid, row in items])
 
     def page(self, names: Sequence[str] | None, limit: int, before: int | None) -> list[dict]:
         """Newest first, times in UTC; `names` are the user's stored names
@@ -180,8 +208,8 @@ class WriteBehind:
     FLUSH_S = 0.2
     QUEUE_LIMIT = 10_000
 
-    def __init__(self, log: PredictionLog, lost: Callable[[int], None]):
-        self.log, self.lost = log, lost  # lost(n): n rows not written
+    def __init__(self, record: Callable[..., None], lost: Callable[[int], None]):
+        self.record, self.lost = record, lost  # record(*rows); lost(n): n rows not written
         self._rows: deque[PredictionRow] = deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -206,7 +234,7 @@ class WriteBehind:
         if not rows:
             return
         try:
-            self.log.record(*rows)
+            self.record(*rows)
         except Exception as exc:
             logger.error("%d rows of shed calls not written: %s", len(rows), exc)
             self.lost(len(rows))

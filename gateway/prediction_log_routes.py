@@ -118,5 +118,6 @@ def erase_user(username: str):
     admin = authenticate("predictions:admin")
     _log()
     erasure = services().erasures.erase(username, admin.username)
+    services().snapshot.refresh()
     metrics.TOKEN_REVOCATIONS.labels("erasure").inc()
     return erasure.describe()

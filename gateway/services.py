@@ -1,15 +1,19 @@
 """What every blueprint shares (`Services`, built once by the app factory) and
 `services()`, the one way a request reaches it."""
 
+import time
 from dataclasses import dataclass
 
 from flask import current_app
 from limits.strategies import RateLimiter
 
 from gateway.admission import Admission
+from gateway.control_snapshot import ControlSnapshot, ControlState
 from gateway.erasures import Erasures
 from gateway.log_privacy import LogPrivacy
+from gateway.log_writer import LogWriter
 from gateway.model_versions import ModelVersions
+from gateway.outbox import Outbox
 from gateway.pipeline import PredictionPipeline
 from gateway.prediction_log import PredictionLog, create_log_engine
 from gateway.quota import Quota
@@ -33,9 +37,11 @@ class Services:
     handler: HandlerConfig  # the served model's batch size and top-k
     versions: ModelVersions  # declared in the database, served by every replica
     prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
+    log_writer: LogWriter | None  # its rows: the database, or the outbox while it is down
     privacy: LogPrivacy  # what its rows keep of users and file names
     erasures: Erasures
     rollouts: RolloutStore | None  # they live in the prediction log's database
+    snapshot: ControlSnapshot  # what predictions read from the database
     pipeline: PredictionPipeline
 
     @classmethod
@@ -46,17 +52,27 @@ class Services:
         handler = HandlerConfig.read(settings.model_config_file)
         engine = create_log_engine(settings.database_url)
         versions = ModelVersions.from_settings(settings, engine, torchserve)
-        prediction_log = PredictionLog(engine) if settings.prediction_log else None
         privacy = LogPrivacy.from_settings(settings)
-        rollouts = RolloutStore(engine, settings.model_name) if prediction_log else None
+        erasures = Erasures(engine, privacy, settings.jwt_ttl_seconds)
+        prediction_log = writer = rollouts = None
+        if settings.prediction_log:
+            prediction_log = PredictionLog(engine)
+            writer = LogWriter(prediction_log, Outbox(
+                settings.outbox_file, settings.outbox_max_rows, settings.outbox_max_age_seconds),
+                erasures.erased_since)
+            rollouts = RolloutStore(engine, settings.model_name)
+        snapshot = ControlSnapshot(lambda: ControlState(
+            time.time(), settings.model_name, *versions.serving(),
+            rollouts.active() if rollouts else None, erasures.recent()),
+            settings.control_snapshot_file)
         pipeline = PredictionPipeline(
             settings, torchserve, Admission(settings),
-            Quota(rate_limiter, settings.predict_rate_limit), prediction_log, privacy, rollouts,
-            ShadowQueue(settings.shadow_workers, settings.shadow_queue_size), handler.batch_size)
+            Quota(rate_limiter, settings.predict_rate_limit), writer, privacy, rollouts,
+            snapshot, ShadowQueue(settings.shadow_workers, settings.shadow_queue_size),
+            handler.batch_size)
         return cls(settings, UserStore(settings.users_file), Tokens.from_settings(settings),
-                   torchserve, handler, versions,
-                   prediction_log, privacy, Erasures(engine, privacy, settings.jwt_ttl_seconds),
-                   rollouts, pipeline)
+                   torchserve, handler, versions, prediction_log, writer, privacy, erasures,
+                   rollouts, snapshot, pipeline)
 
 
 def services() -> Services:

@@ -70,6 +70,11 @@ class Settings:
     database_url: str = "sqlite:///run/predictions.db"
     prediction_log: bool = True
     database_upgrade_on_start: bool = True
+    # What keeps predictions going while the database is down (gateway.log_writer,
+    # gateway.control_snapshot): the outbox of log rows and the last control snapshot.
+    gateway_state_dir: str = "run/gateway-state"
+    outbox_max_rows: int = 500_000  # past it (or the age), predictions answer 503
+    outbox_max_age_seconds: float = 86_400.0
     # The prediction log's lifecycle (gateway.retention, gateway.log_privacy).
     prediction_log_retention_days: int = 0  # 0: keep every row
     prediction_log_usernames: str = "plain"  # plain | keyed-hash
@@ -94,6 +99,14 @@ class Settings:
     gateway_threads: int = 32  # above MAX_INFLIGHT_PREDICTIONS: spare threads shed load
     gateway_log_level: str = "info"
     prometheus_multiproc_dir: str = ""  # "": one process (scripts/start-gateway.sh sets it)
+
+    @property
+    def outbox_file(self) -> str:
+        return os.path.join(self.gateway_state_dir, "outbox.db")
+
+    @property
+    def control_snapshot_file(self) -> str:
+        return os.path.join(self.gateway_state_dir, "control-snapshot.json")
 
     @classmethod
     def from_env(cls, environ=None, *, require_secret: bool = True, **overrides) -> "Settings":
@@ -141,13 +154,14 @@ class Settings:
             raise SettingsError("GATEWAY_WORKERS, GATEWAY_THREADS, SHADOW_WORKERS, "
                                 "SHADOW_QUEUE_SIZE and MAX_INFLIGHT_PREDICTIONS must be 1 or more")
         if min(self.max_archive_bytes, self.version_wait_seconds, self.replica_stale_seconds,
-               self.agent_interval_seconds) <= 0:
-            raise SettingsError("MAX_ARCHIVE_BYTES, VERSION_WAIT_SECONDS, REPLICA_STALE_SECONDS "
-                                "and AGENT_INTERVAL_SECONDS must be positive")
+               self.agent_interval_seconds, self.outbox_max_age_seconds) <= 0:
+            raise SettingsError("MAX_ARCHIVE_BYTES, VERSION_WAIT_SECONDS, REPLICA_STALE_SECONDS, "
+                                "AGENT_INTERVAL_SECONDS and OUTBOX_MAX_AGE_SECONDS must be "
+                                "positive")
         if min(self.inflight_wait_ms, self.prediction_log_retention_days,
-               self.max_inflight_per_user) < 0:
-            raise SettingsError("INFLIGHT_WAIT_MS, PREDICTION_LOG_RETENTION_DAYS and "
-                                "MAX_INFLIGHT_PER_USER must be 0 or more")
+               self.max_inflight_per_user, self.outbox_max_rows) < 0:
+            raise SettingsError("INFLIGHT_WAIT_MS, PREDICTION_LOG_RETENTION_DAYS, "
+                                "MAX_INFLIGHT_PER_USER and OUTBOX_MAX_ROWS must be 0 or more")
         if self.otel_exporter_otlp_protocol not in ("http/protobuf", "grpc"):
             raise SettingsError("OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or grpc")
         if self.trusted_proxy_hops < 0:

@@ -31,7 +31,11 @@ predictions = Table(
     Column("shadow_top1_agree", Boolean),
     Column("shadow_top5_overlap", Integer),
     Column("trace_id", String(32), index=True),
+    # A row delivered from a gateway's outbox (gateway.outbox): its id there, so that a
+    # second delivery of it adds nothing. NULL for rows written directly.
+    Column("outbox_id", String(32)),
     Index("ix_predictions_rollout", "rollout_id", "arm", "id"),
+    Index("ux_predictions_outbox_id", "outbox_id", unique=True),
 )
 
 rollouts = Table(

@@ -1,11 +1,10 @@
 """Rollouts in the prediction-log database (table `rollouts`), so every gunicorn process
-and replica routes by the same configuration, each reading it at most CACHE_SECONDS
-old. Their figures come from the prediction log itself: every row of a rollout carries
+and replica routes by the same configuration, which predictions read from their
+process's control snapshot (gateway.control_snapshot). Their figures come from the prediction log itself: every row of a rollout carries
 its id and arm, so counts, errors, latency and agreement are queries."""
 
 import json
 import logging
-import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 
@@ -17,7 +16,6 @@ from gateway.rollouts.guard import Guard, breach, candidate_failed, error_rate, 
 from gateway.rollouts.state import Rollout
 from gateway.tables import predictions, rollouts
 
-CACHE_SECONDS = 1.0
 STATS_WINDOW = 1000  # newest rows per arm behind GET /models/{name}'s figures
 logger = logging.getLogger(__name__)
 
@@ -33,22 +31,16 @@ class RolloutStore:
 
     def __init__(self, engine: Engine, model_name: str):
         self.engine, self.model_name = engine, model_name
-        self._cached: tuple[float, Rollout | None] = (float("-inf"), None)
 
     def _select(self):
         return select(rollouts).where(rollouts.c.model_name == self.model_name)
 
     def active(self) -> Rollout | None:
-        """The active rollout, read at most CACHE_SECONDS ago."""
-        read_at, rollout = self._cached
-        if time.monotonic() - read_at < CACHE_SECONDS:
-            return rollout
+        """The active rollout, as the database has it now."""
         with self.engine.connect() as connection:
             row = connection.execute(
                 self._select().where(rollouts.c.state == "active")).first()
-        rollout = _from_row(row) if row else None
-        self._cached = (time.monotonic(), rollout)
-        return rollout
+        return _from_row(row) if row else None
 
     def latest(self) -> Rollout | None:
         """The newest rollout, active or ended (uncached)."""
@@ -79,7 +71,6 @@ class RolloutStore:
                     model_name=self.model_name, mode=mode, version=version, state="active",
                     started_at=now, **values)).inserted_primary_key[0]
             row = connection.execute(select(rollouts).where(rollouts.c.id == rollout_id)).one()
-        self._cached = (float("-inf"), None)
         return _from_row(row)
 
     def end(self, rollout_id: int, state: str, reason: str) -> bool:
@@ -89,7 +80,6 @@ class RolloutStore:
                 update(rollouts).where(rollouts.c.id == rollout_id,
                                        rollouts.c.state == "active")
                 .values(state=state, reason=reason, ended_at=datetime.now(timezone.utc)))
-        self._cached = (float("-inf"), None)
         return ended.rowcount == 1
 
     def _arm_rows(self, connection, rollout_id: int, arm: str, limit: int) -> list:

@@ -1,10 +1,12 @@
-"""Faults injected into real processes: a killed model worker, a killed gunicorn worker."""
+"""Faults injected into real processes: a killed model worker, a killed gunicorn worker,
+PostgreSQL stopped under load (with the gateway killed and restarted meanwhile)."""
 
 import os
 import shutil
 import signal
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -15,7 +17,7 @@ from sqlalchemy import create_engine, text
 from tests.support.stack import get_token, start_stack
 from gateway import readiness
 from tests.support import images
-from tests.support.backends import Redis, required_or_skip
+from tests.support.backends import Postgres, Redis, postgres_available, required_or_skip
 from tests.support.waiting import MODEL_READY_S, SERVER_START_S, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -24,15 +26,24 @@ READ_TIMEOUT = 35  # the gateway's UPSTREAM_READ_TIMEOUT
 
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory, model_store, users_file, jwt_keys):
+    """Two gunicorn processes on Redis and a PostgreSQL that the tests may stop."""
     required_or_skip(shutil.which("redis-server") is not None, "redis-server")
-    redis = Redis().start()
+    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
+    redis, postgres = Redis().start(), Postgres().start()
     base = tmp_path_factory.mktemp("faults")
-    torchserve, gateway = start_stack(base, model_store, users_file, jwt_keys,
-                                      gateway_workers=2, rate_limit_storage_uri=redis.url)
-    yield torchserve, gateway, gateway.env["DATABASE_URL"]
+    try:
+        torchserve, gateway = start_stack(base, model_store, users_file, jwt_keys,
+                                          gateway_workers=2, rate_limit_storage_uri=redis.url,
+                                          database_url=postgres.url)
+    except BaseException:
+        redis.stop()
+        postgres.stop()
+        raise
+    yield torchserve, gateway, postgres
     gateway.stop()
     torchserve.stop()
     redis.stop()
+    postgres.stop()
 
 
 def worker_pid(torchserve) -> int | None:
@@ -100,7 +111,8 @@ def test_killed_model_worker_is_replaced_and_the_stream_recovers(fault_stack):
 
 
 def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_stack):
-    torchserve, gateway, database_url = fault_stack
+    torchserve, gateway, postgres = fault_stack
+    database_url = postgres.url
     token = get_token(gateway)
     master = psutil.Process(gateway.proc.pid)
     workers_before = {p.pid for p in master.children()}
@@ -157,3 +169,134 @@ def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_st
     lost = len(plan) - len(answered)
     print(f"gunicorn worker kill: {len(plan)} requests, {len(answered)} answered, "
           f"{lost} cut by the kill, {len(rows)} rows, all complete")
+
+
+class Caller(threading.Thread):
+    """A client that names each call (X-Request-ID) and keeps (id, status or the
+    transport error's name, sent, answered) for every one; after a transport error it
+    waits a little before the next call, as a client that retries would."""
+
+    def __init__(self, gateway, token, tag):
+        super().__init__(daemon=True)
+        self.gateway, self.token, self.tag = gateway, token, tag
+        self.stop_event, self.calls = threading.Event(), []
+
+    def run(self):
+        while not self.stop_event.is_set():
+            request_id, sent = f"{self.tag}-{len(self.calls)}", time.monotonic()
+            try:
+                status = requests.post(self.gateway.url + "/predict", timeout=READ_TIMEOUT + 10,
+                                       files={"file": ("a.jpg", images.jpeg())},
+                                       headers={"Authorization": f"Bearer {self.token}",
+                                                "X-Request-ID": request_id}).status_code
+            except requests.RequestException as exc:
+                status = type(exc).__name__
+                time.sleep(0.2)
+            self.calls.append((request_id, status, sent, time.monotonic()))
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(READ_TIMEOUT + 20)
+
+
+def logged_ids(database_url: str, tag: str) -> list[str]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(
+                "SELECT request_id FROM predictions WHERE request_id LIKE :tag"),
+                {"tag": f"{tag}%"}).scalars())
+    finally:
+        engine.dispose()
+
+
+def outage_under_load(fault_stack, tag: str, meanwhile=lambda: None) -> dict:
+    """4 callers; PostgreSQL stopped for OUTAGE_S, `meanwhile()` run during it, then
+    started again. What the callers, /readyz and the database saw."""
+    torchserve, gateway, postgres = fault_stack
+    token = get_token(gateway)
+    callers = [Caller(gateway, token, f"{tag}{i}") for i in range(4)]
+    for caller in callers:
+        caller.start()
+    ready = []
+    try:
+        wait_for(lambda: sum(len(c.calls) for c in callers) >= 20, timeout=MODEL_READY_S,
+                 what="20 calls before the outage")
+        postgres.stop_server()
+        down_at = time.monotonic()
+        meanwhile()
+        while time.monotonic() - down_at < OUTAGE_S:
+            try:
+                answer = requests.get(gateway.url + "/readyz", timeout=10)
+                ready.append((answer.status_code, answer.json().get("status"),
+                              answer.json().get("degraded")))
+            except requests.RequestException as exc:
+                ready.append((type(exc).__name__, None, None))
+            time.sleep(0.5)
+        postgres.start_server()
+        up_at = time.monotonic()
+        count = sum(len(c.calls) for c in callers)
+        wait_for(lambda: sum(len(c.calls) for c in callers) >= count + 20,
+                 timeout=MODEL_READY_S, what="20 calls after the outage")
+    finally:
+        for caller in callers:
+            caller.stop()
+    calls = [call for caller in callers for call in caller.calls]
+    answered = {rid for rid, status, *_ in calls if status == 200}
+
+    def all_logged():
+        ids = logged_ids(postgres.url, tag)
+        return ids if answered <= set(ids) else None
+
+    ids = wait_for(all_logged, timeout=MODEL_READY_S, what="a row for every 200",
+                   log=gateway.log_tail)
+    return {"calls": calls, "during": [c for c in calls if down_at <= c[2] and c[3] <= up_at],
+            "ready": ready, "ids": ids, "answered": answered,
+            "delivered_after_s": time.monotonic() - up_at}
+
+
+OUTAGE_S = 15
+
+
+def assert_served_through(seen: dict, what: str) -> None:
+    statuses = [status for _, status, *_ in seen["during"] if isinstance(status, int)]
+    ok = statuses.count(200)
+    assert statuses and ok >= 0.99 * len(statuses), (what, Counter(statuses))
+    assert len(seen["ids"]) == len(set(seen["ids"])), "a call has two rows"
+    assert seen["answered"] <= set(seen["ids"]), "an answered call has no row"
+    print(f"{what}: {len(seen['during'])} calls during the {OUTAGE_S} s outage, "
+          f"{Counter(status for _, status, *_ in seen['during'])}; {len(seen['calls'])} in all, "
+          f"{len(seen['ids'])} rows, each 200 logged once, {seen['delivered_after_s']:.1f} s "
+          f"after the restart; /readyz {Counter(s for s, *_ in seen['ready'])}")
+
+
+def test_predictions_flow_through_a_database_outage_and_every_row_arrives_once(fault_stack):
+    seen = outage_under_load(fault_stack, "pg-outage-")
+    assert_served_through(seen, "database outage")
+    assert {status for status, *_ in seen["ready"]} == {200}, seen["ready"]
+    degraded = [text for _, state, text in seen["ready"] if state == "degraded"]
+    assert degraded and "database unavailable" in degraded[-1], seen["ready"]
+
+
+def test_a_gateway_killed_during_the_outage_restarts_from_its_snapshot_and_loses_no_row(
+        fault_stack):
+    _, gateway, _ = fault_stack
+    restarted = []
+
+    def kill_and_restart():
+        time.sleep(3)
+        os.killpg(gateway.proc.pid, signal.SIGKILL)
+        gateway.proc.wait(30)
+        killed = time.monotonic()
+        gateway.start()
+        gateway.wait_up()
+        restarted.append((killed, time.monotonic()))
+
+    seen = outage_under_load(fault_stack, "pg-kill-", kill_and_restart)
+    assert_served_through(seen, "database outage, gateway killed")
+    [(killed, back)] = restarted
+    # Calls fail to connect only while no gateway listens.
+    failed = [c for c in seen["calls"] if not isinstance(c[1], int)]
+    assert all(c[2] <= back for c in failed), failed
+    assert {status for status, *_ in seen["ready"]} <= {200, "ConnectionError"}
+    print(f"gateway down {back - killed:.1f} s; {len(failed)} calls found none listening")

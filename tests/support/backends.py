@@ -58,21 +58,30 @@ class Postgres:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self._run(_pg_tool("initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres")
-        # pg_ctl -w waits until the server accepts connections, for at most -t seconds.
+        try:
+            self.start_server()
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def start_server(self):
+        """pg_ctl -w waits until the server accepts connections, for at most -t seconds."""
         try:
             self._run(_pg_tool("pg_ctl"), "-D", str(self.dir), "-w", "-t", str(SERVER_START_S),
                       "-l", str(self.dir / "log"),
                       "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
                       "start")
         except subprocess.SubprocessError as exc:
-            tail = self.log_tail()
-            self.stop()
-            raise RuntimeError(f"PostgreSQL did not start: {exc}\n{tail}") from None
-        return self
+            raise RuntimeError(f"PostgreSQL did not start: {exc}\n{self.log_tail()}") from None
+
+    def stop_server(self):
+        """An outage: the server stops (fast: open sessions end), its data stays."""
+        self._run(_pg_tool("pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "stop")
 
     def stop(self):
         try:
-            self._run(_pg_tool("pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "stop")
+            self.stop_server()
         except subprocess.CalledProcessError:
             pass  # not running (it never started)
         shutil.rmtree(self.base, ignore_errors=True)

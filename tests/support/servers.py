@@ -146,6 +146,7 @@ class GatewayServer(Process):
             "GATEWAY_BIND": f"127.0.0.1:{self.port}",
             "TORCHSERVE_URL": torchserve.url,
             "DATABASE_URL": f"sqlite:///{run_dir / 'predictions.db'}",
+            "GATEWAY_STATE_DIR": run_dir / "state",
             "PROMETHEUS_MULTIPROC_DIR": run_dir / "metrics",
         }
         env.update({k.upper(): v for k, v in settings.items()})

@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from gateway import db
 from gateway.catalog import CHUNK_BYTES, ArchiveError, Catalog, read_archive
+from gateway.control_snapshot import ControlState
 from gateway.errors import ApiError
 from gateway.model_agent import ModelAgent, store_file_name
 from gateway.model_versions import ModelVersions
@@ -46,6 +47,11 @@ class Answering:
 def versions(catalog, tmp_path, wait_seconds=0.2) -> ModelVersions:
     return ModelVersions(catalog, Answering(), str(tmp_path), stale_seconds=30,
                          wait_seconds=wait_seconds)
+
+
+def served(models: ModelVersions) -> ControlState:
+    """What a gateway's control snapshot would read now."""
+    return ControlState(0.0, models.name, *models.serving(), rollout=None)
 
 
 def test_an_archive_goes_in_by_chunks_and_comes_out_checked(catalog, tmp_path):
@@ -105,11 +111,11 @@ def test_versions_follow_only_what_every_live_replica_serves(catalog, tmp_path):
     mar(tmp_path / "classifier-2.0.mar", "2.0")
     models = versions(catalog, tmp_path)
     with pytest.raises(ApiError) as nobody:
-        models.ready()
+        served(models).ready()
     assert nobody.value.status == 503
     catalog.report("a", "1.0", {"1.0": 1}, {}, True)
     catalog.report("b", "1.0", {"1.0": 1}, {}, True)
-    assert models.ready()["replicas"] == 2
+    assert served(models).ready()["replicas"] == 2
 
     body, status = models.register("classifier-2.0.mar", "ops")  # no agent loads it here
     assert status == 202 and body["pending"] == ["a (loading)", "b (loading)"]

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import pytest
 import requests
@@ -44,14 +45,15 @@ class FakePool:
 
 
 @pytest.fixture
-def app(tmp_path):
+def app(tmp_path, request):
     users = tmp_path / "users.json"
     UserStore(users).set_user("alice", "alice-password", "user")
     database_url = f"sqlite:///{tmp_path / 'log.db'}"
     db.upgrade(database_url)
     app = create_app(Settings(jwt_secret="k" * 40, users_file=str(users),
                               max_upload_bytes=200_000, max_image_pixels=1_000_000,
-                              database_url=database_url))
+                              database_url=database_url, gateway_state_dir=str(tmp_path),
+                              **getattr(request, "param", {})))
     app.extensions["gateway"].torchserve.pool = FakePool()
     return app
 
@@ -190,19 +192,34 @@ def log_rows(app) -> int:
         return connection.exec_driver_sql("SELECT count(*) FROM predictions").scalar()
 
 
-def test_refused_tokens_leave_no_row_and_stay_401_with_the_database_gone(client, auth, app):
-    """The caller is checked before a prediction is attempted: no token is 401, never a
-    row, whatever the database's state; a caller with a token gets the log's 503."""
-    assert upload(client, {}, images.png()).status_code == 401
-    assert log_rows(app) == 0
+def drop_the_log(app) -> None:
     with app.extensions["gateway"].prediction_log.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE predictions")
+
+
+def test_refused_tokens_leave_no_row_and_stay_401_with_the_database_gone(client, auth, app):
+    """The caller is checked before a prediction is attempted: no token is 401, never a
+    row, whatever the database's state; a caller with a token is answered, and the
+    row waits in the outbox."""
+    assert upload(client, {}, images.png()).status_code == 401
+    assert log_rows(app) == 0
+    drop_the_log(app)
     refused = upload(client, {"Authorization": "Bearer a.b.c"}, images.png())
     assert refused.status_code == 401 and refused.json["error"] == "invalid_token"
     assert upload(client, {}, images.png()).status_code == 401
+    assert upload(client, auth, images.png()).status_code == 200
+    outbox = app.extensions["gateway"].log_writer.outbox
+    assert outbox.depth(time.time()).rows == 1
+
+
+@pytest.mark.parametrize("app", [{"outbox_max_rows": 0}], indirect=True)
+def test_past_the_outbox_bound_a_prediction_is_refused_not_lost(client, auth, app):
+    drop_the_log(app)
     unlogged = upload(client, auth, images.png())
     assert unlogged.status_code == 503
     assert unlogged.json == {"detail": "prediction log is unavailable, try again"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "OUTBOX_MAX_ROWS 0" in ready.json["detail"]
 
 
 def test_the_rollout_resource_answers_under_its_old_name_too(client, app):
@@ -304,6 +321,7 @@ def test_rate_limit_storage_outage_is_503_not_500(tmp_path):
     users = tmp_path / "users.json"
     UserStore(users).set_user("alice", "alice-password", "user")
     app = create_app(Settings(jwt_secret="k" * 40, users_file=str(users), prediction_log=False,
+                              gateway_state_dir=str(tmp_path),
                               rate_limit_storage_uri=f"redis://127.0.0.1:{free_port()}"))
     response = app.test_client().post("/token", data={"username": "alice",
                                                       "password": "alice-password"})

@@ -113,14 +113,16 @@ def test_an_erasure_deletes_every_row_of_the_user_under_every_name_and_no_other(
     log.record(*(row(i, username=names[i % 3]) for i in range(10)),
                *(row(100 + i, username="bob") for i in range(4)))
     erasures = Erasures(log.engine, privacy, token_ttl_seconds=1800)
-    assert erasures.tokens_valid_after("alice") == 0.0
+    assert erasures.recent() == {}
+    before = datetime.now(timezone.utc)
 
     erasure = erasures.erase("alice", "admin")
 
     assert erasure.rows_deleted == 10
     assert {r.username for r in all_rows(log)} == {"bob"}
-    assert erasures.tokens_valid_after("alice") == erasure.erased_at.timestamp()
-    assert erasures.tokens_valid_after("bob") == 0.0
+    assert erasures.recent() == {"alice": erasure.erased_at.timestamp()}
+    # An outbox delivers none of her rows from before the erasure, under any name.
+    assert erasures.erased_since(before) == dict.fromkeys(names, erasure.erased_at.timestamp())
 
 
 # ---- usage --------------------------------------------------------------------------

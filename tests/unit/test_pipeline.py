@@ -2,6 +2,7 @@
 a real SQLite prediction log with its rollouts, real admission and quota storage."""
 
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -12,8 +13,12 @@ from sqlalchemy import event, select
 
 from gateway import db
 from gateway.admission import Admission
+from gateway.control_snapshot import ControlSnapshot, ControlState
+from gateway.erasures import Erasures
 from gateway.errors import ApiError
 from gateway.log_privacy import LogPrivacy
+from gateway.log_writer import LogWriter
+from gateway.outbox import Outbox
 from gateway.pipeline import PredictionPipeline, PredictionRequest
 from gateway.prediction_log import (LogWriteError, PredictionLog, PredictionRow, WriteBehind,
                                     create_log_engine)
@@ -62,11 +67,15 @@ def parts(tmp_path, privacy):
                         inflight_wait_ms=0)
     log = PredictionLog(create_log_engine(url))
     rollouts = RolloutStore(log.engine, "classifier")
+    writer = LogWriter(log, Outbox(tmp_path / "outbox.db", 1000, 3600),
+                       Erasures(log.engine, privacy, 1800).erased_since)
+    snapshot = ControlSnapshot(lambda: ControlState(time.time(), "classifier", "1.0", {},
+                                                    rollouts.active()), tmp_path / "state.json")
     torchserve = ScriptedTorchServe()
     pipeline = PredictionPipeline(
         settings, torchserve, Admission(settings),
-        Quota(FixedWindowRateLimiter(MemoryStorage()), "5 per minute"), log, privacy, rollouts,
-        ShadowQueue(1, 4), max_batch=8)
+        Quota(FixedWindowRateLimiter(MemoryStorage()), "5 per minute"), writer, privacy,
+        rollouts, snapshot, ShadowQueue(1, 4), max_batch=8)
     return pipeline, torchserve, log, rollouts
 
 
@@ -188,7 +197,7 @@ def test_calls_that_arrive_during_a_commit_share_the_next_one(tmp_path):
         threads = [threading.Thread(target=call, args=(r.request_id, r)) for r in rows]
         for thread in threads:
             thread.start()
-        wait_for(lambda: len(log._pending) == len(rows), timeout=10, what="the calls queued")
+        wait_for(lambda: len(log._commit._pending) == len(rows), timeout=10, what="the calls queued")
         return threads
 
     waiting = group(*[replace(SHED_ROW, request_id=f"r{i}") for i in range(4)])
@@ -214,7 +223,7 @@ def test_calls_that_arrive_during_a_commit_share_the_next_one(tmp_path):
 
 def test_shed_rows_are_written_together_or_counted_as_lost(tmp_path):
     log, lost = _sqlite_log(tmp_path), []
-    behind = WriteBehind(log, lost.append)
+    behind = WriteBehind(log.record, lost.append)
     behind.put(*[replace(SHED_ROW, request_id=f"r{i}") for i in range(3)])
     behind.flush()
     assert [r.request_id for r in rows(log)] == ["r0", "r1", "r2"] and lost == []
@@ -257,6 +266,7 @@ def test_a_canary_candidate_that_fails_is_answered_by_the_default(parts):
     pipeline, torchserve, log, rollouts = parts
     torchserve.answers["2.0"] = ApiError(503, "model server could not serve the request (503)")
     rollouts.start("canary", "2.0", 100, False, Guard(min_requests=50))
+    pipeline.snapshot.refresh()  # as its refresher would within a second
     outcome = call(pipeline, request_id="c1")
     assert outcome.status == 200 and outcome.answers[0].class_id == 281
     assert outcome.route.arm == "default"
@@ -269,6 +279,7 @@ def test_a_canary_whose_candidate_keeps_failing_is_rolled_back(parts):
     pipeline, torchserve, _, rollouts = parts
     torchserve.answers["2.0"] = ApiError(503, "model server could not serve the request (503)")
     started = rollouts.start("canary", "2.0", 100, False, Guard(min_requests=5))
+    pipeline.snapshot.refresh()  # as its refresher would within a second
     for i in range(5):
         assert call(pipeline, request_id=f"c{i}", username=f"user{i}").status == 200
     ended = rollouts.latest()
@@ -279,6 +290,7 @@ def test_a_canary_whose_candidate_keeps_failing_is_rolled_back(parts):
 def test_a_clients_mistake_on_the_canary_is_the_clients_answer(parts):
     pipeline, torchserve, log, rollouts = parts
     rollouts.start("canary", "2.0", 100, False, Guard())
+    pipeline.snapshot.refresh()  # as its refresher would within a second
     outcome = call(pipeline, uploads=(Upload("x.txt", b"text, not an image"),))
     assert outcome.status == 415 and outcome.route.arm == "canary"
     assert [(r.status_code, r.arm) for r in rows(log)] == [(415, "canary")]
@@ -288,6 +300,7 @@ def test_a_clients_mistake_on_the_canary_is_the_clients_answer(parts):
 def test_a_shadow_copy_is_compared_and_logged_after_the_answer(parts):
     pipeline, torchserve, log, rollouts = parts
     shadow = rollouts.start("shadow", "2.0", 100, False, Guard(min_requests=1000))
+    pipeline.snapshot.refresh()  # as its refresher would within a second
     outcome = call(pipeline, request_id="s1")
     assert outcome.status == 200 and outcome.answers[0].class_id == 281
     wait_for(lambda: len(rows(log)) == 2, timeout=60, what="the shadow copy's row")
@@ -298,7 +311,9 @@ def test_a_shadow_copy_is_compared_and_logged_after_the_answer(parts):
 
 
 def test_a_log_that_cannot_be_written_turns_the_answer_into_503(parts):
+    """The database is gone and the outbox is at its bound: refused, not lost."""
     pipeline, _, log, _ = parts
+    pipeline.log.outbox.max_rows = 0
     log.engine.dispose()
     with log.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE predictions")
