@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import ApiError
 from gateway.prediction_log import as_utc
-from gateway.tables import model_archive_chunks, model_archives, model_replicas, model_versions
+from gateway.tables import (model_archive_chunks, model_archives, model_replicas,
+                            model_versions, rollouts)
 
 CHUNK_BYTES = 1 << 20
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -84,11 +86,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_members(mar: zipfile.ZipFile) -> None:
+    """Every member read whole, its CRC-32 checked (zipfile does at the end of a read);
+    ArchiveError naming the first damaged one."""
+    for info in mar.infolist():
+        try:
+            with mar.open(info) as member:
+                while member.read(CHUNK_BYTES):
+                    pass
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ArchiveError(f"damaged archive: member {info.filename}: {exc}") from None
+
+
 def read_archive(path: Path, model_name: str) -> tuple[str, dict | None]:
-    """(version, weights record) from a .mar's manifest; ArchiveError if it is not one
-    of `model_name`."""
+    """(version, weights record) from a .mar's manifest, once every member's bytes match
+    their CRC; ArchiveError if it is damaged or not one of `model_name`."""
     try:
         with zipfile.ZipFile(path) as mar:
+            _check_members(mar)
             model = json.loads(mar.read(MANIFEST))["model"]
             names = set(mar.namelist())
             weights = json.loads(mar.read(WEIGHTS_RECORD)) if WEIGHTS_RECORD in names else None
@@ -114,9 +129,15 @@ class Catalog:
         self.engine, self.model_name = engine, model_name
 
     # ---- archives -------------------------------------------------------------------
-    def store_archive(self, path: Path, name: str, by: str) -> Archive:
-        """The archive at `path` as `name`, stored once per content and name."""
+    def store_archive(self, path: Path, name: str, by: str,
+                      version_named: str | None = None) -> Archive:
+        """The archive at `path` as `name`, stored once per content and name; with
+        `version_named`, only if that is its manifest's version (ArchiveError)."""
         version, weights = read_archive(path, self.model_name)
+        if version_named is not None and version_named != version:
+            raise ArchiveError(f"{name} is version {version} by its manifest, not "
+                               f"{version_named}: rename it {self.model_name}-{version}.mar "
+                               "or name the version it holds")
         sha256, size = sha256_of(path), path.stat().st_size
         with self.engine.begin() as connection:
             found = connection.execute(
@@ -244,6 +265,13 @@ class Catalog:
                 model_versions.c.model_name == self.model_name,
                 model_versions.c.version == version,
                 model_versions.c.retired_at.is_(None)).values(retired_at=_now(), is_default=False))
+
+    def routed_versions(self) -> list[str]:
+        """The versions an active canary or shadow sends requests to (gateway.rollouts)."""
+        with self.engine.connect() as connection:
+            return list(connection.execute(select(rollouts.c.version).where(
+                rollouts.c.model_name == self.model_name,
+                rollouts.c.state == "active")).scalars())
 
     # ---- replicas ---------------------------------------------------------------------
     def report(self, replica_id: str, default: str | None, ready: dict, errors: dict,

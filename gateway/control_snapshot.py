@@ -34,6 +34,7 @@ class Serving:
 
     replicas: int
     ready_workers: int
+    cannot_load: bool = False  # every live replica failed to load it: routed to none
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class ControlState:
     def tokens_valid_after(self, username: str) -> float:
         """Epoch seconds of the user's newest erasure that a live token may predate, or 0."""
         return self.erased.get(username, 0.0)
+
+    def cannot_load(self, version: str) -> bool:
+        """Declared, but every live replica failed to load it: routed to none."""
+        serving = self.serving.get(version)
+        return serving is not None and serving.cannot_load
 
     def require_version(self, version: str | None) -> None:
         if version is not None and version not in self.serving:

@@ -50,11 +50,11 @@ PREDICTION_LOG_FAILURES = Counter("gateway_prediction_log_failures_total",
 # The prediction log's outbox (gateway.log_writer): every process of a gateway sees the
 # same file, so a scrape takes the largest (the database: the smallest) of them.
 DATABASE_UP = Gauge("gateway_database_up", "1 while the prediction log's database takes "
-                    "writes, 0 while rows go to the outbox", multiprocess_mode="min")
+                    "writes, 0 while rows go to the outbox", multiprocess_mode="livemin")
 OUTBOX_ROWS = Gauge("gateway_outbox_rows", "Prediction-log rows waiting in the outbox for "
-                    "the database", multiprocess_mode="max")
+                    "the database", multiprocess_mode="livemax")
 OUTBOX_OLDEST_SECONDS = Gauge("gateway_outbox_oldest_seconds", "Age of the oldest row in "
-                              "the outbox (0 when empty)", multiprocess_mode="max")
+                              "the outbox (0 when empty)", multiprocess_mode="livemax")
 OUTBOXED_ROWS = Counter("gateway_outboxed_rows_total", "Prediction-log rows written to the "
                         "outbox because the database could not take them")
 OUTBOX_DELIVERED_ROWS = Counter("gateway_outbox_delivered_rows_total",
@@ -94,7 +94,14 @@ class FleetCollector:
         for replica in fleet.live:
             missing.add_metric([self.versions.name, replica.replica_id],
                                sum(not replica.serves(d.version) for d in declared))
+        failing = GaugeMetricFamily(
+            "model_version_load_failures", "Live replicas that report a declared model "
+            "version cannot load there", labels=["model", "version"])
+        for version in declared:
+            failing.add_metric([self.versions.name, version.version],
+                               sum(version.version in r.errors for r in fleet.live))
         yield ready
         yield missing
+        yield failing
         yield GaugeMetricFamily("model_replicas_live", "Replicas whose agent reported within "
                                 "REPLICA_STALE_SECONDS", value=len(fleet.live))

@@ -10,6 +10,12 @@ the declared default once it has a READY worker; unregister what is no longer
 declared; report the replica's state into the database and into AGENT_STATE_FILE, which
 the replica's readiness check reads (gateway/readiness.py --agent-state).
 
+A version that cannot load (TorchServe refuses its archive, or its worker exits before
+it is READY) is unregistered again, reported as the replica's error and not tried
+again until it is retired or declared with another archive: the replica stays ready
+while it serves the declared default and what an active rollout routes to it. With the
+database down it keeps serving the last declared state it read.
+
 On a database where nothing was ever declared it adopts what its TorchServe serves, or
 else MODEL_SEED from MODEL_STORE, so an upgraded deployment keeps its versions.
 The agent never migrates the schema: until the gateway has, it reports not ready.
@@ -53,7 +59,9 @@ class ModelAgent:
         self.seeds = [s for s in settings.model_seed.split(",") if s.strip()]
         self.state_file = Path(settings.agent_state_file)
         self.replica_id = settings.replica_id or socket.gethostname()
-        self.converged = False
+        self.converged = self.ready = False
+        self.failed: dict[str, tuple[str, str]] = {}  # version -> (archive sha256, why)
+        self._loading_pids: dict[str, set[int]] = {}  # version -> its workers' pids so far
         self.served_sha256: dict[str, str] = {}  # file TorchServe loaded -> its sha256
         self.store.mkdir(parents=True, exist_ok=True)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -136,17 +144,25 @@ class ModelAgent:
             self.adopt()
             declared = self.catalog.declared()
         wanted = {d.version: d for d in declared}
-        served, errors = self._served(), {}
+        # A failure holds while its version is declared with the same archive.
+        self.failed = {v: f for v, f in self.failed.items()
+                       if v in wanted and wanted[v].archive.sha256 == f[0]}
+        served = self._served()
         for version, d in wanted.items():
-            if version in served and self._served_sha256(served[version]) == d.archive.sha256:
+            if version in self.failed or (
+                    version in served
+                    and self._served_sha256(served[version]) == d.archive.sha256):
                 continue
             try:
                 if version in served:  # declared again with another archive
                     self._unregister(version, served)
                 self._load(d.archive)
             except ApiError as exc:
-                errors[version] = exc.detail
-                log.error("version %s: %s", version, exc.detail)
+                self._fail(d, exc.detail, served)
+        served = self._served()
+        for version in set(served) & set(wanted) - set(self.failed):
+            if why := self._crashed(version, served[version]):
+                self._fail(wanted[version], why, served)
         served = self._served()
         ready = {v: len(ready_workers(d)) for v, d in served.items()}
         default = self._default()
@@ -159,32 +175,68 @@ class ModelAgent:
             if version != default:
                 self._unregister(version, served)
                 ready.pop(version, None)
-        pending = self._pending(declared, ready, default)
+        errors = {v: why for v, (_, why) in self.failed.items()}
+        pending = self._pending(declared, ready, default, errors)
+        routed = {v for v in self.catalog.routed_versions() if v not in self.failed}
+        self.ready = bool(target and default == target and ready.get(target)) and all(
+            ready.get(v) for v in routed)
         self.catalog.report(self.replica_id, default, ready, errors, not pending)
         self.catalog.forget_replicas(FORGET_REPLICAS_AFTER)
         return not pending, pending
+
+    def _crashed(self, version: str, described: dict) -> str | None:
+        """Why a registered version is failing to load: its worker was started again
+        before it was ever READY (TorchServe restarts a worker that exits, with backoff)."""
+        if ready_workers(described):
+            self._loading_pids.pop(version, None)
+            return None
+        seen = self._loading_pids.setdefault(version, set())
+        seen.update(w["pid"] for w in described.get("workers", []) if w.get("pid", -1) > 0)
+        if len(seen) < 2:
+            return None
+        return (f"its worker exited {len(seen) - 1} time(s) before it was READY "
+                "(TorchServe's model log says why)")
+
+    def _fail(self, declared: DeclaredVersion, why: str, served: dict) -> None:
+        """Stop trying a version that cannot load (unregistered, so TorchServe stops
+        restarting its worker), and say why."""
+        version = declared.version
+        log.error("version %s cannot load: %s", version, why)
+        self.failed[version] = (declared.archive.sha256, f"failed to load: {why}")
+        self._loading_pids.pop(version, None)
+        if version in served:
+            try:
+                self._unregister(version, served)
+            except ApiError as exc:
+                log.error("version %s: %s", version, exc.detail)
 
     def _unregister(self, version: str, served: dict) -> None:
         self._call("DELETE", f"/models/{self.name}/{version}", f"unregister {version}")
         log.info("unregistered %s %s (%s)", self.name, version, served[version].get("modelUrl"))
 
     @staticmethod
-    def _pending(declared: list[DeclaredVersion], ready: dict, default: str | None) -> str:
+    def _pending(declared: list[DeclaredVersion], ready: dict, default: str | None,
+                 errors: dict) -> str:
         """What keeps the replica from serving the declared state; "" when nothing does."""
         if not declared:
             return "nothing is declared"
-        loading = [d.version for d in declared if not ready.get(d.version)]
+        failed = [d.version for d in declared if d.version in errors]
+        loading = [d.version for d in declared
+                   if not ready.get(d.version) and d.version not in errors]
         target = next((d.version for d in declared if d.is_default), None)
+        if failed:
+            return f"cannot load {', '.join(failed)}"
         if loading:
             return f"loading {', '.join(loading)}"
         if target != default:
             return f"default is {default}, declared {target}"
         return ""
 
-    def write_state(self, converged: bool, reason: str) -> None:
+    def write_state(self, reason: str) -> None:
         partial = self.state_file.with_name(f".{self.state_file.name}.partial")
-        partial.write_text(json.dumps({"replica_id": self.replica_id, "converged": converged,
-                                       "reason": reason, "at": time.time()}))
+        partial.write_text(json.dumps({"replica_id": self.replica_id, "ready": self.ready,
+                                       "converged": self.converged, "reason": reason,
+                                       "at": time.time()}))
         os.replace(partial, self.state_file)
 
     def run(self, interval: float, stop: threading.Event) -> None:
@@ -196,9 +248,10 @@ class ModelAgent:
                 reason = f"database unreachable or not migrated: {type(exc).__name__}"
                 log.warning("%s", reason)
             except ApiError as exc:
-                self.converged, reason = False, exc.detail
+                self.converged = self.ready = False
+                reason = exc.detail
                 log.warning("%s", reason)
-            self.write_state(self.converged, reason or "serves the declared state")
+            self.write_state(reason or "serves the declared state")
             stop.wait(interval)
 
 

@@ -64,6 +64,14 @@ class Fleet:
         return [f"{r.replica_id} ({r.errors.get(version, 'loading')})"
                 for r in self.live if not r.serves(version)]
 
+    def cannot_load(self, version: str, since: datetime | None = None) -> list[str]:
+        """Every live replica, each reporting (since `since`) that `version` cannot
+        load, with why; [] while any serves it, loads it or has not reported since."""
+        if not self.live or any(r.serves(version) or version not in r.errors
+                                or (since and r.last_seen < since) for r in self.live):
+            return []
+        return [f"{r.replica_id} ({r.errors[version]})" for r in self.live]
+
     def not_defaulting(self, version: str) -> list[str]:
         return [f"{r.replica_id} (default {r.default})" for r in self.live
                 if r.default != version]
@@ -126,9 +134,11 @@ class ModelVersions:
         """The declared default, and each declared version on the live replicas."""
         declared, fleet = self.catalog.declared(), self.fleet()
         default = next((d.version for d in declared if d.is_default), None)
-        return default, {d.version: Serving(sum(r.serves(d.version) for r in fleet.live),
-                                            sum(r.ready.get(d.version, 0) for r in fleet.live))
-                         for d in declared}
+        return default, {d.version: Serving(
+            sum(r.serves(d.version) for r in fleet.live),
+            sum(r.ready.get(d.version, 0) for r in fleet.live),
+            bool(fleet.cannot_load(d.version)))
+            for d in declared}
 
     def overview(self) -> dict:
         """Every declared version with its archive and READY workers, every replica's
@@ -141,6 +151,8 @@ class ModelVersions:
             "registered_by": d.registered_by,
             "ready_workers": sum(r.ready.get(d.version, 0) for r in fleet.live),
             "replicas_serving": sum(r.serves(d.version) for r in fleet.live),
+            "load_errors": {r.replica_id: r.errors[d.version] for r in fleet.live
+                            if d.version in r.errors},
         } for d in sorted(declared.values(), key=lambda d: version_key(d.version))]
         agree = bool(fleet.live) and all(
             r.converged and r.default == default and all(r.serves(v) for v in declared)
@@ -148,20 +160,29 @@ class ModelVersions:
         return {"model_name": self.name, "default_version": default, "versions": versions,
                 "replicas": fleet.shown(), "replicas_agree": agree}
 
-    def _wait(self, done: Callable[[Fleet], list[str]]) -> list[str]:
-        """Poll the live replicas until `done` lists none still pending, at most
-        wait_seconds; the ones still pending then."""
+    def _wait(self, done: Callable[[Fleet], list[str]],
+               failed: Callable[[Fleet], list[str]] = lambda fleet: []) -> tuple[list, list]:
+        """Poll the live replicas until `done` lists none still pending, or `failed`
+        lists every one of them, at most wait_seconds; (pending, failed) then."""
         deadline = time.monotonic() + self.wait_seconds
         while True:
             fleet = self.fleet()
             pending = done(fleet) if fleet.live else ["no live replica"]
+            if cannot := failed(fleet):
+                return pending, cannot
             if not pending or time.monotonic() >= deadline:
-                return pending
+                return pending, []
             time.sleep(POLL_SECONDS)
 
-    def _answer(self, pending: list[str], what: str) -> tuple[dict, int]:
-        """(body, 200) once every live replica follows; (body, 202) with who does not."""
+    def _answer(self, waited: tuple[list, list], what: str) -> tuple[dict, int]:
+        """(body, 200) once every live replica follows; (body, 202) with who does not;
+        (body, 422) when none can load it."""
+        pending, failed = waited
         body = {**self.overview(), "pending": pending}
+        if failed:
+            body["status"] = (f"{what}: declared, but no live replica can load it: "
+                              f"{', '.join(failed)}; retire it, or push a good archive")
+            return body, 422
         if pending:
             body["status"] = f"{what}: declared; not yet on {', '.join(pending)}"
             return body, 202
@@ -169,9 +190,21 @@ class ModelVersions:
         return body, 200
 
     # ---- changes ------------------------------------------------------------------------
-    def push(self, stream: BinaryIO, name: str, by: str, max_bytes: int) -> dict:
-        """Store an uploaded archive (read in chunks, at most max_bytes)."""
-        check_archive_name(name)
+    def named_version(self, name: str, version: str | None) -> str:
+        """The version an operator says an archive holds: `version`, or the one its name
+        <model>-<version>.mar gives (its manifest must agree: Catalog.store_archive)."""
+        if version is not None:
+            return check_version(version)
+        if name.startswith(f"{self.name}-"):
+            return check_version(name.removeprefix(f"{self.name}-").removesuffix(".mar"))
+        raise ApiError(422, f"name the archive {self.name}-<version>.mar, or give the "
+                            "version it holds (version=)")
+
+    def push(self, stream: BinaryIO, name: str, by: str, max_bytes: int,
+             version: str | None = None) -> dict:
+        """Store an uploaded archive (read in chunks, at most max_bytes), whole and of
+        the version its name (or `version`) says."""
+        named = self.named_version(check_archive_name(name), version)
         with tempfile.NamedTemporaryFile(suffix=".mar") as spool:
             size = 0
             while chunk := stream.read(CHUNK_BYTES):
@@ -182,7 +215,7 @@ class ModelVersions:
             spool.flush()
             if not size:
                 raise ApiError(422, "send the archive's bytes as the request body")
-            archive = self.catalog.store_archive(Path(spool.name), name, by)
+            archive = self.catalog.store_archive(Path(spool.name), name, by, named)
         return {"model_name": self.name, "version": archive.version, **archive.shown()}
 
     def register(self, name, by: str) -> tuple[dict, int]:
@@ -190,19 +223,21 @@ class ModelVersions:
         the one pushed under that name."""
         local = self.model_store / check_archive_name(name)
         if local.is_file():
-            archive = self.catalog.store_archive(local, name, by)
+            archive = self.catalog.store_archive(local, name, by, self.named_version(name, None))
         elif (archive := self.catalog.archive_named(name)) is None:
             raise ApiError(404, f"archive {name} is not in the model store and was not pushed")
+        since = datetime.now(timezone.utc)
         self.catalog.declare(archive, by)
-        pending = self._wait(lambda fleet: fleet.missing(archive.version))
-        return self._answer(pending, f"register {archive.version}")
+        waited = self._wait(lambda fleet: fleet.missing(archive.version),
+                            lambda fleet: fleet.cannot_load(archive.version, since))
+        return self._answer(waited, f"register {archive.version}")
 
     def promote(self, version: str) -> tuple[dict, int]:
         check_version(version)
         self.require_served(version)
         self.catalog.set_default(version)
-        pending = self._wait(lambda fleet: fleet.not_defaulting(version))
-        return self._answer(pending, f"promote {version}")
+        waited = self._wait(lambda fleet: fleet.not_defaulting(version))
+        return self._answer(waited, f"promote {version}")
 
     def unregister(self, version: str) -> tuple[dict, int]:
         check_version(version)
@@ -210,8 +245,9 @@ class ModelVersions:
         if version == self.default_version():
             raise ApiError(409, f"version {version} is the default: promote another one first")
         self.catalog.retire(version)
-        pending = self._wait(lambda fleet: [r.replica_id for r in fleet.live if version in r.ready])
-        return self._answer(pending, f"unregister {version}")
+        waited = self._wait(lambda fleet: [r.replica_id for r in fleet.live
+                                           if version in r.ready])
+        return self._answer(waited, f"unregister {version}")
 
     def rollback(self) -> tuple[dict, int]:
         """Make the newest declared version older than the default the default."""

@@ -19,8 +19,9 @@ bp = Blueprint("model_versions", __name__, url_prefix="/models")
 @bp.after_request
 def reread_control_state(response):
     """A change reaches this process's predictions at once (the others' within their
-    snapshot's refresh)."""
-    if request.method != "GET" and response.status_code < 400:
+    snapshot's refresh); a refused call may have changed the state too (a register that
+    no replica can load stays declared)."""
+    if request.method != "GET":
         services().snapshot.refresh()
     return response
 
@@ -55,7 +56,8 @@ def overview(name):
 
 @bp.post("/<name>/archives")
 def push(name):
-    """The request body is the archive; ?filename= names it. Streamed, never a URL."""
+    """The request body is the archive; ?filename= names it (<model>-<version>.mar, or
+    ?version= says the version it holds). Streamed, never a URL."""
     versions, username = _admin(name)
     filename = request.args.get("filename")
     if filename is None:
@@ -65,7 +67,8 @@ def push(name):
         raise archive_too_large(maximum)
     request.max_content_length = maximum  # this route's bound, not the image upload's
     try:
-        return versions.push(request.stream, filename, username, maximum), 201
+        return versions.push(request.stream, filename, username, maximum,
+                             request.args.get("version")), 201
     except RequestEntityTooLarge:
         raise archive_too_large(maximum) from None
 

@@ -12,7 +12,8 @@
     python -m gateway.modelctl rollout-status | rollout-promote | rollout-abort
 
 Changes wait up to VERSION_WAIT_SECONDS for every live replica; exit status 3 means
-declared but not yet served everywhere (the output says where not). Rollouts live in
+declared but not yet served everywhere (the output says where not), 4 declared but no
+live replica can load it (the output says why). Rollouts live in
 the same database, which every gateway process reads at most a second late. The older
 names `canary` (with `--shadow` for `--mode shadow`), `canary-status`, `canary-promote`
 and `canary-abort` still work.
@@ -47,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"default: MODEL_NAME or {Settings.model_name}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list")
-    sub.add_parser("push", help="store an archive file in the database").add_argument(
-        "file", type=Path)
+    push = sub.add_parser("push", help="store an archive file in the database")
+    push.add_argument("file", type=Path)
+    push.add_argument("--version", help="the version it holds, where its name is not "
+                      "<model>-<version>.mar")
     sub.add_parser("register").add_argument("archive")
     sub.add_parser("promote").add_argument("version")
     sub.add_parser("unregister").add_argument("version")
@@ -88,7 +91,8 @@ def main(argv=None) -> int:
             result = versions.overview()
         elif command == "push":
             with open(args.file, "rb") as f:
-                result = versions.push(f, args.file.name, by, settings.max_archive_bytes)
+                result = versions.push(f, args.file.name, by, settings.max_archive_bytes,
+                                       args.version)
         elif command == "register":
             result, status = versions.register(args.archive, by)
         elif command == "rollback":
@@ -100,7 +104,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
-    return 3 if status == 202 else 0
+    return {202: 3, 422: 4}.get(status, 0)
 
 
 def _rollout_command(action: str, args, control: RolloutControl) -> dict:

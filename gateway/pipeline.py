@@ -195,10 +195,17 @@ class PredictionPipeline:
         return replace(outcome, stages=MappingProxyType(dict(stages)))
 
     def _route(self, request: PredictionRequest) -> Route:
+        """Never to a version that no live replica could load (a pinned call for one is
+        503; a rollout's share of it goes to the default)."""
+        state = self.snapshot.current()
         if request.pinned is not None:
-            return Route(check_version(request.pinned), "pinned", None)
-        rollout = self.snapshot.current().rollout
-        if rollout is None:
+            version = check_version(request.pinned)
+            if state.cannot_load(version):
+                raise unavailable(f"model {state.model_name} version {version} cannot load "
+                                  "on any live replica", retry_after=60)
+            return Route(version, "pinned", None)
+        rollout = state.rollout
+        if rollout is None or state.cannot_load(rollout.version):
             return Route(None, "default", None)
         chosen = rollout.in_candidate_share(request.username, random.random())
         if rollout.mode == "canary" and chosen:

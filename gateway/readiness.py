@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A replica's readiness rule, written once: a model's default version has a READY
 worker and, with --agent-state, the replica's model agent reported lately that its
-TorchServe serves every declared version with the declared default.
+TorchServe serves the declared default and what an active rollout routes to it (a
+declared version that cannot load is the agent's reported error, not a readiness
+failure).
 
 TorchServe's /ping says Healthy while workers crash, so readiness asks the management
 API on loopback instead. Standard library only: the serve image runs this file as its
@@ -62,7 +64,7 @@ def check(url: str, model: str | None = None) -> tuple[bool, str]:
 AGENT_STATE_MAX_AGE = 30
 
 
-def agent_converged(state_file: str) -> tuple[bool, str]:
+def agent_ready(state_file: str) -> tuple[bool, str]:
     try:
         with open(state_file, encoding="utf-8") as f:
             state = json.load(f)
@@ -71,7 +73,7 @@ def agent_converged(state_file: str) -> tuple[bool, str]:
         return False, f"no model agent state: {exc}"
     if age > AGENT_STATE_MAX_AGE:
         return False, f"model agent state is {age:.0f} s old: is the agent running?"
-    return state.get("converged") is True, f"model agent: {state.get('reason')}"
+    return state.get("ready") is True, f"model agent: {state.get('reason')}"
 
 
 def main() -> int:
@@ -85,7 +87,7 @@ def main() -> int:
     while True:
         ok, reason = check(args.url, args.model)
         if ok and args.agent_state:
-            ok, reason = agent_converged(args.agent_state)
+            ok, reason = agent_ready(args.agent_state)
         if ok or time.monotonic() >= deadline:
             print(reason, file=sys.stderr)
             return 0 if ok else 1

@@ -1,6 +1,7 @@
 """Real TorchServe (alone, or as a replica with its model agent) and gunicorn processes on
 free loopback ports, through our start scripts."""
 
+import json
 import os
 import signal
 import socket
@@ -128,14 +129,19 @@ class ReplicaServer(TorchServeServer):
         self.replica_id = replica_id
 
     def ready(self) -> tuple[bool, str]:
-        """The replica's readiness probe: its default READY, every declared version served."""
+        """The replica's readiness probe: its default READY (and a rollout's candidate)."""
         ok, reason = readiness.check(self.management_url)
-        return readiness.agent_converged(str(self.state_file)) if ok else (ok, reason)
+        return readiness.agent_ready(str(self.state_file)) if ok else (ok, reason)
 
     def wait_ready(self, timeout: float = MODEL_READY_S) -> float:
         started = time.monotonic()
-        self.wait(lambda: self.ready()[0], timeout, "the replica serving the declared state")
+        self.wait(lambda: self.ready()[0], timeout, "the replica serving the declared default")
         return time.monotonic() - started
+
+    def wait_converged(self, timeout: float = MODEL_READY_S) -> None:
+        """Until its agent reports every declared version served, the default declared."""
+        self.wait(lambda: json.loads(self.state_file.read_text())["converged"], timeout,
+                  "the replica serving every declared version")
 
 
 class GatewayServer(Process):

@@ -141,16 +141,41 @@ def test_push_is_bounded_and_needs_bytes(catalog, tmp_path):
     models = versions(catalog, tmp_path)
     archive = mar(tmp_path / "a.mar", "3.0", padding=CHUNK_BYTES)
     with pytest.raises(ApiError) as too_big:
-        models.push(io.BytesIO(archive.read_bytes()), "a.mar", "ops", max_bytes=1000)
+        models.push(io.BytesIO(archive.read_bytes()), "classifier-3.0.mar", "ops",
+                    max_bytes=1000)
     assert too_big.value.status == 413
     with pytest.raises(ApiError) as empty:
-        models.push(io.BytesIO(b""), "a.mar", "ops", max_bytes=1000)
+        models.push(io.BytesIO(b""), "classifier-3.0.mar", "ops", max_bytes=1000)
     assert empty.value.status == 422
     with pytest.raises(ApiError) as named:
         models.push(io.BytesIO(b"x"), "../a.mar", "ops", max_bytes=1000)
     assert named.value.status == 422
-    pushed = models.push(io.BytesIO(archive.read_bytes()), "a.mar", "ops", max_bytes=1 << 30)
+    pushed = models.push(io.BytesIO(archive.read_bytes()), "a.mar", "ops", max_bytes=1 << 30,
+                         version="3.0")
     assert pushed["version"] == "3.0" and pushed["size_bytes"] == archive.stat().st_size
+
+
+def test_push_checks_the_whole_archive_and_the_version_it_is_named_for(catalog, tmp_path):
+    models = versions(catalog, tmp_path)
+    good = mar(tmp_path / "classifier-8.1.mar", "8.1", padding=4 * CHUNK_BYTES).read_bytes()
+
+    def push(data: bytes, name: str, version=None) -> str:
+        with pytest.raises(ApiError) as refused:
+            models.push(io.BytesIO(data), name, "ops", max_bytes=1 << 30, version=version)
+        assert refused.value.status == 422
+        return refused.value.detail
+
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF  # a byte of model.pt's payload
+    assert push(bytes(flipped), "classifier-8.1.mar").startswith(
+        "damaged archive: member model.pt: Bad CRC-32")
+    assert push(good, "classifier-8.2.mar") == (
+        "classifier-8.2.mar is version 8.1 by its manifest, not 8.2: rename it "
+        "classifier-8.1.mar or name the version it holds")
+    assert "8.1 by its manifest, not 9" in push(good, "any.mar", version="9")
+    assert push(good, "any.mar").startswith("name the archive classifier-<version>.mar")
+    assert push(good[:len(good) // 2], "classifier-8.1.mar").startswith("not a model archive")
+    assert models.push(io.BytesIO(good), "classifier-8.1.mar", "ops", 1 << 30)["version"] == "8.1"
 
 
 def test_the_agent_names_files_by_content_and_says_what_is_missing(catalog, tmp_path):
@@ -158,7 +183,8 @@ def test_the_agent_names_files_by_content_and_says_what_is_missing(catalog, tmp_
     assert store_file_name(one) == f"classifier-1.0.{one.sha256[:16]}.mar"
     catalog.adopt([one], "1.0", "agent")
     declared = catalog.declared()
-    assert ModelAgent._pending(declared, {}, None) == "loading 1.0"
-    assert ModelAgent._pending(declared, {"1.0": 1}, None) == "default is None, declared 1.0"
-    assert ModelAgent._pending(declared, {"1.0": 1}, "1.0") == ""
-    assert ModelAgent._pending([], {}, None) == "nothing is declared"
+    assert ModelAgent._pending(declared, {}, None, {}) == "loading 1.0"
+    assert ModelAgent._pending(declared, {"1.0": 1}, None, {}) == "default is None, declared 1.0"
+    assert ModelAgent._pending(declared, {"1.0": 1}, "1.0", {}) == ""
+    assert ModelAgent._pending(declared, {}, None, {"1.0": "failed"}) == "cannot load 1.0"
+    assert ModelAgent._pending([], {}, None, {}) == "nothing is declared"
