@@ -16,6 +16,7 @@ from gateway.keys import KeyRing
 from gateway.settings import Settings
 from modelbuild import archive, weights
 from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
+from tests.support.outage import assert_served_through, outage_under_load
 from tests.support.servers import ROOT, free_port
 from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys,
                                  users_file_with)
@@ -74,7 +75,7 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     for service in HEALTHCHECKED:  # serve: its image's HEALTHCHECK (every declared version)
         for container in stack["replicas"][service]:
             engine.wait_healthy(container)
-    # The entrypoint migrated the schema before gunicorn started (which only checks it).
+    # gunicorn migrated the schema before it served.
     revision = engine("exec", containers["postgres"], "psql", "-U", "classifier", "-d",
                       "classifier", "-tAc", "SELECT version_num FROM alembic_version")
     assert revision.stdout.strip() == db.head()
@@ -133,6 +134,24 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
              log=lambda: engine.logs(containers["purge"]))
     assert int(psql("SELECT count(*) FROM predictions")) == kept
     assert "purged 1 rows older than" in engine.logs(containers["purge"])
+
+    # PostgreSQL stopped under load, the gateway killed and started meanwhile: the calls
+    # are answered, their rows wait in the outbox (a named volume) and arrive once.
+    def restart_gateway():
+        time.sleep(3)
+        engine("restart", "--time", "0", containers["gateway"])  # SIGKILL, then start
+        wait_for(lambda: requests.get(url + "/healthz", timeout=10).ok,
+                 timeout=CONTAINER_READY_S, what="the restarted gateway",
+                 log=lambda: engine.logs(containers["gateway"]))
+
+    seen = outage_under_load(
+        url, token, "compose-outage-", lambda: engine("stop", containers["postgres"]),
+        lambda: engine("start", containers["postgres"]),
+        lambda tag: psql(f"SELECT request_id FROM predictions WHERE request_id LIKE "
+                         f"'{tag}%'").split(), restart_gateway)
+    assert_served_through(seen, "Compose: postgres stopped, gateway restarted")
+    logs = engine("logs", containers["gateway"], check=False)
+    assert "serving from the control snapshot" in logs.stdout + logs.stderr
 
     # Only the gateway is published, on the loopback port asked for.
     for service in ("serve", "purge", "postgres", "redis"):

@@ -6,7 +6,6 @@ import shutil
 import signal
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -18,6 +17,7 @@ from tests.support.stack import get_token, start_stack
 from gateway import readiness
 from tests.support import images
 from tests.support.backends import Postgres, Redis, postgres_available, required_or_skip
+from tests.support.outage import assert_served_through, outage_under_load
 from tests.support.waiting import MODEL_READY_S, SERVER_START_S, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -171,34 +171,6 @@ def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_st
           f"{lost} cut by the kill, {len(rows)} rows, all complete")
 
 
-class Caller(threading.Thread):
-    """A client that names each call (X-Request-ID) and keeps (id, status or the
-    transport error's name, sent, answered) for every one; after a transport error it
-    waits a little before the next call, as a client that retries would."""
-
-    def __init__(self, gateway, token, tag):
-        super().__init__(daemon=True)
-        self.gateway, self.token, self.tag = gateway, token, tag
-        self.stop_event, self.calls = threading.Event(), []
-
-    def run(self):
-        while not self.stop_event.is_set():
-            request_id, sent = f"{self.tag}-{len(self.calls)}", time.monotonic()
-            try:
-                status = requests.post(self.gateway.url + "/predict", timeout=READ_TIMEOUT + 10,
-                                       files={"file": ("a.jpg", images.jpeg())},
-                                       headers={"Authorization": f"Bearer {self.token}",
-                                                "X-Request-ID": request_id}).status_code
-            except requests.RequestException as exc:
-                status = type(exc).__name__
-                time.sleep(0.2)
-            self.calls.append((request_id, status, sent, time.monotonic()))
-
-    def stop(self):
-        self.stop_event.set()
-        self.join(READ_TIMEOUT + 20)
-
-
 def logged_ids(database_url: str, tag: str) -> list[str]:
     engine = create_engine(database_url)
     try:
@@ -210,68 +182,15 @@ def logged_ids(database_url: str, tag: str) -> list[str]:
         engine.dispose()
 
 
-def outage_under_load(fault_stack, tag: str, meanwhile=lambda: None) -> dict:
-    """4 callers; PostgreSQL stopped for OUTAGE_S, `meanwhile()` run during it, then
-    started again. What the callers, /readyz and the database saw."""
-    torchserve, gateway, postgres = fault_stack
-    token = get_token(gateway)
-    callers = [Caller(gateway, token, f"{tag}{i}") for i in range(4)]
-    for caller in callers:
-        caller.start()
-    ready = []
-    try:
-        wait_for(lambda: sum(len(c.calls) for c in callers) >= 20, timeout=MODEL_READY_S,
-                 what="20 calls before the outage")
-        postgres.stop_server()
-        down_at = time.monotonic()
-        meanwhile()
-        while time.monotonic() - down_at < OUTAGE_S:
-            try:
-                answer = requests.get(gateway.url + "/readyz", timeout=10)
-                ready.append((answer.status_code, answer.json().get("status"),
-                              answer.json().get("degraded")))
-            except requests.RequestException as exc:
-                ready.append((type(exc).__name__, None, None))
-            time.sleep(0.5)
-        postgres.start_server()
-        up_at = time.monotonic()
-        count = sum(len(c.calls) for c in callers)
-        wait_for(lambda: sum(len(c.calls) for c in callers) >= count + 20,
-                 timeout=MODEL_READY_S, what="20 calls after the outage")
-    finally:
-        for caller in callers:
-            caller.stop()
-    calls = [call for caller in callers for call in caller.calls]
-    answered = {rid for rid, status, *_ in calls if status == 200}
-
-    def all_logged():
-        ids = logged_ids(postgres.url, tag)
-        return ids if answered <= set(ids) else None
-
-    ids = wait_for(all_logged, timeout=MODEL_READY_S, what="a row for every 200",
-                   log=gateway.log_tail)
-    return {"calls": calls, "during": [c for c in calls if down_at <= c[2] and c[3] <= up_at],
-            "ready": ready, "ids": ids, "answered": answered,
-            "delivered_after_s": time.monotonic() - up_at}
-
-
-OUTAGE_S = 15
-
-
-def assert_served_through(seen: dict, what: str) -> None:
-    statuses = [status for _, status, *_ in seen["during"] if isinstance(status, int)]
-    ok = statuses.count(200)
-    assert statuses and ok >= 0.99 * len(statuses), (what, Counter(statuses))
-    assert len(seen["ids"]) == len(set(seen["ids"])), "a call has two rows"
-    assert seen["answered"] <= set(seen["ids"]), "an answered call has no row"
-    print(f"{what}: {len(seen['during'])} calls during the {OUTAGE_S} s outage, "
-          f"{Counter(status for _, status, *_ in seen['during'])}; {len(seen['calls'])} in all, "
-          f"{len(seen['ids'])} rows, each 200 logged once, {seen['delivered_after_s']:.1f} s "
-          f"after the restart; /readyz {Counter(s for s, *_ in seen['ready'])}")
+def outage(fault_stack, tag: str, meanwhile=lambda: None) -> dict:
+    _, gateway, postgres = fault_stack
+    return outage_under_load(gateway.url, get_token(gateway), tag, postgres.stop_server,
+                             postgres.start_server, lambda t: logged_ids(postgres.url, t),
+                             meanwhile)
 
 
 def test_predictions_flow_through_a_database_outage_and_every_row_arrives_once(fault_stack):
-    seen = outage_under_load(fault_stack, "pg-outage-")
+    seen = outage(fault_stack, "pg-outage-")
     assert_served_through(seen, "database outage")
     assert {status for status, *_ in seen["ready"]} == {200}, seen["ready"]
     degraded = [text for _, state, text in seen["ready"] if state == "degraded"]
@@ -292,7 +211,7 @@ def test_a_gateway_killed_during_the_outage_restarts_from_its_snapshot_and_loses
         gateway.wait_up()
         restarted.append((killed, time.monotonic()))
 
-    seen = outage_under_load(fault_stack, "pg-kill-", kill_and_restart)
+    seen = outage(fault_stack, "pg-kill-", kill_and_restart)
     assert_served_through(seen, "database outage, gateway killed")
     [(killed, back)] = restarted
     # Calls fail to connect only while no gateway listens.
