@@ -26,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from bench import client, profile
+from gateway import db
 from gateway.prediction_log import create_log_engine
 from gateway.rollouts.guard import Guard, percentile
 from gateway.rollouts.store import RolloutStore
@@ -42,6 +44,7 @@ from handler import resnet_handler as handler
 from modelbuild import archive, weights
 from modelbuild.handler_files import MODEL_CONFIG, transform_batch
 from tests.support import images
+from tests.support.backends import Postgres
 from tests.support.otlp import OtlpReceiver
 from tests.support.servers import ROOT, GatewayServer, TorchServeServer
 from tests.support.stack import signing_keys
@@ -56,6 +59,7 @@ SHADOW_PERCENT = 10
 BREAKDOWN_REQUESTS = 60
 # The traced gateway exports every 5 s by default: its first batch is well inside this.
 SPANS_EXPORTED_S = 60
+OUTBOX_REPORTED_S = 60
 
 
 def bench_images() -> list[bytes]:
@@ -191,6 +195,13 @@ class InProcess:
         return {"latencies": latencies, "errors": [], "wall": time.perf_counter() - started}
 
 
+def metric_values(url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The gateway's unlabelled metrics `names`, as its /metrics says them now."""
+    families = text_string_to_metric_families(requests.get(url + "/metrics", timeout=30).text)
+    return {family.name: family.samples[0].value for family in families
+            if family.name in names}
+
+
 def start_shadow(torchserve, gateway) -> RolloutStore:
     """Register SHADOW_VERSION on TorchServe and shadow SHADOW_PERCENT of the gateway's
     unpinned requests to it, straight in the gateway's rollouts table: this TorchServe
@@ -280,14 +291,21 @@ def main(argv=None) -> int:
         keys = KeyRing(signing_keys(tmp / "jwt-keys.json"), Settings.jwt_ttl_seconds)
         es256 = {"jwt_secret": "", "jwt_keys_file": keys.path}
         gateways = {}
+        # The prediction log's database down: a gateway on a PostgreSQL of its own, which
+        # is stopped before that gateway is measured (its rows go to its outbox).
+        outage_db = Postgres()
         try:
             torchserve.start()
             ready_s = torchserve.wait_ready()
+            outage_db.start()
+            db.upgrade(outage_db.url)
             for name, log_on, more in (("gateway", "true", {}),
                                        ("gateway-no-prediction-log", "false", {}),
                                        ("gateway-shadow", "true", {}),
                                        ("gateway-traced", "true", traced),
-                                       ("gateway-es256", "true", es256)):
+                                       ("gateway-es256", "true", es256),
+                                       ("gateway-db-down", "true",
+                                        {"database_url": outage_db.url})):
                 gateways[name] = GatewayServer(torchserve, tmp / name,
                                                users_file=ROOT / "config/users.json",
                                                prediction_log=log_on,
@@ -393,10 +411,29 @@ def main(argv=None) -> int:
             variants = [row for c in sorted({min(levels), top})
                         for row in alternate(variant_modes, c, args.rounds, per_round)]
             clock.done("int8")
+            # Every row into the outbox (database stopped) against into the database,
+            # side by side at the top concurrency.
+            outage_db.stop_server()
+            outage = alternate({"gateway": modes["gateway"],
+                                "gateway-db-down": lambda c, n: run_http(
+                                    c, n, through(gateways["gateway-db-down"].url))},
+                               top, args.rounds, per_round)
+
+            def outboxed() -> dict | None:
+                """The gateway's database and outbox figures, once its drainer (every
+                DRAIN_INTERVAL_S) has published the rows."""
+                found = metric_values(gateways["gateway-db-down"].url,
+                                      ("gateway_database_up", "gateway_outbox_rows"))
+                return found if found["gateway_outbox_rows"] else None
+
+            degraded = wait_for(outboxed, timeout=OUTBOX_REPORTED_S,
+                                what="the outbox's rows in /metrics")
+            clock.done("database down")
         finally:
             for server in (*gateways.values(), torchserve):
                 server.stop()
             collector.stop()
+            outage_db.stop()
     traced_row = {(r["mode"], r["concurrency"]): r for r in tracing}
     variant_row = {(r["mode"], r["concurrency"]): r for r in variants}
     summary = {
@@ -432,13 +469,19 @@ def main(argv=None) -> int:
         "shadow_added_p50_ms_c1": round(shadow[1]["p50_ms"] - shadow[0]["p50_ms"], 2),
         "shadow_added_p95_ms_c1": round(shadow[1]["p95_ms"] - shadow[0]["p95_ms"], 2),
         **shadow_copies,
+        f"database_down_images_per_s_c{top}": outage[1]["images_per_s"],
+        f"database_down_p50_ms_c{top}": outage[1]["p50_ms"],
+        f"database_down_over_up_throughput_c{top}": round(
+            outage[1]["images_per_s"] / outage[0]["images_per_s"], 3),
+        f"database_down_minus_up_p50_ms_c{top}": round(outage[1]["p50_ms"] - outage[0]["p50_ms"], 2),
+        **{f"database_down_{name}": value for name, value in degraded.items()},
         "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow,
-                                             *tracing, *signing]),
+                                             *tracing, *signing, *outage]),
     }
     cpu = meter.per_image_ms()
     return write_report(args, summary, stages, clock, results=results,
                         prediction_log=[log_on, log_off], variants=variants, oip=oip,
-                        tracing=tracing, signing=signing, shadow=shadow,
+                        tracing=tracing, signing=signing, shadow=shadow, outage=outage,
                         cpu_ms_per_image=cpu, goals=round_three_goals(summary, cpu, top))
 
 

@@ -104,7 +104,7 @@ class ControlSnapshot:
         """The newest state: read now if this process has none, else from the file; 503
         while neither can be had."""
         if self._thread is None:
-            self._start()
+            self.start()
         state = self._state
         if state is None:
             raise unavailable("waiting for the database: this gateway has no snapshot of "
@@ -149,9 +149,9 @@ class ControlSnapshot:
                        f"{self.age_seconds():.0f}", self.path)
         return True
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """The first state, then the refresher, in the process that serves (after
-        gunicorn's fork)."""
+        gunicorn's fork); once."""
         with self._lock:
             if self._thread is not None:
                 return

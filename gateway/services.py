@@ -65,6 +65,7 @@ class Services:
             time.time(), settings.model_name, *versions.serving(),
             rollouts.active() if rollouts else None, erasures.recent()),
             settings.control_snapshot_file)
+        snapshot.start()  # so that a gateway never asked yet has one when the database goes
         pipeline = PredictionPipeline(
             settings, torchserve, Admission(settings),
             Quota(rate_limiter, settings.predict_rate_limit), writer, privacy, rollouts,

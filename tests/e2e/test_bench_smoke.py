@@ -33,6 +33,7 @@ def run_bench(module: str, report: str, out: Path, timeout: float, *args: str) -
 
 @pytest.mark.timeout(BENCH_S + 60)
 def test_bench_smoke(tmp_path):
+    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
     report = run_bench("run", "bench.json", tmp_path, BENCH_S, "--requests", "4", "--rounds", "1",
                        "--concurrency", "1,2")
     modes = {(r["mode"], r["concurrency"]) for r in report["results"]}
@@ -88,7 +89,14 @@ def test_bench_smoke(tmp_path):
     assert summary["remembered_verify_us"] > 0
     assert set(report["section_seconds"]) == {"set-up", "main table", "breakdown",
                                               "prediction log", "open inference protocol",
-                                              "tracing", "signing", "shadow", "int8"}
+                                              "tracing", "signing", "shadow", "int8",
+                                              "database down"}
+    # Every row into the outbox, PostgreSQL stopped, side by side with the database up.
+    assert [r["mode"] for r in report["outage"]] == ["gateway", "gateway-db-down"]
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["outage"])
+    assert summary["database_down_over_up_throughput_c2"] > 0
+    assert summary["database_down_gateway_database_up"] == 0
+    assert summary["database_down_gateway_outbox_rows"] >= 4  # its rows, waiting
     # #30's goals, each a figure beside its target.
     assert len(report["goals"]) == 5
     assert all(a_figure(g["figure"]) for g in report["goals"].values()), report["goals"]
