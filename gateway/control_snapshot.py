@@ -97,14 +97,10 @@ class ControlSnapshot:
         self.read, self.path = read, Path(path)
         self.database_error: str | None = None  # why the last refresh failed
         self._state: ControlState | None = None
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def current(self) -> ControlState:
-        """The newest state: read now if this process has none, else from the file; 503
-        while neither can be had."""
-        if self._thread is None:
-            self.start()
+        """The newest state; 503 while this process has none (the database has not
+        answered since it started, and it found no saved snapshot)."""
         state = self._state
         if state is None:
             raise unavailable("waiting for the database: this gateway has no snapshot of "
@@ -150,16 +146,11 @@ class ControlSnapshot:
         return True
 
     def start(self) -> None:
-        """The first state, then the refresher, in the process that serves (after
-        gunicorn's fork); once."""
-        with self._lock:
-            if self._thread is not None:
-                return
-            if not self.refresh():
-                self.load()
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name="control-snapshot")
-            self._thread.start()
+        """The first state (read, else the saved one), then the refresher, in the
+        process that serves (after gunicorn's fork)."""
+        if not self.refresh():
+            self.load()
+        threading.Thread(target=self._run, daemon=True, name="control-snapshot").start()
 
     def _run(self) -> None:
         while True:

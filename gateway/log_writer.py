@@ -61,19 +61,15 @@ class LogWriter:
         self.log, self.outbox, self.erased_since = log, outbox, erased_since
         self._outboxing = False  # this process writes to the outbox
         self._status = LogStatus(True, Depth(0, 0.0), None)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._drain_lock_path = f"{outbox.path}.drain-lock"
 
     @property
     def status(self) -> LogStatus:
-        self._start()
         return self._status
 
     def record(self, *rows: PredictionRow) -> None:
         """The rows durable (in the database or the outbox) when this returns, else
         LogWriteError: the call is answered 503."""
-        self._start()
         if not self._outboxing:
             try:
                 self.log.record(*rows)
@@ -90,15 +86,10 @@ class LogWriter:
         metrics.OUTBOXED_ROWS.inc(len(rows))
 
     # ---- the drainer ----------------------------------------------------------------
-    def _start(self) -> None:
+    def start(self) -> None:
         """The drainer, in the process that serves (after gunicorn's fork)."""
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True, name="outbox")
-                self._thread.start()
-                atexit.register(self.drain_once)
+        threading.Thread(target=self._run, daemon=True, name="outbox").start()
+        atexit.register(self.drain_once)
 
     def _run(self) -> None:
         while True:

@@ -60,6 +60,7 @@ class Services:
             writer = LogWriter(prediction_log, Outbox(
                 settings.outbox_file, settings.outbox_max_rows, settings.outbox_max_age_seconds),
                 erasures.erased_since)
+            writer.start()
             rollouts = RolloutStore(engine, settings.model_name)
         snapshot = ControlSnapshot(lambda: ControlState(
             time.time(), settings.model_name, *versions.serving(),

@@ -55,10 +55,9 @@ def database(tmp_path):
 
 
 def writer_for(database, tmp_path, max_rows=1000, max_age=3600.0) -> LogWriter:
-    writer = LogWriter(database.log, Outbox(tmp_path / "outbox.db", max_rows, max_age),
-                       lambda since: database.erased)
-    writer._thread = object()  # no drainer thread: the test runs each round itself
-    return writer
+    # Not started: no drainer thread, the test runs each round itself.
+    return LogWriter(database.log, Outbox(tmp_path / "outbox.db", max_rows, max_age),
+                     lambda since: database.erased)
 
 
 def rows(count: int, **changes) -> list[PredictionRow]:

@@ -71,6 +71,7 @@ def parts(tmp_path, privacy):
                        Erasures(log.engine, privacy, 1800).erased_since)
     snapshot = ControlSnapshot(lambda: ControlState(time.time(), "classifier", "1.0", {},
                                                     rollouts.active()), tmp_path / "state.json")
+    snapshot.refresh()  # as the app's start does (no refresher thread here)
     torchserve = ScriptedTorchServe()
     pipeline = PredictionPipeline(
         settings, torchserve, Admission(settings),
