@@ -1,6 +1,8 @@
 """What every prediction reads from the database, as one snapshot that a thread in each
 gateway process refreshes every REFRESH_SECONDS: the declared versions and default,
 which live replicas serve them, the active rollout, and the erasures that end tokens.
+While the database answers no process reads a state older than MAX_AGE_SECONDS (a
+request that finds the refresher late reads it itself).
 
 During an outage of the database the last snapshot serves, so predictions keep their
 routing and their token checks. Each refresh that changes something is also written to
@@ -25,7 +27,8 @@ from gateway.rollouts.guard import Guard
 from gateway.rollouts.state import Rollout
 
 logger = logging.getLogger(__name__)
-REFRESH_SECONDS = 1.0
+MAX_AGE_SECONDS = 1.0
+REFRESH_SECONDS = MAX_AGE_SECONDS / 2
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,19 @@ class ControlSnapshot:
         self.read, self.path = read, Path(path)
         self.database_error: str | None = None  # why the last refresh failed
         self._state: ControlState | None = None
+        self._lock = threading.Lock()  # one late read at a time
 
     def current(self) -> ControlState:
-        """The newest state; 503 while this process has none (the database has not
-        answered since it started, and it found no saved snapshot)."""
+        """The newest state, read now if the refresher is late while the database
+        answers; 503 while this process has none (the database has not answered since it
+        started, and it found no saved snapshot)."""
         state = self._state
+        if state is not None and self.database_error is None \
+                and time.time() - state.read_at > MAX_AGE_SECONDS:
+            with self._lock:
+                if self._state is state:  # no other thread read it meanwhile
+                    self.refresh()
+                state = self._state
         if state is None:
             raise unavailable("waiting for the database: this gateway has no snapshot of "
                               "the declared model state yet")

@@ -15,13 +15,11 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
-from gateway.control_snapshot import REFRESH_SECONDS
+from gateway.control_snapshot import MAX_AGE_SECONDS
 from gateway.log_privacy import LogPrivacy
 from gateway.prediction_log import PredictionLog, as_utc
 from gateway.tables import erasures, predictions
 
-# Between the erasure's two passes: every process's snapshot has read the record.
-SECOND_PASS_AFTER_S = 2 * REFRESH_SECONDS
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,8 @@ class Erasures:
         """Delete every row of the user (under each name the log may keep them) and
         refuse every token they hold."""
         erased_at = datetime.now(timezone.utc)
-        # Recorded first, so every process refuses the user's tokens once its snapshot
-        # has read it; the second pass takes the rows of calls admitted until then.
+        # Recorded first, so every process refuses the user's tokens within
+        # MAX_AGE_SECONDS; the second pass takes the rows of calls admitted in that time.
         with self.engine.begin() as connection:
             erasure_id = connection.execute(insert(erasures).values(
                 username=username, erased_at=erased_at, erased_by=erased_by,
@@ -52,7 +50,7 @@ class Erasures:
         log, theirs = PredictionLog(self.engine), predictions.c.username.in_(
             self.privacy.names_of(username))
         rows = log.delete(theirs)
-        time.sleep(SECOND_PASS_AFTER_S)
+        time.sleep(MAX_AGE_SECONDS)
         rows += log.delete(theirs)
         with self.engine.begin() as connection:
             connection.execute(erasures.update().where(erasures.c.id == erasure_id)

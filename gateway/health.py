@@ -9,7 +9,6 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.metrics import FleetCollector
-from gateway.serving_health import readiness
 from gateway.services import services
 
 bp = Blueprint("health", __name__)
@@ -32,8 +31,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    svc = services()
-    return readiness(svc.torchserve, svc.snapshot, svc.log_writer)
+    return services().readiness()
 
 
 @bp.get("/metrics")

@@ -17,7 +17,6 @@ from gateway.errors import ApiError, body_too_large
 from gateway.model_versions import check_version, version_key
 from gateway.pipeline import PredictionRequest
 from gateway.responses import oip_error
-from gateway.serving_health import readiness
 from gateway.services import services
 
 bp = Blueprint("oip", __name__, url_prefix="/v2")
@@ -53,8 +52,7 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    svc = services()
-    readiness(svc.torchserve, svc.snapshot, svc.log_writer)  # /readyz's rule: 503, why
+    services().readiness()  # /readyz's rule: 503 with its reason
     return {"ready": True}
 
 
@@ -65,7 +63,8 @@ def model_metadata(name, version=None):
     _check(name, version)
     state = services().snapshot.current()
     state.require_version(version)
-    return {"name": name, "versions": sorted(state.serving, key=version_key), "platform": "pytorch_torchserve",
+    return {"name": name, "versions": sorted(state.serving, key=version_key),
+            "platform": "pytorch_torchserve",
             "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": out, "datatype": kind, "shape": [-1, -1]}
                         for out, (kind, _) in oip_codec.OUTPUTS.items()]}
@@ -76,8 +75,7 @@ def model_metadata(name, version=None):
 def model_ready(name, version=None):
     authenticate("predict")
     _check(name, version)
-    svc = services()
-    readiness(svc.torchserve, svc.snapshot, svc.log_writer, version)
+    services().readiness(version)
     return {"name": name, "ready": True}
 
 

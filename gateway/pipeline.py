@@ -40,8 +40,8 @@ from gateway.control_snapshot import ControlSnapshot
 from gateway.errors import ApiError, rate_limit_storage_down, unavailable
 from gateway.imagecheck import check_upload
 from gateway.log_privacy import LogPrivacy
-from gateway.model_versions import check_version
 from gateway.log_writer import LogWriter
+from gateway.model_versions import check_version
 from gateway.prediction_log import PredictionRow, WriteBehind
 from gateway.quota import Quota
 from gateway.rollouts.guard import candidate_failed

@@ -18,6 +18,7 @@ from gateway.pipeline import PredictionPipeline
 from gateway.prediction_log import PredictionLog, create_log_engine
 from gateway.quota import Quota
 from gateway.rollouts.store import RolloutStore
+from gateway.serving_health import readiness
 from gateway.served_model import HandlerConfig
 from gateway.settings import Settings
 from gateway.shadow import ShadowQueue
@@ -43,6 +44,10 @@ class Services:
     rollouts: RolloutStore | None  # they live in the prediction log's database
     snapshot: ControlSnapshot  # what predictions read from the database
     pipeline: PredictionPipeline
+
+    def readiness(self, version: str | None = None) -> dict:
+        """/readyz's rule (gateway.serving_health), for `version` or the default."""
+        return readiness(self.torchserve, self.snapshot, self.log_writer, version)
 
     @classmethod
     def build(cls, settings: Settings, rate_limiter: RateLimiter) -> "Services":

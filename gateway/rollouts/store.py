@@ -1,7 +1,8 @@
 """Rollouts in the prediction-log database (table `rollouts`), so every gunicorn process
 and replica routes by the same configuration, which predictions read from their
-process's control snapshot (gateway.control_snapshot). Their figures come from the prediction log itself: every row of a rollout carries
-its id and arm, so counts, errors, latency and agreement are queries."""
+process's control snapshot (gateway.control_snapshot). Their figures come from the
+prediction log itself: every row of a rollout carries its id and arm, so counts,
+errors, latency and agreement are queries."""
 
 import json
 import logging

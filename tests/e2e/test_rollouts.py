@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from sqlalchemy import create_engine, text
 
-from gateway.rollouts.store import CACHE_SECONDS
+from gateway.control_snapshot import MAX_AGE_SECONDS
 from modelbuild import archive, weights
 from tests.support import images
 from tests.support.backends import Redis, required_or_skip
@@ -98,13 +98,13 @@ def stack(rollout_stack):
     yield gateway, admin
     requests.delete(gateway.url + MODELS + "/rollout", headers=admin, timeout=10)
     requests.put(gateway.url + MODELS + "/versions/1.0/default", headers=admin, timeout=30)
-    time.sleep(CACHE_SECONDS + 0.1)  # every process sees it
+    time.sleep(MAX_AGE_SECONDS + 0.1)  # every process sees it
 
 
 def start(gateway, admin, **body) -> dict:
     response = requests.put(gateway.url + MODELS + "/rollout", json=body, headers=admin, timeout=30)
     assert response.status_code == 200, response.text
-    time.sleep(CACHE_SECONDS + 0.1)  # every process reads the rollout at most that late
+    time.sleep(MAX_AGE_SECONDS + 0.1)  # every process reads the rollout at most that late
     return response.json()["rollout"]
 
 
@@ -150,7 +150,7 @@ def test_weighted_canary_gets_its_share_and_pins_are_never_diverted(stack):
 
     ended = requests.delete(gateway.url + MODELS + "/rollout", headers=admin, timeout=10)
     assert ended.status_code == 200 and ended.json()["rollout"]["state"] == "aborted"
-    time.sleep(CACHE_SECONDS + 0.1)
+    time.sleep(MAX_AGE_SECONDS + 0.1)
     after = overview(gateway, admin)
     assert after["default_version"] == "1.0" and after["rollout"]["state"] == "aborted"
     assert set(predict_many(gateway, token, 40)) == {(200, "1.0")}
