@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the database's schema, one model replica (TorchServe and its model agent:
-# scripts/start-serve.sh) in the background, a wait until it serves every declared
-# version, then the gateway in the foreground on localhost:8000. Ctrl-C stops both.
+# scripts/start-serve.sh) in the background, a wait until it serves the declared
+# default, then the gateway in the foreground on localhost:8000. Ctrl-C stops both.
 # With PREDICTION_LOG_RETENTION_DAYS set above 0, the prediction log's purge runs
 # beside them every hour (log: run/purge.out).
 # Paths are the defaults' (run/, model_store/) unless the environment names others.

@@ -72,7 +72,7 @@ def stack(engine, images, prometheus_image, name_prefix, tmp_path):
 
 def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     containers, url = stack["containers"], stack["url"]
-    for service in HEALTHCHECKED:  # serve: its image's HEALTHCHECK (every declared version)
+    for service in HEALTHCHECKED:  # serve: its image's HEALTHCHECK (the declared default)
         for container in stack["replicas"][service]:
             engine.wait_healthy(container)
     # gunicorn migrated the schema before it served.

@@ -44,7 +44,7 @@ def test_images_run_hardened_and_round_trip(engine, images, network, name_prefix
     run(engine, network, gateway, "gateway", "-p", f"127.0.0.1:{port}:8000",
         "-e", f"JWT_SECRET={secrets.token_urlsafe(48)}", "-e", f"DATABASE_URL={database_url}",
         "-e", "TORCHSERVE_URL=http://serve:8080", "image-classifier-gateway:1.0")
-    # The serve image's own HEALTHCHECK: every declared version served (after the gateway
+    # The serve image's own HEALTHCHECK: the declared default served (after the gateway
     # migrated the schema).
     engine.wait_healthy(serve)
     engine.wait_healthy(gateway)
