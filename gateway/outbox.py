@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine,
                         delete, event, func, insert, select)
+from sqlalchemy.schema import CreateTable
 
 from gateway.prediction_log import GroupCommit, PredictionRow
 
@@ -81,7 +82,9 @@ class Outbox:
         self.engine = create_engine(f"sqlite:///{self.path}",
                                     connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(self.engine, "connect", _pragmas)
-        metadata.create_all(self.engine)
+        with self.engine.begin() as connection:  # every gunicorn process, at once
+            for table in metadata.sorted_tables:
+                connection.execute(CreateTable(table, if_not_exists=True))
         self._commit = GroupCommit(self.engine, insert(rows))
 
     def depth(self, now: float) -> Depth:

@@ -3,6 +3,7 @@ a real SQLite log whose file is moved away for an outage (every connection then 
 no table: an OperationalError, as a stopped server gives), and a real outbox file."""
 
 import sqlite3
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -62,6 +63,26 @@ def writer_for(database, tmp_path, max_rows=1000, max_age=3600.0) -> LogWriter:
 
 def rows(count: int, **changes) -> list[PredictionRow]:
     return [replace(ROW, request_id=f"r{i}", **changes) for i in range(count)]
+
+
+def test_every_gunicorn_process_may_open_a_new_outbox_at_once(tmp_path):
+    """Workers boot together: each makes the outbox's tables if they are missing."""
+    start = threading.Barrier(8)
+    opened, failed = [], []
+
+    def open_it():
+        start.wait()
+        try:
+            opened.append(Outbox(tmp_path / "outbox.db", 10, 60))
+        except Exception as exc:  # the race this guards against: "table already exists"
+            failed.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failed == [] and len(opened) == 8
 
 
 def test_a_row_is_on_disk_in_the_outbox_when_record_returns(database, tmp_path):
