@@ -102,13 +102,14 @@ class ControlSnapshot:
         self._state: ControlState | None = None
         self._lock = threading.Lock()  # one late read at a time
 
-    def current(self) -> ControlState:
-        """The newest state, read now if the refresher is late while the database
-        answers; 503 while this process has none (the database has not answered since it
-        started, and it found no saved snapshot)."""
+    def current(self, max_age: float = MAX_AGE_SECONDS) -> ControlState:
+        """The newest state, read now if it is older than `max_age` while the database
+        answers (the refresher is late, or the caller wants it fresh); 503 while this
+        process has none (the database has not answered since it started, and it found
+        no saved snapshot)."""
         state = self._state
         if state is not None and self.database_error is None \
-                and time.time() - state.read_at > MAX_AGE_SECONDS:
+                and time.time() - state.read_at > max_age:
             with self._lock:
                 if self._state is state:  # no other thread read it meanwhile
                     self.refresh()

@@ -10,10 +10,12 @@ the declared default once it has a READY worker; unregister what is no longer
 declared; report the replica's state into the database and into AGENT_STATE_FILE, which
 the replica's readiness check reads (gateway/readiness.py --agent-state).
 
-A version that cannot load (TorchServe refuses its archive, or its worker exits before
-it is READY) is unregistered again, reported as the replica's error and not tried
-again until it is retired or declared with another archive: the replica stays ready
-while it serves the declared default and what an active rollout routes to it. With the
+A version other than the default that cannot load (TorchServe refuses its archive, or
+its worker exits before it was ever READY here) is unregistered again, reported as the
+replica's error and not tried again until it is retired or declared with another
+archive: the replica stays ready while it serves the declared default and what an
+active rollout routes to it. The default is never given up: it is what the replica
+serves, so it is tried again each round and its errors reported. With the
 database down it keeps serving the last declared state it read.
 
 On a database where nothing was ever declared it adopts what its TorchServe serves, or
@@ -61,7 +63,8 @@ class ModelAgent:
         self.replica_id = settings.replica_id or socket.gethostname()
         self.converged = self.ready = False
         self.failed: dict[str, tuple[str, str]] = {}  # version -> (archive sha256, why)
-        self._loading_pids: dict[str, set[int]] = {}  # version -> its workers' pids so far
+        self._loaded: set[str] = set()  # served archive files that were READY here once
+        self._pids_before_ready: dict[str, set[int]] = {}  # served file -> workers' pids
         self.served_sha256: dict[str, str] = {}  # file TorchServe loaded -> its sha256
         self.store.mkdir(parents=True, exist_ok=True)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -144,10 +147,11 @@ class ModelAgent:
             self.adopt()
             declared = self.catalog.declared()
         wanted = {d.version: d for d in declared}
+        target = next((d.version for d in declared if d.is_default), None)
         # A failure holds while its version is declared with the same archive.
         self.failed = {v: f for v, f in self.failed.items()
                        if v in wanted and wanted[v].archive.sha256 == f[0]}
-        served = self._served()
+        served, errors = self._served(), {}
         for version, d in wanted.items():
             if version in self.failed or (
                     version in served
@@ -158,15 +162,19 @@ class ModelAgent:
                     self._unregister(version, served)
                 self._load(d.archive)
             except ApiError as exc:
-                self._fail(d, exc.detail, served)
+                if version == target:  # never given up: tried again each round
+                    errors[version] = exc.detail
+                    log.error("version %s: %s", version, exc.detail)
+                else:
+                    self._fail(d, exc.detail, served)
         served = self._served()
-        for version in set(served) & set(wanted) - set(self.failed):
-            if why := self._crashed(version, served[version]):
+        for version in set(served) & set(wanted) - set(self.failed) - {target}:
+            if why := self._crashed(served[version]):
                 self._fail(wanted[version], why, served)
         served = self._served()
+        self._forget_unserved(served)
         ready = {v: len(ready_workers(d)) for v, d in served.items()}
         default = self._default()
-        target = next((d.version for d in declared if d.is_default), None)
         if target and default != target and ready.get(target):
             self._call("PUT", f"/models/{self.name}/{target}/set-default", f"promote {target}")
             log.info("default %s -> %s", default, target)
@@ -175,7 +183,7 @@ class ModelAgent:
             if version != default:
                 self._unregister(version, served)
                 ready.pop(version, None)
-        errors = {v: why for v, (_, why) in self.failed.items()}
+        errors.update((v, why) for v, (_, why) in self.failed.items())
         pending = self._pending(declared, ready, default, errors)
         routed = {v for v in self.catalog.routed_versions() if v not in self.failed}
         self.ready = bool(target and default == target and ready.get(target)) and all(
@@ -184,13 +192,19 @@ class ModelAgent:
         self.catalog.forget_replicas(FORGET_REPLICAS_AFTER)
         return not pending, pending
 
-    def _crashed(self, version: str, described: dict) -> str | None:
+    def _crashed(self, described: dict) -> str | None:
         """Why a registered version is failing to load: its worker was started again
-        before it was ever READY (TorchServe restarts a worker that exits, with backoff)."""
-        if ready_workers(described):
-            self._loading_pids.pop(version, None)
+        before it was ever READY (TorchServe restarts a worker that exits, with backoff).
+        Never for an archive that was READY here once: a worker that dies later is
+        TorchServe's to restart, and the alerts' to report."""
+        served_file = described.get("modelUrl", "")
+        if served_file in self._loaded:
             return None
-        seen = self._loading_pids.setdefault(version, set())
+        if ready_workers(described):
+            self._loaded.add(served_file)
+            self._pids_before_ready.pop(served_file, None)
+            return None
+        seen = self._pids_before_ready.setdefault(served_file, set())
         seen.update(w["pid"] for w in described.get("workers", []) if w.get("pid", -1) > 0)
         if len(seen) < 2:
             return None
@@ -203,12 +217,19 @@ class ModelAgent:
         version = declared.version
         log.error("version %s cannot load: %s", version, why)
         self.failed[version] = (declared.archive.sha256, f"failed to load: {why}")
-        self._loading_pids.pop(version, None)
         if version in served:
             try:
                 self._unregister(version, served)
             except ApiError as exc:
                 log.error("version %s: %s", version, exc.detail)
+
+    def _forget_unserved(self, served: dict) -> None:
+        """What TorchServe no longer serves (unregistered, or TorchServe restarted) is
+        watched afresh if it comes back."""
+        files = {d.get("modelUrl", "") for d in served.values()}
+        self._loaded &= files
+        self._pids_before_ready = {f: p for f, p in self._pids_before_ready.items()
+                                   if f in files}
 
     def _unregister(self, version: str, served: dict) -> None:
         self._call("DELETE", f"/models/{self.name}/{version}", f"unregister {version}")

@@ -17,7 +17,7 @@ def readiness(torchserve: TorchServeClient, snapshot: ControlSnapshot,
     status = writer.status if writer else None
     if status and status.refused:
         raise unavailable(f"not ready: the prediction log takes no rows: {status.refused}")
-    served = snapshot.current().ready(version)
+    served = snapshot.current(max_age=0).ready(version)  # fresh, while the database answers
     degraded = []
     if status and (log := status.describe()):
         degraded.append(log)
