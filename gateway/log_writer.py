@@ -136,25 +136,27 @@ class LogWriter:
                 erased = self.erased_since(min(q.row.created_at for q in batch))
                 kept = [q for q in batch
                         if erased.get(q.row.username, 0.0) <= q.row.created_at.timestamp()]
+                set_aside = 0
                 try:
                     self.log.deliver([(q.uid, q.row) for q in kept])
                 except SQLAlchemyError as exc:
                     if is_outage(exc):
                         raise
-                    self._one_by_one(kept)
+                    set_aside = self._one_by_one(kept)
             except SQLAlchemyError as exc:
                 if is_outage(exc):
                     return False
                 raise
             self.outbox.remove_through(batch[-1].seq)
-            metrics.OUTBOX_DELIVERED_ROWS.inc(len(kept))
-            logger.info("outbox: %d rows delivered, %d of erased users dropped",
-                        len(kept), len(batch) - len(kept))
+            metrics.OUTBOX_DELIVERED_ROWS.inc(len(kept) - set_aside)
+            logger.info("outbox: %d rows delivered, %d set aside, %d of erased users dropped",
+                        len(kept) - set_aside, set_aside, len(batch) - len(kept))
         return True
 
-    def _one_by_one(self, batch: list[Queued]) -> None:
+    def _one_by_one(self, batch: list[Queued]) -> int:
         """A batch the database refused for a row in it: each row alone, and those it
-        refuses set aside in the outbox's file (an outage stops the round)."""
+        refuses set aside in the outbox's file (an outage stops the round); how many."""
+        set_aside = 0
         for item in batch:
             try:
                 self.log.deliver([(item.uid, item.row)])
@@ -164,3 +166,5 @@ class LogWriter:
                 logger.error("outbox row %s refused by the database: %s", item.uid, exc)
                 self.outbox.set_aside(item, str(exc))
                 metrics.OUTBOX_REJECTED_ROWS.inc()
+                set_aside += 1
+        return set_aside
