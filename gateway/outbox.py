@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, create_engine,
-                        delete, event, func, insert, select)
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, delete, func,
+                        insert, select)
 from sqlalchemy.schema import CreateTable
 
-from gateway.prediction_log import GroupCommit, PredictionRow
+from gateway.prediction_log import GroupCommit, PredictionRow, create_log_engine
 
 metadata = MetaData()
 rows = Table(
@@ -31,7 +31,7 @@ rows = Table(
     sqlite_autoincrement=True,  # seq never reused: a delivered row's seq stays behind it
 )
 # Rows the database refused on their own (not an outage: the row itself), kept here,
-# never dropped: gateway_outbox_rejected_rows counts them for an operator.
+# never dropped: gateway_outbox_rejected_rows_total counts them for an operator.
 rejected = Table(
     "rejected", metadata,
     Column("uid", String(32), primary_key=True),
@@ -57,14 +57,6 @@ class Queued:
     row: PredictionRow
 
 
-def _pragmas(dbapi_connection, _record):
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA synchronous=FULL")  # fsync at each commit: survives a power loss
-    cursor.close()
-
-
 def encode(row: PredictionRow) -> str:
     return json.dumps({**vars(row), "created_at": row.created_at.isoformat()})
 
@@ -77,11 +69,9 @@ def decode(text: str) -> PredictionRow:
 class Outbox:
     def __init__(self, path: str | Path, max_rows: int, max_age_seconds: float):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rows, self.max_age_seconds = max_rows, max_age_seconds
-        self.engine = create_engine(f"sqlite:///{self.path}",
-                                    connect_args={"check_same_thread": False, "timeout": 10})
-        event.listen(self.engine, "connect", _pragmas)
+        # FULL: a row is on disk, not only in the operating system's cache, when put() returns.
+        self.engine = create_log_engine(f"sqlite:///{self.path}", synchronous="FULL")
         with self.engine.begin() as connection:  # every gunicorn process, at once
             for table in metadata.sorted_tables:
                 connection.execute(CreateTable(table, if_not_exists=True))

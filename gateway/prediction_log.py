@@ -57,17 +57,20 @@ class PredictionRow:
     trace_id: str | None  # 32 hex digits: the request's trace (gateway.tracing)
 
 
-def _sqlite_pragmas(dbapi_connection, _record):
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")  # wait for the writer lock, never fail
-    # Commits survive a process crash; only a power loss can drop the newest ones.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str):
+    def set_pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")  # wait for the writer lock, never fail
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.close()
+    return set_pragmas
 
 
-def create_log_engine(database_url: str) -> Engine:
-    """The engine for DATABASE_URL: SQLite in WAL mode with a busy timeout, or a pool."""
+def create_log_engine(database_url: str, synchronous: str = "NORMAL") -> Engine:
+    """The engine for DATABASE_URL: SQLite in WAL mode with a busy timeout, or a pool.
+    SQLite's `synchronous`: NORMAL's commits survive a process crash, only a power loss
+    can drop the newest ones; FULL's survive that too (an fsync per commit)."""
     url = make_url(database_url)
     kwargs = {"pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
@@ -84,7 +87,7 @@ def create_log_engine(database_url: str) -> Engine:
                                     "connect_timeout": CONNECT_TIMEOUT_S})
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
     return engine
 
 
