@@ -18,10 +18,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/agent.txt requirements/tracing.txt requirements/gateway.txt requirements/serve.txt requirements/dev.txt
+$(VENV)/.installed: pyproject.toml requirements/agent.txt requirements/tracing.txt requirements/gateway.txt requirements/serve.txt requirements/dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --editable .
 	touch $@
 
 check-java:
@@ -34,9 +35,9 @@ archive: install
 	  $(BIN)/python -m modelbuild.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) \
 	    --variant $(VARIANT) --arch $(ARCH) --export-path $(MODEL_STORE)
 
-# The local token signing keys (gateway.keys) in an ignored file, made once.
+# The local token signing keys (gateway.identity.keys) in an ignored file, made once.
 run/jwt-keys.json: | install
-	$(BIN)/python -m gateway.keys --file $@ ensure
+	$(BIN)/gateway-keys --file $@ ensure
 
 secrets: install run/jwt-keys.json
 
@@ -52,7 +53,7 @@ run: check-java install archive run/jwt-keys.json $(LOCAL_USERS)
 
 # Model versions: the declared state in the database (DATABASE_URL; make run's by
 # default), which every replica's model agent follows (see README).
-MODELCTL = $(BIN)/python -m gateway.modelctl
+MODELCTL = $(BIN)/modelctl
 register: install
 	$(MODELCTL) register classifier-$(VERSION).mar
 promote: install
@@ -78,7 +79,7 @@ rollout-abort canary-abort: install
 
 # Create (or reset) a local admin user; prints a generated password once.
 admin: install $(LOCAL_USERS)
-	$(BIN)/python -m gateway.users --file $(LOCAL_USERS) add-admin $(or $(ADMIN),admin)
+	$(BIN)/gateway-users --file $(LOCAL_USERS) add-admin $(or $(ADMIN),admin)
 
 # ---- containers and Kubernetes -------------------------------------------------
 SECRET = $(PYTHON) -c 'import secrets, sys; sys.stdout.write(secrets.token_urlsafe(48))'
@@ -104,7 +105,7 @@ images:
 COMPOSE_KEYS := secrets/jwt-keys/jwt-keys.json
 $(COMPOSE_KEYS): | install
 	mkdir -p -m 0700 secrets && mkdir -p -m 0755 secrets/jwt-keys
-	$(BIN)/python -m gateway.keys --file $@ ensure && chmod 0644 $@
+	$(BIN)/gateway-keys --file $@ ensure && chmod 0644 $@
 
 compose-up: install .env $(COMPOSE_KEYS)
 	$(COMPOSE) up --build --detach $(if $(filter docker,$(ENGINE)),--wait)
@@ -121,7 +122,7 @@ test-deploy: install
 k8s-secrets: install
 	mkdir -p k8s/secrets
 	umask 077 && test -s k8s/secrets/jwt-secret || $(SECRET) > k8s/secrets/jwt-secret
-	$(BIN)/python -m gateway.keys --file k8s/secrets/jwt-keys.json ensure
+	$(BIN)/gateway-keys --file k8s/secrets/jwt-keys.json ensure
 	umask 077 && test -s k8s/secrets/postgres-password || $(SECRET) > k8s/secrets/postgres-password
 	test -s k8s/secrets/users.json || cp config/users.json k8s/secrets/users.json
 
@@ -150,14 +151,14 @@ lint-containers: install
 stop:
 	-pkill -f 'gunicorn --config $(CURDIR)/config/gunicorn.conf.py'
 	-pkill -f '$(CURDIR)/scripts/start-serve.sh'
-	-pkill -f 'gateway.db purge --every'
+	-pkill -f 'gateway-db purge --every'
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop
 
 # The OpenID provider of the federation tests (oidc-provider from npm, on Node.js).
-OIDC_PROVIDER := tests/support/oidc/node_modules/.installed
-$(OIDC_PROVIDER): tests/support/oidc/package-lock.json
+OIDC_PROVIDER := devstack/oidc/node_modules/.installed
+$(OIDC_PROVIDER): devstack/oidc/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is required by the federation tests: apt-get install -y nodejs npm" >&2; exit 1; }
-	cd tests/support/oidc && npm ci --no-audit --no-fund
+	cd devstack/oidc && npm ci --no-audit --no-fund
 	touch $@
 
 test: check-java install $(OIDC_PROVIDER)

@@ -3,9 +3,9 @@ export rate and the purge rate, on SQLite and on a real PostgreSQL.
 
     python -m bench.log_lifecycle [--rows 1000000] [--out bench/results]
 
-Rows come from tests.support.log_rows (100 users, spread over 60 days), then ANALYZE
+Rows come from devstack.log_rows (100 users, spread over 60 days), then ANALYZE
 (PostgreSQL's autovacuum would); each report covers all of them; the purge deletes
-the older half with the defaults `python -m gateway.db purge` uses.
+the older half with the defaults `python -m gateway.cli.db purge` uses.
 """
 
 import argparse
@@ -19,18 +19,20 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from gateway import db, log_export, retention
-from gateway.prediction_log import create_log_engine
-from gateway.usage import GROUPS, usage
-from tests.support.backends import Postgres
-from tests.support.log_rows import synthesize
+from core.database import schema
+from core.database.engine import database_engine
+from devstack.backends import Postgres
+from devstack.log_rows import synthesize
+from gateway.prediction_log import export as log_export
+from gateway.prediction_log import retention
+from gateway.prediction_log.usage import GROUPS, usage
 
 REPEATS = 3
 
 
 def measure(url: str, rows: int) -> dict:
-    db.upgrade(url)
-    engine = create_log_engine(url)
+    schema.upgrade(url)
+    engine = database_engine(url)
     now = datetime.now(timezone.utc)
     started = time.perf_counter()
     synthesize(engine, rows, 1, [now - timedelta(days=d, hours=1) for d in range(0, 60, 6)],

@@ -28,10 +28,10 @@ from pathlib import Path
 from bench import client
 from bench.profile import CpuMeter, server_timing
 from bench.run import bench_images, goal, percentiles, print_goals
-from gateway.settings import Settings
+from core.settings import Settings
+from devstack.servers import ROOT
+from devstack.stack import get_token, signing_keys, start_stack, users_file_with
 from modelbuild import archive, weights
-from tests.support.servers import ROOT
-from tests.support.stack import get_token, signing_keys, start_stack, users_file_with
 
 MODES = ("polite", "impolite", "fairness")
 FLOODER = ("flooder", "flooder-password")  # the fairness mode's second user

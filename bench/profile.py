@@ -16,7 +16,7 @@ import psutil
 import requests
 
 from bench import client
-from gateway.torchserve_client import stage_seconds
+from core.torchserve_client import stage_seconds
 from handler import resnet_handler as handler
 from modelbuild.handler_files import transform_batch
 

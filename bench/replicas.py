@@ -19,12 +19,12 @@ from pathlib import Path
 
 import requests
 
-from gateway import db
-from gateway.users import UserStore
+from core.database import schema
+from devstack.backends import Postgres
+from devstack.servers import ROOT, GatewayServer, ReplicaServer
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys
+from gateway.identity.users import UserStore
 from modelbuild import archive, weights
-from tests.support.backends import Postgres
-from tests.support.servers import ROOT, GatewayServer, ReplicaServer
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys
 
 MODELS = "/models/classifier"
 
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         postgres = Postgres().start()
         replicas, gateway = [], None
         try:
-            db.upgrade(postgres.url)
+            schema.upgrade(postgres.url)
             started = time.perf_counter()
             replicas = [ReplicaServer(tmp / "store", tmp / f"replica-{n}", postgres.url,
                                       f"replica-{n}") for n in range(1, args.replicas + 1)]

@@ -26,29 +26,29 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 import torch
 import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from bench import client, profile
-from gateway import db
-from gateway.prediction_log import create_log_engine
-from gateway.rollouts.guard import Guard, percentile
-from gateway.rollouts.store import RolloutStore
-from gateway.keys import KeyRing
-from gateway.served_model import MODEL_NAME
-from gateway.settings import Settings
-from gateway.tokens import Tokens
+from core.database import schema
+from core.database.engine import database_engine
+from core.served_model import MODEL_NAME
+from core.settings import Settings
+from devstack import images
+from devstack.backends import Postgres
+from devstack.otlp import OtlpReceiver
+from devstack.servers import ROOT, GatewayServer, TorchServeServer
+from devstack.stack import signing_keys
+from devstack.waiting import wait_for
+from gateway.identity.keys import KeyRing
+from gateway.identity.tokens import Tokens
+from gateway.models.rollouts.guard import Guard, percentile
+from gateway.models.rollouts.store import RolloutStore
 from handler import resnet_handler as handler
 from modelbuild import archive, weights
 from modelbuild.handler_files import MODEL_CONFIG, transform_batch
-from tests.support import images
-from tests.support.backends import Postgres
-from tests.support.otlp import OtlpReceiver
-from tests.support.servers import ROOT, GatewayServer, TorchServeServer
-from tests.support.stack import signing_keys
-from tests.support.waiting import wait_for
 
 INT8_VERSION = "1.0-int8"
 SHADOW_VERSION = "2.0"
@@ -210,7 +210,7 @@ def start_shadow(torchserve, gateway) -> RolloutStore:
     register = requests.post(torchserve.management_url + "/models", timeout=120, params={
         "url": f"classifier-{SHADOW_VERSION}.mar", "initial_workers": 1, "synchronous": "true"})
     register.raise_for_status()
-    store = RolloutStore(create_log_engine(gateway.env["DATABASE_URL"]), MODEL_NAME)
+    store = RolloutStore(database_engine(gateway.env["DATABASE_URL"]), MODEL_NAME)
     store.start("shadow", SHADOW_VERSION, SHADOW_PERCENT, False, Guard(min_requests=100000))
     time.sleep(1.5)  # every gateway process has read the rollout
     return store
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
             torchserve.start()
             ready_s = torchserve.wait_ready()
             outage_db.start()
-            db.upgrade(outage_db.url)
+            schema.upgrade(outage_db.url)
             for name, log_on, more in (("gateway", "true", {}),
                                        ("gateway-no-prediction-log", "false", {}),
                                        ("gateway-shadow", "true", {}),

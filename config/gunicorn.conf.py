@@ -10,9 +10,9 @@ shared store such as redis://, which the check below enforces.
 import os
 import shutil
 
-from gateway.log_privacy import LogPrivacy
-from gateway.settings import Settings, SettingsError
-from gateway.tokens import Tokens
+from core.settings import Settings, SettingsError
+from gateway.identity.tokens import Tokens
+from gateway.prediction_log.privacy import LogPrivacy
 
 try:
     settings = Settings.from_env()
@@ -60,23 +60,22 @@ def on_starting(server):
     """In the master, before any worker: fresh metrics files, and the database schema
     migrated (DATABASE_UPGRADE_ON_START) or checked, so a gateway never serves against
     a schema it does not know. With the database down it serves from its last control
-    snapshot (gateway.control_snapshot) if it has one, and waits for the database if not."""
+    snapshot (gateway.models.control_snapshot) if it has one, and waits for the database if not."""
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
     import time
 
     from sqlalchemy.exc import OperationalError
 
-    from gateway import db
-
+    from core.database import schema
     while True:
         try:
             if settings.database_upgrade_on_start:
-                db.upgrade(settings.database_url)
+                schema.upgrade(settings.database_url)
             else:
-                db.require_current(settings.database_url)
+                schema.require_current(settings.database_url)
             return
-        except db.SchemaError as exc:  # stops here, with a clear message
+        except schema.SchemaError as exc:  # stops here, with a clear message
             raise SystemExit(f"gateway: {exc}") from None
         except OperationalError as exc:
             if os.path.exists(settings.control_snapshot_file):

@@ -11,17 +11,25 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import (auth, docs, health, model_versions_routes, observability, oip, predict,
-                     prediction_log_routes, ratelimits)
-from gateway.errors import (ApiError, body_too_large, database_down,
-                            rate_limit_storage_down)
-from gateway.responses import detail_error
-from gateway.services import EXTENSION, Services
-from gateway.settings import Settings
-from gateway.uploads import MULTIPART_OVERHEAD
+from core.errors import ApiError, body_too_large, database_down, rate_limit_storage_down
+from core.settings import Settings
+from gateway.predictions.uploads import MULTIPART_OVERHEAD
+from gateway.services import Services
+from gateway.web import (
+    auth,
+    docs,
+    health,
+    models,
+    observability,
+    oip,
+    predict,
+    prediction_log,
+    ratelimits,
+)
+from gateway.web.extension import EXTENSION
+from gateway.web.responses import detail_error
 
-BLUEPRINTS = (auth.bp, predict.bp, oip.bp, model_versions_routes.bp, prediction_log_routes.bp,
-              health.bp, docs.bp)
+BLUEPRINTS = (auth.bp, predict.bp, oip.bp, models.bp, prediction_log.bp, health.bp, docs.bp)
 logger = logging.getLogger(__name__)
 
 
@@ -30,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Process-wide, because Pillow keeps it so: its own decompression-bomb threshold
     # (about 89 MP) would answer before MAX_IMAGE_PIXELS, with its number, for any
     # limit above it. The gateway checks the pixel count from the header itself and
-    # never decodes pixel data (gateway/imagecheck.py).
+    # never decodes pixel data (gateway/predictions/imagecheck.py).
     Image.MAX_IMAGE_PIXELS = None
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD)

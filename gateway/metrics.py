@@ -1,5 +1,5 @@
 """The gateway's Prometheus metrics (plain prometheus_client: the CLIs load it too).
-GET /metrics is in gateway.health.
+GET /metrics is in gateway.web.health.
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set by config/gunicorn.conf.py) makes every
 worker write its samples to files there, and a scrape aggregates all of them, so
@@ -47,7 +47,7 @@ SHED_ROWS_LOST = Counter("gateway_shed_rows_lost_total",
 PREDICTION_LOG_FAILURES = Counter("gateway_prediction_log_failures_total",
                                   "Predictions answered 503 because their log row could not "
                                   "be written")
-# The prediction log's outbox (gateway.log_writer): every process of a gateway sees the
+# The prediction log's outbox (gateway.prediction_log.writer): every process of a gateway sees the
 # same file, so a scrape takes the largest (the database: the smallest) of them.
 DATABASE_UP = Gauge("gateway_database_up", "1 while the prediction log's database takes "
                     "writes, 0 while rows go to the outbox", multiprocess_mode="livemin")
@@ -72,7 +72,7 @@ for _route in ("/token", "/predict"):
 
 class FleetCollector:
     """The model replicas' state as their agents last reported it to the database, read
-    at each scrape (gateway.model_versions): READY workers per declared version over the
+    at each scrape (gateway.models.versions): READY workers per declared version over the
     live replicas, and what each live replica does not serve yet. Every gateway exports
     the same figures: alert on their max."""
 

@@ -1,32 +1,30 @@
-"""What every blueprint shares (`Services`, built once by the app factory) and
-`services()`, the one way a request reaches it."""
+"""What every blueprint shares: `Services`, built once by the app factory (the HTTP
+adapters reach it through gateway.web.extension)."""
 
 import time
 from dataclasses import dataclass
 
-from flask import current_app
 from limits.strategies import RateLimiter
 
-from gateway.admission import Admission
-from gateway.control_snapshot import ControlSnapshot, ControlState
-from gateway.erasures import Erasures
-from gateway.log_privacy import LogPrivacy
-from gateway.log_writer import LogWriter
-from gateway.model_versions import ModelVersions
-from gateway.outbox import Outbox
-from gateway.pipeline import PredictionPipeline
-from gateway.prediction_log import PredictionLog, create_log_engine
-from gateway.quota import Quota
-from gateway.rollouts.store import RolloutStore
-from gateway.serving_health import readiness
-from gateway.served_model import HandlerConfig
-from gateway.settings import Settings
-from gateway.shadow import ShadowQueue
-from gateway.tokens import Tokens
-from gateway.torchserve_client import TorchServeClient
-from gateway.users import UserStore
-
-EXTENSION = "gateway"  # app.extensions key
+from core.database.engine import database_engine
+from core.served_model import HandlerConfig
+from core.settings import Settings
+from core.torchserve_client import TorchServeClient
+from gateway.identity.tokens import Tokens
+from gateway.identity.users import UserStore
+from gateway.models.control_snapshot import ControlSnapshot, ControlState
+from gateway.models.rollouts.store import RolloutStore
+from gateway.models.versions import ModelVersions
+from gateway.prediction_log.erasures import Erasures
+from gateway.prediction_log.outbox import Outbox
+from gateway.prediction_log.privacy import LogPrivacy
+from gateway.prediction_log.store import PredictionLog
+from gateway.prediction_log.writer import LogWriter
+from gateway.predictions.admission import Admission
+from gateway.predictions.pipeline import PredictionPipeline
+from gateway.predictions.quota import Quota
+from gateway.predictions.readiness import readiness
+from gateway.predictions.shadow import ShadowQueue
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class Services:
     pipeline: PredictionPipeline
 
     def readiness(self, version: str | None = None) -> dict:
-        """/readyz's rule (gateway.serving_health), for `version` or the default."""
+        """/readyz's rule (gateway.predictions.readiness), for `version` or the default."""
         return readiness(self.torchserve, self.snapshot, self.log_writer, version)
 
     @classmethod
@@ -55,7 +53,7 @@ class Services:
         login limits' storage)."""
         torchserve = TorchServeClient(settings)
         handler = HandlerConfig.read(settings.model_config_file)
-        engine = create_log_engine(settings.database_url)
+        engine = database_engine(settings.database_url)
         versions = ModelVersions.from_settings(settings, engine, torchserve)
         privacy = LogPrivacy.from_settings(settings)
         erasures = Erasures(engine, privacy, settings.jwt_ttl_seconds)
@@ -81,7 +79,3 @@ class Services:
                    torchserve, handler, versions, prediction_log, writer, privacy, erasures,
                    rollouts, snapshot, pipeline)
 
-
-def services() -> Services:
-    """The current app's services (create_app puts them in app.extensions)."""
-    return current_app.extensions[EXTENSION]

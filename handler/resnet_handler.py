@@ -9,7 +9,7 @@ ValueError and plain dicts below.
 
 Traces: each request continues the gateway's trace (its `traceparent`) with a span
 linked to the span of the batch it ran in, whose children are the batch's preprocess,
-inference and postprocess. Exported as the gateway's are (gateway/tracing.py: the
+inference and postprocess. Exported as the gateway's are (core/tracing.py: the
 standard OTEL_* variables, off unless a collector is named).
 """
 

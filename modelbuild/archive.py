@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from modelbuild import quantize
-from gateway.served_model import MODEL_NAME
-from modelbuild.handler_files import CONFIG_FILE, HANDLER_FILE
-from modelbuild import weights as weights_mod
+from core.served_model import MODEL_NAME
 from handler.resnet_handler import load_state_dict
+from modelbuild import quantize
+from modelbuild import weights as weights_mod
+from modelbuild.handler_files import CONFIG_FILE, HANDLER_FILE
 
 SERIALIZED_FILE = "model.pt"
 VARIANTS = ("fp32", "int8")

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from gateway.served_model import MODEL_CONFIG_FILE, HandlerConfig
+from core.served_model import MODEL_CONFIG_FILE, HandlerConfig
 from handler.resnet_handler import transform
 
 HANDLER_FILE = Path(__file__).resolve().parents[1] / "handler" / "resnet_handler.py"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One model replica in the foreground: TorchServe (scripts/start-torchserve.sh) and its
-# model agent beside it (python -m gateway.model_agent), which fills AGENT_STORE from the
+# model agent beside it (python -m agent), which fills AGENT_STORE from the
 # database and makes TorchServe serve the declared versions. Used by `make run`, the
 # serve image and Compose; in Kubernetes the two are containers of one pod.
 # When either ends, the other is stopped too, so the supervisor restarts the replica.
@@ -15,7 +15,7 @@ mkdir -p "$AGENT_STORE"
 
 TS_MODEL_STORE="$AGENT_STORE" "$here/scripts/start-torchserve.sh" &
 torchserve=$!
-(cd "$here" && exec python -m gateway.model_agent) &
+(cd "$here" && exec python -m agent) &
 agent=$!
 stop() { kill -TERM "$torchserve" "$agent" 2>/dev/null || true; }
 trap stop TERM INT

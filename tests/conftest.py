@@ -4,8 +4,8 @@ end that none of them is still running. Imports neither torch nor the gateway's 
 
 import pytest
 
+from devstack.waiting import wait_for
 from tests.support import leftovers
-from tests.support.waiting import wait_for
 
 leftovers.mark_this_run()
 

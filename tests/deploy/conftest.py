@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.backends import required_or_skip
+from devstack.servers import ROOT
 from tests.support.containers import Engine, compose_service
-from tests.support.servers import ROOT
-from tests.support.backends import required_or_skip
-
 
 
 def pytest_collection_modifyitems(items):

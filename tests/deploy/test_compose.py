@@ -11,16 +11,15 @@ import pytest
 import requests
 import yaml
 
-from gateway import db
-from gateway.keys import KeyRing
-from gateway.settings import Settings
+from core.database import schema
+from core.settings import Settings
+from devstack.servers import ROOT, free_port
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys, users_file_with
+from devstack.waiting import CONTAINER_READY_S, wait_for
+from gateway.identity.keys import KeyRing
 from modelbuild import archive, weights
 from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
 from tests.support.outage import assert_served_through, outage_under_load
-from tests.support.servers import ROOT, free_port
-from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys,
-                                 users_file_with)
-from tests.support.waiting import CONTAINER_READY_S, wait_for
 
 # replicas, with the profile `monitoring`
 SERVICES = {"serve": 2, "postgres": 1, "redis": 1, "gateway": 1, "purge": 1, "prometheus": 1}
@@ -78,7 +77,7 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     # gunicorn migrated the schema before it served.
     revision = engine("exec", containers["postgres"], "psql", "-U", "classifier", "-d",
                       "classifier", "-tAc", "SELECT version_num FROM alembic_version")
-    assert revision.stdout.strip() == db.head()
+    assert revision.stdout.strip() == schema.head()
     wait_ready(url)
     print(f"compose up -> all healthy and /readyz 200: {time.monotonic() - stack['started']:.1f} s")
 

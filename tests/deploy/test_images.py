@@ -5,8 +5,8 @@ import secrets
 import pytest
 import requests
 
+from devstack.servers import free_port
 from tests.support.containers import compose_service, hardening_args, round_trip, wait_ready
-from tests.support.servers import free_port
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import pytest
 import requests
 import yaml
 
-from gateway.keys import KeyRing
-from gateway.settings import Settings
+from core.settings import Settings
+from devstack.servers import free_port
+from devstack.stack import get_token
+from devstack.waiting import CONTAINER_READY_S, wait_for
+from gateway.identity.keys import KeyRing
 from tests.support.containers import round_trip, wait_ready
 from tests.support.kube import KubePlay, pod_name, render
-from tests.support.servers import free_port
-from tests.support.stack import get_token
-from tests.support.waiting import CONTAINER_READY_S, wait_for
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
@@ -75,7 +75,7 @@ def test_manifests_run_and_round_trip(engine, kube, tmp_path):
     round_trip(url)
 
     # Tokens are ES256, signed by the gateway-signing-keys Secret's key; the operator's
-    # rotation (gateway.keys rotate, kubectl apply -k) reaches the running gateway
+    # rotation (gateway.identity.keys rotate, kubectl apply -k) reaches the running gateway
     # without a restart, and tokens of the old key keep working.
     keys = KeyRing(tmp_path / "k8s/secrets/jwt-keys.json", Settings.jwt_ttl_seconds)
     gateway = SimpleNamespace(url=url)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack.backends import Postgres, postgres_available, required_or_skip
+from devstack.servers import ROOT
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys, start_stack
 from modelbuild import archive, weights
-from tests.support.backends import Postgres, postgres_available, required_or_skip
-from tests.support.servers import ROOT
-from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys,
-                                 start_stack)
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +23,7 @@ def model_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def users_file(tmp_path_factory) -> Path:
-    from gateway.users import UserStore
+    from gateway.identity.users import UserStore
 
     path = tmp_path_factory.mktemp("users") / "users.json"
     shutil.copy(ROOT / "config" / "users.json", path)

@@ -8,10 +8,10 @@ import sys
 import pytest
 import requests
 
-from tests.support import images
-from tests.support.servers import ROOT, GatewayServer
-from tests.support.backends import Redis, required_or_skip
-from tests.support.stack import get_token, users_file_with
+from devstack import images
+from devstack.backends import Redis, required_or_skip
+from devstack.servers import ROOT, GatewayServer
+from devstack.stack import get_token, users_file_with
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "a-good-password"
@@ -49,7 +49,7 @@ def login(gateway, username, password=PASSWORD, client="10.0.0.1"):
 
 
 def users_cli(users, *args, password=None):
-    return subprocess.run([sys.executable, "-m", "gateway.users", "--file", str(users), *args],
+    return subprocess.run([sys.executable, "-m", "gateway.cli.users", "--file", str(users), *args],
                           input=password and password + "\n", capture_output=True, text=True,
                           cwd=ROOT, timeout=60, check=True)
 

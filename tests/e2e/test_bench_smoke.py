@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.backends import postgres_available, required_or_skip
-from tests.support.servers import ROOT
+from devstack.backends import postgres_available, required_or_skip
+from devstack.servers import ROOT
 
 # Deadlines for a whole bench run on a loaded 2-core machine: it builds three archives
 # and starts TorchServe and three gateways.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import VENV_BIN
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, start_stack
+from devstack.servers import VENV_BIN
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, start_stack
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 MAX_EXAMPLES = 25  # per operation and phase: the two runs take about a minute together

@@ -11,10 +11,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support import images
-from tests.support.backends import required_or_skip
-from tests.support.stack import DEMO_PASSWORD, DEMO_USER
-from tests.support.waiting import SERVER_START_S, wait_for
+from devstack import images
+from devstack.backends import required_or_skip
+from devstack.stack import DEMO_PASSWORD, DEMO_USER
+from devstack.waiting import SERVER_START_S, wait_for
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 PAGE_S = 120  # a page step in a browser on a cold, busy 2-core machine

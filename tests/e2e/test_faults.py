@@ -13,12 +13,12 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.support.stack import get_token, start_stack
-from gateway import readiness
-from tests.support import images
-from tests.support.backends import Postgres, Redis, postgres_available, required_or_skip
+from agent import readiness
+from devstack import images
+from devstack.backends import Postgres, Redis, postgres_available, required_or_skip
+from devstack.stack import get_token, start_stack
+from devstack.waiting import MODEL_READY_S, SERVER_START_S, wait_for
 from tests.support.outage import assert_served_through, outage_under_load
-from tests.support.waiting import MODEL_READY_S, SERVER_START_S, wait_for
 
 pytestmark = pytest.mark.e2e
 READ_TIMEOUT = 35  # the gateway's UPSTREAM_READ_TIMEOUT

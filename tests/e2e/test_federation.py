@@ -17,11 +17,15 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.support import images
-from tests.support.backends import (OpenIdProvider, openid_provider_available,
-                                    required_or_skip, signing_jwk)
-from tests.support.servers import ROOT, GatewayServer
-from tests.support.waiting import wait_for
+from devstack import images
+from devstack.backends import (
+    OpenIdProvider,
+    openid_provider_available,
+    required_or_skip,
+    signing_jwk,
+)
+from devstack.servers import ROOT, GatewayServer
+from devstack.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 AUDIENCE = "urn:image-classifier"  # resource indicators are URIs
@@ -85,7 +89,7 @@ def test_erasing_a_federated_user_deletes_their_rows_and_ends_their_tokens(feder
     assert call(gateway, token).status_code == 200
     subject = f"{provider.issuer}#erased-bot"
     erased = subprocess.run(
-        [sys.executable, "-m", "gateway.users", "erase", subject], cwd=ROOT, timeout=60,
+        [sys.executable, "-m", "gateway.cli.users", "erase", subject], cwd=ROOT, timeout=60,
         capture_output=True, text=True, check=True,
         env={**os.environ, "DATABASE_URL": gateway.env["DATABASE_URL"]})
     assert f"erased 1 prediction-log rows of {subject!r}" in erased.stdout

@@ -5,7 +5,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import images
+from devstack import images
 
 pytestmark = pytest.mark.e2e
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import requests
 
-from tests.support.stack import DEMO_PASSWORD, DEMO_USER
-from tests.support import images
+from devstack import images
+from devstack.stack import DEMO_PASSWORD, DEMO_USER
 
 pytestmark = pytest.mark.e2e
 
@@ -65,9 +65,9 @@ def test_documented_errors_for_real(gateway, user_token):
 
 
 def test_expired_token_is_401(gateway, jwt_keys):
-    from gateway.keys import KeyRing
-    from gateway.settings import Settings
-    from gateway.tokens import Tokens
+    from core.settings import Settings
+    from gateway.identity.keys import KeyRing
+    from gateway.identity.tokens import Tokens
 
     settings = Settings(jwt_secret="", jwt_keys_file=jwt_keys)
     expired = Tokens(settings, KeyRing(jwt_keys, settings.jwt_ttl_seconds)).issue(

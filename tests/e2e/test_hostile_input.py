@@ -12,10 +12,10 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.keys import KeyRing
-from gateway.settings import Settings
-from tests.support.stack import DEMO_USER, get_token
-from tests.support import images
+from core.settings import Settings
+from devstack import images
+from devstack.stack import DEMO_USER, get_token
+from gateway.identity.keys import KeyRing
 
 pytestmark = pytest.mark.e2e
 ACCEPTED = "BMP, GIF, JPEG, PNG, TIFF, WEBP"
@@ -201,7 +201,7 @@ def test_bad_tokens_are_401(gateway, jwt_keys, user_token, case):
 
 
 def test_token_of_a_user_deleted_since(gateway, users_file):
-    from gateway.users import UserStore
+    from gateway.identity.users import UserStore
 
     store = UserStore(users_file)
     store.set_user("temp_user", "temporary-pass", "user")

@@ -15,12 +15,12 @@ import requests
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from gateway.keys import KeyRing
-from tests.support import images
-from tests.support.backends import Redis, required_or_skip
-from tests.support.servers import ROOT, GatewayServer
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_USER, get_token, users_file_with
-from tests.support.waiting import wait_for
+from devstack import images
+from devstack.backends import Redis, required_or_skip
+from devstack.servers import ROOT, GatewayServer
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_USER, get_token, users_file_with
+from devstack.waiting import wait_for
+from gateway.identity.keys import KeyRing
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "a-good-password"
@@ -41,7 +41,7 @@ def identity(tmp_path_factory, torchserve, users_file):
     users = base / "users.json"
     users_file_with(users_file, users, [("quota_sa_owner", PASSWORD)])
     keys = base / "jwt-keys.json"
-    cli("gateway.keys", "--file", str(keys), "rotate")
+    cli("gateway.cli.keys", "--file", str(keys), "rotate")
     redis = Redis().start()
     try:
         with GatewayServer(torchserve, base / "gateway", jwt_keys_file=keys, users_file=users,
@@ -67,7 +67,7 @@ def client_token(gateway, client_id, secret, basic=True, **form):
 
 
 def add_client(users, client_id, scopes) -> str:
-    out = cli("gateway.users", "--file", str(users), "add-client", client_id, "--scopes", scopes)
+    out = cli("gateway.cli.users", "--file", str(users), "add-client", client_id, "--scopes", scopes)
     return out.rsplit(": ", 1)[1].strip()
 
 
@@ -114,11 +114,11 @@ def test_rotation_and_retirement_under_load_fail_no_request(identity):
         thread.start()
     try:
         wait_for(lambda: len(done) >= 4, timeout=120, what="predictions before the rotation")
-        new = cli("gateway.keys", "--file", str(keys), "rotate").split()[-1]
+        new = cli("gateway.cli.keys", "--file", str(keys), "rotate").split()[-1]
         wait_for(lambda: new in kids, timeout=120, what="a token of the new key")
         assert predict(gateway, old_token).status_code == 200  # the old key still verifies
         time.sleep(TTL_S + 1)  # every token of the old key has expired
-        assert cli("gateway.keys", "--file", str(keys), "retire").split() == ["retired", first]
+        assert cli("gateway.cli.keys", "--file", str(keys), "retire").split() == ["retired", first]
         count = len(done)
         wait_for(lambda: len(done) >= count + 4, timeout=120, what="predictions after retire")
     finally:
@@ -126,7 +126,7 @@ def test_rotation_and_retirement_under_load_fail_no_request(identity):
         for thread in threads:
             thread.join(timeout=120)
     assert failures == [] and {first, new} <= kids
-    listed = cli("gateway.keys", "--file", str(keys), "list")
+    listed = cli("gateway.cli.keys", "--file", str(keys), "list")
     assert new in listed and first not in listed and "signing" in listed
     jwks = requests.get(gateway.url + "/.well-known/jwks.json", timeout=30).json()
     assert [k["kid"] for k in jwks["keys"]] == [new]
@@ -136,9 +136,9 @@ def test_a_compromised_key_retired_at_once_refuses_its_live_tokens(identity):
     gateway, _, keys = identity
     token = get_token(gateway, DEMO_USER, "tryClassifier")
     suspect = jwt.get_unverified_header(token)["kid"]
-    cli("gateway.keys", "--file", str(keys), "rotate")
+    cli("gateway.cli.keys", "--file", str(keys), "rotate")
     assert predict(gateway, token).status_code == 200
-    cli("gateway.keys", "--file", str(keys), "retire", suspect)
+    cli("gateway.cli.keys", "--file", str(keys), "retire", suspect)
     for _ in range(4):  # both gunicorn processes
         refused = predict(gateway, token)
         assert refused.status_code == 401
@@ -217,11 +217,11 @@ def test_a_user_token_narrowed_by_scope_and_roles_keep_their_routes(identity):
 def test_a_service_accounts_quota_revocation_and_log_rows(identity):
     gateway, users, _ = identity
     secret = add_client(users, "quota-job", "predict predictions:read")
-    cli("gateway.users", "--file", str(users), "quota", "quota-job", "2 per minute")
+    cli("gateway.cli.users", "--file", str(users), "quota", "quota-job", "2 per minute")
     token = client_token(gateway, "quota-job", secret).json()["access_token"]
     assert [predict(gateway, token).status_code for _ in range(3)] == [200, 200, 429]
     rows = scoped(gateway, token, "GET", "/predictions").json()["items"]
     assert {r["username"] for r in rows} == {"quota-job"} and len(rows) >= 2
-    cli("gateway.users", "--file", str(users), "revoke", "quota-job")
+    cli("gateway.cli.users", "--file", str(users), "revoke", "quota-job")
     revoked = scoped(gateway, token, "GET", "/predictions")
     assert revoked.status_code == 401 and revoked.json()["error"] == "invalid_token"

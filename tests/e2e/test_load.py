@@ -8,8 +8,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.support.stack import get_token
-from tests.support import images
+from devstack import images
+from devstack.stack import get_token
 
 pytestmark = pytest.mark.e2e
 REQUESTS, CONCURRENCY = 2000, 32

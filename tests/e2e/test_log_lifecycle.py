@@ -15,18 +15,18 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from gateway import log_privacy
-from gateway.prediction_log import create_log_engine
-from gateway.rollouts.guard import percentile
-from gateway.tables import predictions
-from gateway.users import UserStore
-from tests.support import images
-from tests.support.backends import Postgres, postgres_available, required_or_skip
-from tests.support.log_rows import synthesize
-from tests.support.servers import ROOT, GatewayServer
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
+from core.database.engine import database_engine
+from core.database.tables import predictions
+from devstack import images
+from devstack.backends import Postgres, postgres_available, required_or_skip
+from devstack.log_rows import synthesize
+from devstack.servers import ROOT, GatewayServer
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
+from devstack.waiting import wait_for
+from gateway.identity.users import UserStore
+from gateway.models.rollouts.guard import percentile
+from gateway.prediction_log import privacy as log_privacy
 from tests.support.usage import direct_usage
-from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "lifecycle-pass"
@@ -46,7 +46,7 @@ def life(request, tmp_path_factory, model_store, users_file, jwt_keys):
     try:
         replica, gateway = start_stack(tmp, model_store, users_file, jwt_keys,
                                        database_url=url)
-        engine = create_log_engine(url)
+        engine = database_engine(url)
         yield replica, gateway, engine
         engine.dispose()
         gateway.stop()
@@ -98,7 +98,7 @@ def test_a_purge_of_a_million_rows_while_clients_predict(life, users_file):
     token = get_token(gateway, user(users_file, "purge_client"), PASSWORD)
     quiet = clients(gateway, token, lambda calls: len(calls) >= 25)
     purge = subprocess.Popen(
-        [sys.executable, "-m", "gateway.db", "--database-url", str(engine.url.render_as_string(
+        [sys.executable, "-m", "gateway.cli.db", "--database-url", str(engine.url.render_as_string(
             hide_password=False)), "purge", "--days", "30"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -137,7 +137,7 @@ def test_an_erasure_deletes_a_users_rows_and_ends_their_tokens(life, users_file)
     fresh = get_token(gateway, name, PASSWORD)
     assert predict(gateway, fresh).status_code == 200
 
-    cli = subprocess.run([sys.executable, "-m", "gateway.users", "erase", name], cwd=ROOT,
+    cli = subprocess.run([sys.executable, "-m", "gateway.cli.users", "erase", name], cwd=ROOT,
                          env={**os.environ, "DATABASE_URL": engine.url.render_as_string(
                              hide_password=False)}, capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr

@@ -11,10 +11,11 @@ import requests
 from alembic import command
 from sqlalchemy import insert, text
 
-from gateway import db, prediction_log
-from gateway.tables import predictions
-from tests.support.servers import ROOT, GatewayServer
-from tests.support.stack import get_token
+from core.database import engine as database
+from core.database import schema
+from core.database.tables import predictions
+from devstack.servers import ROOT, GatewayServer
+from devstack.stack import get_token
 
 pytestmark = pytest.mark.e2e
 
@@ -22,9 +23,9 @@ pytestmark = pytest.mark.e2e
 def landed_database(url: str, rows: int) -> None:
     """The table as gateways before migrations made it (the baseline's, no revision),
     with rows."""
-    engine = prediction_log.create_log_engine(url)
+    engine = database.database_engine(url)
     with engine.begin() as connection:
-        command.upgrade(db.alembic_config(connection), "0001")
+        command.upgrade(schema.alembic_config(connection), "0001")
         connection.execute(text("DROP TABLE alembic_version"))
         connection.execute(insert(predictions), [{
             "request_id": f"old-{i}", "username": "client_user", "filename": f"{i}.jpg",
@@ -35,9 +36,9 @@ def landed_database(url: str, rows: int) -> None:
 
 
 def revision(url: str) -> str | None:
-    engine = prediction_log.create_log_engine(url)
+    engine = database.database_engine(url)
     with engine.connect() as connection:
-        found = db.current(connection)
+        found = schema.current(connection)
     engine.dispose()
     return found
 
@@ -54,7 +55,7 @@ def test_landed_database_upgrades_with_every_row(torchserve, tmp_path, users_fil
     server.start()
     try:
         server.wait_up()
-        assert revision(database_url) == db.head()
+        assert revision(database_url) == schema.head()
         token = get_token(server)
         seen, before = [], None
         while True:
@@ -78,7 +79,7 @@ def test_gateway_refuses_a_database_at_another_revision(torchserve, tmp_path, us
                                                         jwt_keys, database_url, stamp, message):
     landed_database(database_url, rows=1)
     if stamp:
-        engine = prediction_log.create_log_engine(database_url)
+        engine = database.database_engine(database_url)
         with engine.begin() as connection:
             connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
             connection.execute(text(f"INSERT INTO alembic_version VALUES ('{stamp}')"))
@@ -104,7 +105,7 @@ def test_two_gateways_starting_together_migrate_once(torchserve, tmp_path, users
         for server in servers:
             server.wait_up()
             assert "Traceback" not in server.log_tail(20000)
-        assert revision(database_url) == db.head()
+        assert revision(database_url) == schema.head()
         token = get_token(servers[0])
         for server in servers:
             answer = requests.get(server.url + "/predictions", timeout=30,
@@ -121,50 +122,50 @@ def test_a_waiting_upgrade_never_blocks_the_holders_concurrent_index_build(datab
     build would wait for: both finish, no deadlock."""
     if not database_url.startswith("postgresql"):
         pytest.skip("the advisory lock and concurrent index builds are PostgreSQL's")
-    db.upgrade(database_url)
-    holder = prediction_log.create_log_engine(database_url).connect().execution_options(
+    schema.upgrade(database_url)
+    holder = database.database_engine(database_url).connect().execution_options(
         isolation_level="AUTOCOMMIT")
     try:
-        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": db.MIGRATION_LOCK_KEY})
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": schema.MIGRATION_LOCK_KEY})
         with ThreadPoolExecutor(1) as pool:
-            waiting = pool.submit(db.upgrade, database_url)
+            waiting = pool.submit(schema.upgrade, database_url)
             time.sleep(1)  # the other upgrade is waiting for the lock by now
             holder.execute(text("CREATE INDEX CONCURRENTLY ix_test_build ON predictions (score)"))
             holder.execute(text("SELECT pg_advisory_unlock(:key)"),
-                           {"key": db.MIGRATION_LOCK_KEY})
-            assert waiting.result(timeout=120) == (db.head(), db.head())
+                           {"key": schema.MIGRATION_LOCK_KEY})
+            assert waiting.result(timeout=120) == (schema.head(), schema.head())
     finally:
         holder.execute(text("DROP INDEX IF EXISTS ix_test_build"))
         holder.close()
 
 
 def test_an_upgrade_from_the_previous_revision_keeps_every_row(database_url):
-    engine = prediction_log.create_log_engine(database_url)
+    engine = database.database_engine(database_url)
     with engine.begin() as connection:
-        command.upgrade(db.alembic_config(connection), "0003")
+        command.upgrade(schema.alembic_config(connection), "0003")
     rows = [{"request_id": f"r{i}", "username": "client_user", "created_at": datetime(
         2026, 11, 1, tzinfo=timezone.utc), "success": True, "status_code": 200,
         "latency_ms": i} for i in range(500)]
     with engine.begin() as connection:
         connection.execute(insert(predictions), rows)
-    db.upgrade(database_url)
+    schema.upgrade(database_url)
     with engine.connect() as connection:
         kept = connection.execute(text("SELECT request_id, latency_ms FROM predictions "
                                        "ORDER BY id")).all()
-        assert db.current(connection) == db.head()
+        assert schema.current(connection) == schema.head()
     engine.dispose()
     assert [tuple(r) for r in kept] == [(f"r{i}", i) for i in range(500)]
 
 
 def test_models_and_migrations_do_not_drift(database_url):
-    cli = [sys.executable, "-m", "gateway.db", "--database-url", database_url]
+    cli = [sys.executable, "-m", "gateway.cli.db", "--database-url", database_url]
     upgraded = subprocess.run([*cli, "upgrade"], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"empty -> {db.head()}" in upgraded.stdout
+    assert f"empty -> {schema.head()}" in upgraded.stdout
     checked = subprocess.run([*cli, "check"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)
     assert checked.returncode == 0 and "no schema drift" in checked.stdout, checked.stderr
     current = subprocess.run([*cli, "current"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)
-    assert current.stdout.startswith(f"{db.head()} (head: {db.head()})")
+    assert current.stdout.startswith(f"{schema.head()} (head: {schema.head()})")

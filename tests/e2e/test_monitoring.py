@@ -12,11 +12,11 @@ import psutil
 import pytest
 import requests
 
-from tests.support import images
-from tests.support.backends import Prometheus, required_or_skip
-from tests.support.servers import ROOT
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
-from tests.support.waiting import MODEL_READY_S, wait_for
+from devstack import images
+from devstack.backends import Prometheus, required_or_skip
+from devstack.servers import ROOT
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, start_stack
+from devstack.waiting import MODEL_READY_S, wait_for
 
 pytestmark = pytest.mark.e2e
 DASHBOARD = ROOT / "config" / "grafana" / "image-classifier.json"

@@ -9,10 +9,10 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 from sqlalchemy import create_engine, text
 
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_USER, get_token
-from tests.support import images
-from tests.support.servers import GatewayServer
-from tests.support.backends import Postgres, Redis, postgres_available, required_or_skip
+from devstack import images
+from devstack.backends import Postgres, Redis, postgres_available, required_or_skip
+from devstack.servers import GatewayServer
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, DEMO_USER, get_token
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import tritonclient.http as triton
 from kserve import InferenceRESTClient, RESTConfig
 from tritonclient.utils import InferenceServerException
 
-from tests.support import images
+from devstack import images
 
 pytestmark = pytest.mark.e2e
 BATCH = [images.jpeg((320, 240)), images.jpeg((200, 300)), images.png(), images.jpeg((64, 64))]

@@ -10,10 +10,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from gateway.admission import RETRY_AFTER_MAX_S, WINDOW_S
-from tests.support import images
-from tests.support.stack import get_token, start_stack
-from tests.support.waiting import wait_for
+from devstack import images
+from devstack.stack import get_token, start_stack
+from devstack.waiting import wait_for
+from gateway.predictions.admission import RETRY_AFTER_MAX_S, WINDOW_S
 
 pytestmark = pytest.mark.e2e
 CLIENTS = 24

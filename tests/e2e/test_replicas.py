@@ -12,18 +12,23 @@ from collections import Counter
 import pytest
 import requests
 
-from gateway import db
-from gateway.catalog import Catalog
-from gateway.model_agent import ModelAgent
-from gateway.prediction_log import create_log_engine
-from gateway.settings import Settings
-from gateway.torchserve_client import TorchServeClient
+from agent.model_agent import ModelAgent
+from core.catalog import Catalog
+from core.database import schema
+from core.database.engine import database_engine
+from core.settings import Settings
+from core.torchserve_client import TorchServeClient
+from devstack.backends import (
+    HAProxy,
+    Postgres,
+    Prometheus,
+    postgres_available,
+    required_or_skip,
+)
+from devstack.servers import GatewayServer, ReplicaServer, TorchServeServer
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
+from devstack.waiting import MODEL_READY_S, wait_for
 from tests.support import archives, images
-from tests.support.backends import (HAProxy, Postgres, Prometheus, postgres_available,
-                                    required_or_skip)
-from tests.support.servers import GatewayServer, ReplicaServer, TorchServeServer
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
-from tests.support.waiting import MODEL_READY_S, wait_for
 
 pytestmark = pytest.mark.e2e
 MODELS = "/models/classifier"
@@ -69,7 +74,7 @@ def fleet(tmp_path_factory, model_store, users_file, jwt_keys):
     fleet = Fleet(base, model_store, postgres.url)
     gateway = None
     try:
-        db.upgrade(postgres.url)
+        schema.upgrade(postgres.url)
         for _ in range(2):
             fleet.add_replica()
         for replica in fleet.replicas:
@@ -276,7 +281,7 @@ def test_the_first_agent_adopts_what_a_running_torchserve_serves(tmp_path, model
     management API), then the real agent, on a database where nothing was declared:
     it declares what is served, default included, and reloads nothing."""
     database_url = f"sqlite:///{tmp_path / 'adopt.db'}"
-    db.upgrade(database_url)
+    schema.upgrade(database_url)
     torchserve = TorchServeServer(model_store, tmp_path / "torchserve")
     torchserve.start()
     try:
@@ -290,7 +295,7 @@ def test_the_first_agent_adopts_what_a_running_torchserve_serves(tmp_path, model
             {}, require_secret=False, database_url=database_url, model_store=str(model_store),
             agent_store=str(tmp_path / "store"), agent_state_file=str(tmp_path / "state.json"),
             torchserve_management_url=management, replica_id="upgraded")
-        catalog = Catalog(create_log_engine(database_url), settings.model_name)
+        catalog = Catalog(database_engine(database_url), settings.model_name)
         converged, pending = ModelAgent(settings, catalog, TorchServeClient(settings)).step()
         assert converged, pending
         assert {d.version: d.is_default for d in catalog.declared()} == {"1.0": False, "2.0": True}

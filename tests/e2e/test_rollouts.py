@@ -18,14 +18,21 @@ import torch
 from PIL import Image
 from sqlalchemy import create_engine, text
 
-from gateway.control_snapshot import MAX_AGE_SECONDS
+from devstack import images
+from devstack.backends import Redis, required_or_skip
+from devstack.servers import ROOT
+from devstack.stack import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    DEMO_PASSWORD,
+    DEMO_USER,
+    get_token,
+    start_stack,
+    users_file_with,
+)
+from devstack.waiting import wait_for
+from gateway.models.control_snapshot import MAX_AGE_SECONDS
 from modelbuild import archive, weights
-from tests.support import images
-from tests.support.backends import Redis, required_or_skip
-from tests.support.servers import ROOT
-from tests.support.waiting import wait_for
-from tests.support.stack import (ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, get_token,
-                                 start_stack, users_file_with)
 
 pytestmark = pytest.mark.e2e
 RIDERS = [(f"rider{i:02d}", f"rider-password-{i:02d}") for i in range(20)]
@@ -252,7 +259,7 @@ def test_promote_makes_the_candidate_the_default(stack):
     # The operators' CLI reads the same rollout, under its new and its old command names.
     env = {**os.environ, "DATABASE_URL": gateway.env["DATABASE_URL"]}
     for command in ("rollout-status", "canary-status"):
-        shown = subprocess.run([sys.executable, "-m", "gateway.modelctl", command], env=env,
+        shown = subprocess.run([sys.executable, "-m", "gateway.cli.modelctl", command], env=env,
                                cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["rollout"]["state"] == "promoted"

@@ -9,8 +9,8 @@ import bcrypt
 import pytest
 import requests
 
-from tests.support.stack import DEMO_PASSWORD, DEMO_USER
-from tests.support.servers import ROOT, GatewayServer
+from devstack.servers import ROOT, GatewayServer
+from devstack.stack import DEMO_PASSWORD, DEMO_USER
 
 pytestmark = pytest.mark.e2e
 

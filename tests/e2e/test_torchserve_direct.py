@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from tests.support import images
+from devstack import images
 
 pytestmark = pytest.mark.e2e
 

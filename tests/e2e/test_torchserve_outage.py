@@ -3,8 +3,8 @@
 import pytest
 import requests
 
-from tests.support.stack import get_token
-from tests.support import images
+from devstack import images
+from devstack.stack import get_token
 
 pytestmark = pytest.mark.e2e
 

@@ -9,10 +9,10 @@ import threading
 import pytest
 import requests
 
-from tests.support import images
-from tests.support.otlp import OtlpReceiver
-from tests.support.stack import get_token, start_stack
-from tests.support.waiting import wait_for
+from devstack import images
+from devstack.otlp import OtlpReceiver
+from devstack.stack import get_token, start_stack
+from devstack.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 GATEWAY_STAGES = {"auth", "quota", "read", "check", "upstream", "log"}

@@ -1,16 +1,18 @@
 """Register, pin, promote, roll back, unregister: with predictions running throughout."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
 
-from tests.support.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
-from tests.support import images
-from tests.support.servers import ROOT, Process, free_port
-from tests.support.waiting import MODEL_READY_S
+from devstack import images
+from devstack.servers import ROOT, Process, free_port
+from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
+from devstack.waiting import MODEL_READY_S
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +33,7 @@ class Client:
 
 
 def modelctl(gateway, *args):
-    return subprocess.run([sys.executable, "-m", "gateway.modelctl", "--database-url",
+    return subprocess.run([sys.executable, "-m", "gateway.cli.modelctl", "--database-url",
                            gateway.env["DATABASE_URL"], *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
 
@@ -121,7 +123,7 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
 def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch):
     """An int8 archive registers, serves pinned, and says what it is. Random weights
     miss the real 99 % agreement floor (bench/README.md): it is lowered here only to
-    get an archive to serve; the gate itself is tested in tests/unit/test_quantize.py."""
+    get an archive to serve; the gate itself is tested in tests/model/test_quantize.py."""
     from modelbuild import archive, quantize, weights
 
     monkeypatch.setattr(quantize, "AGREEMENT", {"count": 24, "seed": 2})
@@ -146,11 +148,9 @@ def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch
         assert admin.call("DELETE", "/models/classifier/versions/1.0-int8").status_code == 200
 
 
-def test_make_run_keeps_a_promotion_across_a_restart(model_store, users_file, jwt_keys,
-                                                      tmp_path):
-    """`make run`'s script (scripts/run-local.sh), on free ports and a private run
-    directory: register and promote 2.0, stop, start again: 2.0 is still the default and
-    pinned requests reach it (before declared state, the restart brought 1.0 back)."""
+def run_local_env(model_store, users_file, jwt_keys, tmp_path) -> tuple[dict, dict]:
+    """`make run`'s script (scripts/run-local.sh) on free ports and a private run
+    directory: its environment, and the ports."""
     ports = {name: free_port() for name in ("gateway", "inference", "management", "metrics")}
     env = {"GATEWAY_BIND": f"127.0.0.1:{ports['gateway']}", "JWT_KEYS_FILE": jwt_keys,
            "USERS_FILE": users_file, "DATABASE_URL": f"sqlite:///{tmp_path / 'run.db'}",
@@ -160,6 +160,37 @@ def test_make_run_keeps_a_promotion_across_a_restart(model_store, users_file, jw
            "TS_MANAGEMENT_PORT": ports["management"], "TS_METRICS_PORT": ports["metrics"],
            "TS_GRPC_PORTS": f"{free_port()},{free_port()}",
            "TORCHSERVE_URL": f"http://127.0.0.1:{ports['inference']}"}
+    return env, ports
+
+
+def test_make_run_fails_at_once_when_its_replica_exits(model_store, users_file, jwt_keys,
+                                                       tmp_path):
+    """A replica whose TorchServe exits right after starting (here: a `java` that exits)
+    fails `make run` as soon as it is gone, with the replica's log, not after the
+    readiness wait's 300 s."""
+    env, _ = run_local_env(model_store, users_file, jwt_keys, tmp_path)
+    java_home = tmp_path / "java"
+    (java_home / "bin").mkdir(parents=True)
+    java = java_home / "bin" / "java"
+    java.write_text("#!/bin/sh\necho 'java: this one exits at once' >&2\nexit 1\n")
+    java.chmod(0o755)
+    env.update(JAVA_HOME=java_home, PATH=os.pathsep.join(
+        [str(java.parent), str(Path(sys.executable).parent), os.environ["PATH"]]))
+    result = subprocess.run([str(ROOT / "scripts" / "run-local.sh")], capture_output=True,
+                            text=True, timeout=200,
+                            env={**os.environ, **{k: str(v) for k, v in env.items()}})
+    assert result.returncode == 1, result.stderr
+    assert "the replica (process" in result.stderr and "exited" in result.stderr, result.stderr
+    assert "The model replica is not serving. The end of" in result.stderr
+    assert "java: this one exits at once" in result.stderr
+
+
+def test_make_run_keeps_a_promotion_across_a_restart(model_store, users_file, jwt_keys,
+                                                      tmp_path):
+    """`make run`'s script: register and promote 2.0, stop, start again: 2.0 is still the
+    default and pinned requests reach it (before declared state, the restart brought 1.0
+    back)."""
+    env, ports = run_local_env(model_store, users_file, jwt_keys, tmp_path)
     run = Process("run-local.sh", env, tmp_path / "run.log")
     gateway = SimpleNamespace(url=f"http://127.0.0.1:{ports['gateway']}")
 

@@ -9,8 +9,8 @@ import zipfile
 import pytest
 import torch
 
+from devstack.servers import ROOT
 from modelbuild import weights
-from tests.support.servers import ROOT
 
 
 def test_random_weights_are_deterministic():

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from modelbuild import archive, weights
+from devstack import images
 from handler import resnet_handler as mod
+from modelbuild import archive, weights
 from modelbuild.handler_files import MAX_IMAGE_PIXELS
-from tests.support import images
 from tests.support.handler_harness import load_handler, run
 
 

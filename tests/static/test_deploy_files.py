@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.settings import Settings
+from core.settings import Settings
+from devstack.servers import ROOT
 from tests.support.kube import render
-from tests.support.servers import ROOT
 
 BIN = Path(sys.executable).parent
 K8S_VERSION = "1.37.0"
@@ -161,16 +161,16 @@ def test_images_and_start_scripts_agree(rendered):
     makefile_run = (ROOT / "scripts/run-local.sh").read_text()
     assert "scripts/start-serve.sh" in makefile_run and "scripts/start-gateway.sh" in makefile_run
     serve_script = (ROOT / "scripts/start-serve.sh").read_text()
-    assert "scripts/start-torchserve.sh" in serve_script and "gateway.model_agent" in serve_script
+    assert "scripts/start-torchserve.sh" in serve_script and "python -m agent" in serve_script
     # Retention: the CronJob and the Compose service run the same purge, from the gateway image.
     purge = dict(pod_specs(docs))["prediction-log-purge"]["containers"][0]
     assert purge["image"] == images["gateway"] == services["purge"]["image"]
-    assert purge["command"] == ["python", "-m", "gateway.db", "purge"]
+    assert purge["command"] == ["python", "-m", "gateway.cli.db", "purge"]
     assert services["purge"]["entrypoint"][:4] == purge["command"]
     assert by_kind(docs, "CronJob")["prediction-log-purge"]["spec"]["concurrencyPolicy"] == "Forbid"
     pod = {c["name"]: c for c in dict(pod_specs(docs))["serve"]["containers"]}
     assert pod["torchserve"]["command"] == ["/app/scripts/start-torchserve.sh"]
-    assert pod["model-agent"]["command"] == ["python", "-m", "gateway.model_agent"]
+    assert pod["model-agent"]["command"] == ["python", "-m", "agent"]
     assert pod["model-agent"]["image"] == images["serve"]
     # The serve pod mounts its config map over /app/config: every file the start
     # script reads from there must be in it, identical to the one the image has.
@@ -192,13 +192,16 @@ def test_probe_paths_exist(rendered):
     for probe in ("readinessProbe", "livenessProbe"):
         assert containers["gateway"][probe]["httpGet"]["path"] in routes
     assert "/healthz" in dockerfile("Dockerfile.gateway")
-    ready = ["python", "/app/gateway/readiness.py", "--url", "http://127.0.0.1:8081",
+    ready = ["python", "-m", "agent.probe", "--url", "http://127.0.0.1:8081",
              "--agent-state", "/home/model-server/run/agent-state.json"]
     assert containers["serve"]["readinessProbe"]["exec"]["command"] == ready
     assert containers["serve"]["startupProbe"]["exec"]["command"] == ready
     assert f"CMD {json.dumps(ready)}" in dockerfile("Dockerfile.serve")
     assert "AGENT_STATE_FILE=/home/model-server/run/agent-state.json" in dockerfile("Dockerfile.serve")
-    assert "COPY gateway/ /app/gateway/" in dockerfile("Dockerfile.serve")
+    # The serve image holds the agent and the code it shares with the gateway, no gateway/.
+    copied = re.findall(r"^COPY (?!--from)(.*)$", dockerfile("Dockerfile.serve"), re.M)
+    assert "core/ /app/core/" in copied and "agent/ /app/agent/" in copied
+    assert not [line for line in copied if "gateway" in line], copied
 
 
 def test_everything_runs_as_non_root(rendered):

@@ -1,6 +1,6 @@
 """The alert rules, Prometheus configurations and the Grafana dashboard: checked and
 unit-tested with promtool (Debian's prometheus package), consistent with each other,
-the Compose file, the Kubernetes manifests and the README's runbook."""
+the Compose file, the Kubernetes manifests and the runbook (docs/observability.md)."""
 
 import json
 import shutil
@@ -9,9 +9,9 @@ import subprocess
 import pytest
 import yaml
 
-from tests.support.backends import required_or_skip
+from devstack.backends import required_or_skip
+from devstack.servers import ROOT
 from tests.support.kube import KUBECTL
-from tests.support.servers import ROOT
 
 PROMETHEUS = ROOT / "config" / "prometheus"
 RULES = PROMETHEUS / "alerts.yml"
@@ -123,8 +123,8 @@ def test_dashboard_panels_each_have_queries_on_the_datasource_variable():
             assert target["expr"] and target["datasource"]["uid"] == "${datasource}"
 
 
-def test_readme_has_a_runbook_line_for_every_alert():
-    readme = (ROOT / "README.md").read_text()
-    runbook = readme[readme.index("#### Alerts"):]
+def test_docs_have_a_runbook_line_for_every_alert():
+    page = (ROOT / "docs" / "observability.md").read_text()
+    runbook = page[page.index("### Alerts"):]
     for name in alert_names():
         assert f"| `{name}` |" in runbook, name

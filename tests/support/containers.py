@@ -11,9 +11,9 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.support import images
-from tests.support.servers import ROOT, VENV_BIN
-from tests.support.waiting import CONTAINER_READY_S, wait_for
+from devstack import images
+from devstack.servers import ROOT, VENV_BIN
+from devstack.waiting import CONTAINER_READY_S, wait_for
 
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.servers import ROOT
-from tests.support.stack import signing_keys
+from devstack.servers import ROOT
+from devstack.stack import signing_keys
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 WORKLOADS = ("Deployment", "StatefulSet")

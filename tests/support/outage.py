@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import requests
 
-from tests.support import images
-from tests.support.waiting import MODEL_READY_S, wait_for
+from devstack import images
+from devstack.waiting import MODEL_READY_S, wait_for
 
 OUTAGE_S = 15
 CALL_TIMEOUT_S = 45  # above the gateway's upstream read timeout (35 s)

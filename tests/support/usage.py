@@ -2,9 +2,9 @@
 
 from datetime import timezone
 
-from gateway.admission import SHED_DETAIL
-from gateway.prediction_log import as_utc
-from gateway.rollouts.guard import percentile
+from core.database.engine import as_utc
+from gateway.models.rollouts.guard import percentile
+from gateway.prediction_log.usage import SHED_DETAIL
 
 
 def _key(row, group_by: str):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import users
+from gateway.identity import users
 
 HERE = Path(__file__).parent
 

@@ -4,8 +4,8 @@ import os
 import subprocess
 import sys
 
+from devstack.waiting import wait_for
 from tests.support import leftovers
-from tests.support.waiting import wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
 

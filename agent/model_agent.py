@@ -1,0 +1,271 @@
+"""The model agent beside each TorchServe: it makes its TorchServe serve the declared
+state (core.catalog) and reports what it serves.
+
+Every AGENT_INTERVAL_SECONDS: fetch each declared archive it lacks from the database
+into AGENT_STORE (TorchServe's model store), checked against its sha256 before
+TorchServe sees it; register it on the management API on loopback, by file name; set
+the declared default once it has a READY worker; unregister what is no longer
+declared; report the replica's state into the database and into AGENT_STATE_FILE, which
+the replica's readiness check reads (agent.probe --agent-state).
+
+A version other than the default that cannot load (TorchServe refuses its archive, or
+its worker exits before it was ever READY here) is unregistered again, reported as the
+replica's error and not tried again until it is retired or declared with another
+archive: the replica stays ready while it serves the declared default and what an
+active rollout routes to it. The default is never given up: it is what the replica
+serves, so it is tried again each round and its errors reported. With the
+database down it keeps serving the last declared state it read.
+
+On a database where nothing was ever declared it adopts what its TorchServe serves, or
+else MODEL_SEED from MODEL_STORE, so an upgraded deployment keeps its versions.
+The agent never migrates the schema: until the gateway has, it reports not ready.
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.readiness import ready_workers
+from core.catalog import Archive, Catalog, DeclaredVersion, sha256_of
+from core.errors import ApiError
+from core.settings import Settings
+from core.torchserve_client import TorchServeClient
+
+log = logging.getLogger("model_agent")
+FORGET_REPLICAS_AFTER = timedelta(hours=1)
+
+
+def store_file_name(archive: Archive) -> str:
+    """Content-addressed: two archives never share a file, a changed one never reuses one."""
+    return f"{archive.name.removesuffix('.mar')}.{archive.sha256[:16]}.mar"
+
+
+class ModelAgent:
+    def __init__(self, settings: Settings, catalog: Catalog, torchserve: TorchServeClient):
+        self.catalog, self.ts = catalog, torchserve
+        self.name = settings.model_name
+        self.store = Path(settings.agent_store)
+        self.seed_store = Path(settings.model_store)
+        self.seeds = [s for s in settings.model_seed.split(",") if s.strip()]
+        self.state_file = Path(settings.agent_state_file)
+        self.replica_id = settings.replica_id or socket.gethostname()
+        self.converged = self.ready = False
+        self.failed: dict[str, tuple[str, str]] = {}  # version -> (archive sha256, why)
+        self._loaded: set[str] = set()  # served archive files that were READY here once
+        self._pids_before_ready: dict[str, set[int]] = {}  # served file -> workers' pids
+        self.served_sha256: dict[str, str] = {}  # file TorchServe loaded -> its sha256
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+
+    # ---- TorchServe on loopback ---------------------------------------------------------
+    def _served(self) -> dict[str, dict]:
+        """Every registered version's description, by version ({} when none)."""
+        try:
+            return {d["modelVersion"]: d for d in self.ts.describe("all")}
+        except ApiError as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
+    def _default(self) -> str | None:
+        try:
+            return self.ts.describe()[0]["modelVersion"]
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _call(self, method: str, path: str, what: str, **params) -> None:
+        status, body = self.ts.management(method, path, timeout=60, params=params or None)
+        if status not in (200, 202):
+            message = body.get("message") if isinstance(body, dict) else body
+            raise ApiError(502, f"{what}: management API answered {status}: {message}")
+
+    def _load(self, archive: Archive) -> None:
+        """Fetch (unless a verified copy is there) and register, without waiting for the
+        workers: the next rounds report them as they come up."""
+        path = self.store / store_file_name(archive)
+        if not path.is_file() or sha256_of(path) != archive.sha256:
+            self.catalog.fetch_archive(archive, path)
+            log.info("fetched %s (%d bytes, sha256 %s)", archive.name, archive.size_bytes,
+                     archive.sha256)
+        self._call("POST", "/models", f"register {archive.version}", url=path.name,
+                   initial_workers=1, synchronous="false")
+        log.info("registering %s %s from %s", self.name, archive.version, path.name)
+
+    # ---- one round --------------------------------------------------------------------
+    def adopt(self) -> None:
+        """Declare what TorchServe serves now, or the seeds, on a database that never had
+        a declared version."""
+        served, default = self._served(), self._default()
+        if served:
+            paths = [self._served_file(d["modelUrl"]) for d in served.values()]
+        else:
+            paths = [self.seed_store / seed for seed in self.seeds]
+            paths = [p for p in paths if p.is_file()]
+        if not paths:
+            raise ApiError(409, f"nothing is declared and nothing to adopt (MODEL_SEED "
+                                f"{','.join(self.seeds)} in {self.seed_store})")
+        by = f"agent {self.replica_id} (adopted)"
+        archives = [self.catalog.store_archive(p, p.name, by) for p in paths]
+        default = default or archives[0].version
+        if self.catalog.adopt(archives, default, by):
+            log.info("adopted %s, default %s", [a.version for a in archives], default)
+
+    def _served_file(self, model_url: str) -> Path:
+        for directory in (self.store, self.seed_store):
+            if (directory / model_url).is_file():
+                return directory / model_url
+        raise ApiError(409, f"served archive {model_url} is in neither store")
+
+    def _served_sha256(self, described: dict) -> str | None:
+        """The sha256 of the archive a served version was loaded from (hashed once)."""
+        model_url = described.get("modelUrl", "")
+        if model_url not in self.served_sha256:
+            try:
+                self.served_sha256[model_url] = sha256_of(self._served_file(model_url))
+            except ApiError:
+                return None
+        return self.served_sha256[model_url]
+
+    def step(self) -> tuple[bool, str]:
+        """One reconciliation; (converged, what is not)."""
+        declared = self.catalog.declared()
+        if not declared and not self.catalog.ever_declared():
+            self.adopt()
+            declared = self.catalog.declared()
+        wanted = {d.version: d for d in declared}
+        target = next((d.version for d in declared if d.is_default), None)
+        # A failure holds while its version is declared with the same archive.
+        self.failed = {v: f for v, f in self.failed.items()
+                       if v in wanted and wanted[v].archive.sha256 == f[0]}
+        served, errors = self._served(), {}
+        for version, d in wanted.items():
+            if version in self.failed or (
+                    version in served
+                    and self._served_sha256(served[version]) == d.archive.sha256):
+                continue
+            try:
+                if version in served:  # declared again with another archive
+                    self._unregister(version, served)
+                self._load(d.archive)
+            except ApiError as exc:
+                if version == target:  # never given up: tried again each round
+                    errors[version] = exc.detail
+                    log.error("version %s: %s", version, exc.detail)
+                else:
+                    self._fail(d, exc.detail, served)
+        served = self._served()
+        for version in set(served) & set(wanted) - set(self.failed) - {target}:
+            if why := self._crashed(served[version]):
+                self._fail(wanted[version], why, served)
+        served = self._served()
+        self._forget_unserved(served)
+        ready = {v: len(ready_workers(d)) for v, d in served.items()}
+        default = self._default()
+        if target and default != target and ready.get(target):
+            self._call("PUT", f"/models/{self.name}/{target}/set-default", f"promote {target}")
+            log.info("default %s -> %s", default, target)
+            default = target
+        for version in set(served) - set(wanted):
+            if version != default:
+                self._unregister(version, served)
+                ready.pop(version, None)
+        errors.update((v, why) for v, (_, why) in self.failed.items())
+        pending = self._pending(declared, ready, default, errors)
+        routed = {v for v in self.catalog.routed_versions() if v not in self.failed}
+        self.ready = bool(target and default == target and ready.get(target)) and all(
+            ready.get(v) for v in routed)
+        self.catalog.report(self.replica_id, default, ready, errors, not pending)
+        self.catalog.forget_replicas(FORGET_REPLICAS_AFTER)
+        return not pending, pending
+
+    def _crashed(self, described: dict) -> str | None:
+        """Why a registered version is failing to load: its worker was started again
+        before it was ever READY (TorchServe restarts a worker that exits, with backoff).
+        Never for an archive that was READY here once: a worker that dies later is
+        TorchServe's to restart, and the alerts' to report."""
+        served_file = described.get("modelUrl", "")
+        if served_file in self._loaded:
+            return None
+        if ready_workers(described):
+            self._loaded.add(served_file)
+            self._pids_before_ready.pop(served_file, None)
+            return None
+        seen = self._pids_before_ready.setdefault(served_file, set())
+        seen.update(w["pid"] for w in described.get("workers", []) if w.get("pid", -1) > 0)
+        if len(seen) < 2:
+            return None
+        return (f"its worker exited {len(seen) - 1} time(s) before it was READY "
+                "(TorchServe's model log says why)")
+
+    def _fail(self, declared: DeclaredVersion, why: str, served: dict) -> None:
+        """Stop trying a version that cannot load (unregistered, so TorchServe stops
+        restarting its worker), and say why."""
+        version = declared.version
+        log.error("version %s cannot load: %s", version, why)
+        self.failed[version] = (declared.archive.sha256, f"failed to load: {why}")
+        if version in served:
+            try:
+                self._unregister(version, served)
+            except ApiError as exc:
+                log.error("version %s: %s", version, exc.detail)
+
+    def _forget_unserved(self, served: dict) -> None:
+        """What TorchServe no longer serves (unregistered, or TorchServe restarted) is
+        watched afresh if it comes back."""
+        files = {d.get("modelUrl", "") for d in served.values()}
+        self._loaded &= files
+        self._pids_before_ready = {f: p for f, p in self._pids_before_ready.items()
+                                   if f in files}
+
+    def _unregister(self, version: str, served: dict) -> None:
+        self._call("DELETE", f"/models/{self.name}/{version}", f"unregister {version}")
+        log.info("unregistered %s %s (%s)", self.name, version, served[version].get("modelUrl"))
+
+    @staticmethod
+    def _pending(declared: list[DeclaredVersion], ready: dict, default: str | None,
+                 errors: dict) -> str:
+        """What keeps the replica from serving the declared state; "" when nothing does."""
+        if not declared:
+            return "nothing is declared"
+        failed = [d.version for d in declared if d.version in errors]
+        loading = [d.version for d in declared
+                   if not ready.get(d.version) and d.version not in errors]
+        target = next((d.version for d in declared if d.is_default), None)
+        if failed:
+            return f"cannot load {', '.join(failed)}"
+        if loading:
+            return f"loading {', '.join(loading)}"
+        if target != default:
+            return f"default is {default}, declared {target}"
+        return ""
+
+    def write_state(self, reason: str) -> None:
+        partial = self.state_file.with_name(f".{self.state_file.name}.partial")
+        partial.write_text(json.dumps({"replica_id": self.replica_id, "ready": self.ready,
+                                       "converged": self.converged, "reason": reason,
+                                       "at": time.time()}))
+        os.replace(partial, self.state_file)
+
+    def run(self, interval: float, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.converged, reason = self.step()
+            except SQLAlchemyError as exc:
+                # Keep serving what was declared; readiness keeps its last answer.
+                reason = f"database unreachable or not migrated: {type(exc).__name__}"
+                log.warning("%s", reason)
+            except ApiError as exc:
+                self.converged = self.ready = False
+                reason = exc.detail
+                log.warning("%s", reason)
+            self.write_state(reason or "serves the declared state")
+            stop.wait(interval)

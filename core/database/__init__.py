@@ -1,0 +1,1 @@
+"""The database layer every part uses: the engine, the tables and their migrations."""

@@ -1,0 +1,114 @@
+"""The TorchServe client: pooled HTTP, timeouts, and TorchServe's failures mapped to ApiError.
+
+Built on urllib3 (the pool under `requests`) directly: less CPU per call than a
+`requests.Session` (bench/README.md), on a path every prediction takes.
+"""
+
+import contextlib
+import json
+from urllib.parse import urlencode
+
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
+
+from core import tracing
+from core.errors import ApiError, unavailable
+from core.settings import Settings
+
+
+class TorchServeClient:
+    def __init__(self, settings: Settings):
+        self.url, self.management_url = settings.torchserve_url, settings.torchserve_management_url
+        self.model_name = settings.model_name
+        self.connect_timeout = settings.upstream_connect_timeout
+        self.timeout = urllib3.Timeout(connect=settings.upstream_connect_timeout,
+                                       read=settings.upstream_read_timeout)
+        # Straight to TorchServe: no retries (a prediction is not replayed behind the
+        # client's back) and no proxy from the environment.
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=settings.upstream_pool_size,
+                                        retries=False)
+
+    def _request(self, method: str, url: str, timeout: urllib3.Timeout | None = None,
+                 params: dict | None = None, **kwargs) -> urllib3.BaseHTTPResponse:
+        """One HTTP call; a transport failure is an ApiError 502/503/504."""
+        if params:
+            url += "?" + urlencode(params)
+        try:
+            return self.pool.request(method, url, timeout=timeout or self.timeout, **kwargs)
+        except ReadTimeoutError as exc:
+            raise ApiError(504, "model server did not answer in time") from exc
+        except (ConnectTimeoutError, ProtocolError) as exc:  # refused, reset, slow connect
+            raise unavailable("model server is unavailable") from exc
+        except HTTPError as exc:
+            raise ApiError(502, f"model server request failed: {exc}") from exc
+
+    def _call(self, method: str, url: str, **kwargs) -> tuple[int, object]:
+        """(status, JSON body or {}) of one HTTP call."""
+        response = self._request(method, url, **kwargs)
+        return response.status, _json(response.data)
+
+    def predict(self, image: bytes, version: str | None,
+                request_id: str) -> tuple[dict, dict[str, float]]:
+        """The handler's result for one image (predictions, model name and version) and
+        its stage times in seconds (its Server-Timing header: preprocess, inference,
+        postprocess)."""
+        name = self.model_name
+        path = f"/predictions/{name}" + (f"/{version}" if version else "")
+        response = self._request(
+            "POST", self.url + path, body=image,
+            headers=tracing.inject({"Content-Type": "application/octet-stream",
+                                    "X-Request-ID": request_id}),
+        )
+        status, body = response.status, _json(response.data)
+        if status == 200 and isinstance(body, dict) and "predictions" in body:
+            return body, stage_seconds(response.headers.get("Server-Timing", ""))
+        if status == 422:
+            detail = body.get("error") if isinstance(body, dict) else None
+            raise ApiError(422, detail or "image could not be classified")
+        if status == 404:
+            what = f"model {name} version {version}" if version else f"model {name}"
+            raise ApiError(404, f"{what} is not registered")
+        if status in (500, 502, 503, 504, 507):
+            raise unavailable(f"model server could not serve the request ({status})")
+        raise ApiError(502, f"unexpected model server answer {status}")
+
+    def ping(self) -> None:
+        """ApiError 503 unless the inference API (through whatever balances the replicas)
+        answers its /ping."""
+        response = self._request("GET", self.url + "/ping")
+        if response.status != 200:
+            raise unavailable(f"model server is unavailable ({response.status})")
+
+    def management(self, method: str, path: str, timeout: float = 5, **kwargs):
+        """(status, JSON body) of a management API call."""
+        return self._call(method, self.management_url + path,
+                          timeout=urllib3.Timeout(connect=self.connect_timeout, read=timeout),
+                          **kwargs)
+
+    def describe(self, which: str = "") -> list[dict]:
+        """The default version's description (""), a version's, or "all" versions'."""
+        path = f"/models/{self.model_name}" + (f"/{which}" if which else "")
+        status, body = self.management("GET", path)
+        if status == 404:
+            raise ApiError(404, f"model {self.model_name} is not registered")
+        if status != 200 or not isinstance(body, list):
+            raise unavailable(f"management API answered {status}")
+        return body
+
+
+def stage_seconds(header: str) -> dict[str, float]:
+    """{"inference": 0.0221, ...} from "inference;dur=22.1, ..."; malformed entries skipped."""
+    stages = {}
+    for entry in header.split(","):
+        name, _, duration = entry.strip().partition(";dur=")
+        with contextlib.suppress(ValueError):
+            stages[name] = float(duration) / 1000
+    return stages
+
+
+def _json(data: bytes):
+    """The body as JSON, or {} when it is not JSON."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {}

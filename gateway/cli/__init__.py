@@ -1,0 +1,1 @@
+"""The operators' command lines: thin entry points over the domain services."""

@@ -1,0 +1,116 @@
+"""Admin routes for model versions (role admin): the declared versions and archives
+through ModelVersions, canary and shadow rollouts (`/models/{name}/rollout`) through
+RolloutControl.
+
+`/models/{name}/canary` is the rollout resource's older name, kept as an alias."""
+
+from flask import Blueprint, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from core.errors import ApiError
+from gateway.models.rollouts.control import RolloutControl
+from gateway.models.versions import ModelVersions, archive_too_large
+from gateway.web.auth import authenticate
+from gateway.web.extension import services
+
+bp = Blueprint("model_versions", __name__, url_prefix="/models")
+
+
+@bp.after_request
+def reread_control_state(response):
+    """A change reaches this process's predictions at once (the others' within their
+    snapshot's refresh); a refused call may have changed the state too (a register that
+    no replica can load stays declared)."""
+    if request.method != "GET":
+        services().snapshot.refresh()
+    return response
+
+
+def _admin(name: str) -> tuple[ModelVersions, str]:
+    """The model's versions and the admin's name."""
+    user = authenticate("models:admin")
+    versions = services().versions
+    versions.check_name(name)
+    return versions, user.username
+
+
+def _versions(name: str) -> ModelVersions:
+    return _admin(name)[0]
+
+
+def _rollouts(name: str) -> RolloutControl:
+    versions = _versions(name)
+    if services().rollouts is None:
+        raise ApiError(409, "canary and shadow rollouts live in the prediction log: "
+                            "they need PREDICTION_LOG=true")
+    return RolloutControl(services().rollouts, versions)
+
+
+@bp.get("/<name>")
+def overview(name):
+    versions = _versions(name)
+    rollout = (RolloutControl(services().rollouts, versions).status()
+               if services().rollouts else {"rollout": None})
+    return {**versions.overview(), **rollout}
+
+
+@bp.post("/<name>/archives")
+def push(name):
+    """The request body is the archive; ?filename= names it (<model>-<version>.mar, or
+    ?version= says the version it holds). Streamed, never a URL."""
+    versions, username = _admin(name)
+    filename = request.args.get("filename")
+    if filename is None:
+        raise ApiError(422, "name the archive: POST /models/{name}/archives?filename=NAME.mar")
+    maximum = services().settings.max_archive_bytes
+    if (request.content_length or 0) > maximum:
+        raise archive_too_large(maximum)
+    request.max_content_length = maximum  # this route's bound, not the image upload's
+    try:
+        return versions.push(request.stream, filename, username, maximum,
+                             request.args.get("version")), 201
+    except RequestEntityTooLarge:
+        raise archive_too_large(maximum) from None
+
+
+@bp.post("/<name>/versions")
+def register(name):
+    versions, username = _admin(name)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or "archive" not in body:
+        raise ApiError(422, 'send JSON {"archive": "<.mar file name: model store or pushed>"}')
+    answer, status = versions.register(body["archive"], username)
+    return answer, 201 if status == 200 else status
+
+
+@bp.put("/<name>/versions/<version>/default")
+def promote(name, version):
+    return _versions(name).promote(version)
+
+
+@bp.delete("/<name>/versions/<version>")
+def unregister(name, version):
+    versions = _versions(name)
+    active = services().rollouts.active() if services().rollouts else None
+    if active is not None and active.version == version:
+        raise ApiError(409, f"version {version} is the candidate of an active {active.mode}: "
+                            "promote or end it first")
+    return versions.unregister(version)
+
+
+@bp.put("/<name>/rollout")
+@bp.put("/<name>/canary")
+def start_rollout(name):
+    return _rollouts(name).start(request.get_json(silent=True))
+
+
+@bp.post("/<name>/rollout/promote")
+@bp.post("/<name>/canary/promote")
+def promote_rollout(name):
+    return _rollouts(name).promote()
+
+
+@bp.delete("/<name>/rollout")
+@bp.delete("/<name>/canary")
+def end_rollout(name):
+    return _rollouts(name).abort()
