@@ -18,7 +18,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/agent.txt requirements/tracing.txt requirements/gateway.txt requirements/serve.txt requirements/dev.txt
+$(VENV)/.installed: pyproject.toml requirements/core.txt requirements/tracing.txt requirements/gateway.txt requirements/serve.txt requirements/dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
@@ -52,7 +52,7 @@ run: check-java install archive run/jwt-keys.json $(LOCAL_USERS)
 	  scripts/run-local.sh
 
 # Model versions: the declared state in the database (DATABASE_URL; make run's by
-# default), which every replica's model agent follows (see README).
+# default), which every replica's model agent follows (docs/model-versions.md).
 MODELCTL = $(BIN)/modelctl
 register: install
 	$(MODELCTL) register classifier-$(VERSION).mar
@@ -63,7 +63,7 @@ rollback: install
 versions: install
 	$(MODELCTL) list
 
-# Canary and shadow rollouts of VERSION (the gateway's database: DATABASE_URL; see README).
+# Canary and shadow rollouts of VERSION (the gateway's database: DATABASE_URL; docs/rollouts.md).
 # The canary-* names are the older ones, kept.
 PERCENT ?= 10
 canary: install

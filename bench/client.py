@@ -2,7 +2,7 @@
 each upload's multipart body encoded once.
 
 The client shares the 2 cores with what it measures: `requests` with `files=` cost 1.23 ms
-of client CPU per /predict here, this 0.65 ms (bench/README.md). The gateway receives
+of client CPU per /predict here, this 0.65 ms (HISTORY.md, "What each change did"). The gateway receives
 the same bytes either way.
 """
 

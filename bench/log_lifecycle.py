@@ -5,7 +5,7 @@ export rate and the purge rate, on SQLite and on a real PostgreSQL.
 
 Rows come from devstack.log_rows (100 users, spread over 60 days), then ANALYZE
 (PostgreSQL's autovacuum would); each report covers all of them; the purge deletes
-the older half with the defaults `python -m gateway.cli.db purge` uses.
+the older half with the defaults `gateway-db purge` uses.
 """
 
 import argparse

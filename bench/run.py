@@ -52,7 +52,7 @@ from modelbuild.handler_files import MODEL_CONFIG, transform_batch
 
 INT8_VERSION = "1.0-int8"
 SHADOW_VERSION = "2.0"
-# A shadow share as operators start one (README's workflow starts at 100 % and the
+# A shadow share as operators start one (the manual's workflow starts at 100 % and the
 # bench README reports that too): each copy runs the candidate on the same 2 cores.
 SHADOW_PERCENT = 10
 # Requests per path in the per-stage breakdown at c=1.

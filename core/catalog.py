@@ -20,13 +20,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from core.database.engine import as_utc
-from core.database.tables import (
-    model_archive_chunks,
-    model_archives,
-    model_replicas,
-    model_versions,
-    rollouts,
-)
+from core.database.tables import (model_archive_chunks, model_archives, model_replicas,
+                                  model_versions, rollouts)
 from core.errors import ApiError
 
 CHUNK_BYTES = 1 << 20

@@ -1,4 +1,5 @@
-"""Every gateway setting, read once from the environment into one object.
+"""Every setting (the gateway, the model agent, the CLIs), read once from the environment
+into one object.
 
 The app, gunicorn's config (config/gunicorn.conf.py) and the CLIs all read the
 environment through Settings.from_env: one variable, one default, one parser.

@@ -1,7 +1,7 @@
 """The TorchServe client: pooled HTTP, timeouts, and TorchServe's failures mapped to ApiError.
 
 Built on urllib3 (the pool under `requests`) directly: less CPU per call than a
-`requests.Session` (bench/README.md), on a path every prediction takes.
+`requests.Session` (bench/HISTORY.md, "What each change did"), on a path every prediction takes.
 """
 
 import contextlib

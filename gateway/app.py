@@ -15,17 +15,8 @@ from core.errors import ApiError, body_too_large, database_down, rate_limit_stor
 from core.settings import Settings
 from gateway.predictions.uploads import MULTIPART_OVERHEAD
 from gateway.services import Services
-from gateway.web import (
-    auth,
-    docs,
-    health,
-    models,
-    observability,
-    oip,
-    predict,
-    prediction_log,
-    ratelimits,
-)
+from gateway.web import (auth, docs, health, models, observability, oip, predict, prediction_log,
+                         ratelimits)
 from gateway.web.extension import EXTENSION
 from gateway.web.responses import detail_error
 

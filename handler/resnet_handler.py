@@ -97,7 +97,7 @@ def transform(payload: bytes, max_pixels: int) -> torch.Tensor:
 
 def load_state_dict(state_dict: dict, arch: str) -> torch.nn.Module:
     """The eager torchvision model `arch` (e.g. resnet101) in eval mode, channels-last
-    (faster CPU convolutions, bench/README.md); the bench's in-process reference uses
+    (faster CPU convolutions, bench/HISTORY.md, "What each change did"); the bench's in-process reference uses
     this too."""
     model = get_model(arch, weights=None)
     model.load_state_dict(state_dict)

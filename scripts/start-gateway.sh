@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the gateway under gunicorn. Used by `make run`, the tests and Dockerfile.gateway.
-# Settings come from the environment (see the README); JWT_KEYS_FILE or JWT_SECRET is required.
+# Settings come from the environment (docs/configuration.md); JWT_KEYS_FILE or JWT_SECRET is required.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"

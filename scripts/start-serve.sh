@@ -5,7 +5,7 @@
 # serve image and Compose; in Kubernetes the two are containers of one pod.
 # When either ends, the other is stopped too, so the supervisor restarts the replica.
 #
-# The agent's settings (README, "Model versions"): DATABASE_URL, AGENT_STORE,
+# The agent's settings (docs/model-versions.md): DATABASE_URL, AGENT_STORE,
 # AGENT_STATE_FILE, REPLICA_ID, MODEL_STORE and MODEL_SEED; TorchServe's: TS_*.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -48,9 +48,9 @@ config="$run_dir/config.properties"
 # instances (make run, tests) live side by side.
 export TMPDIR="$run_dir/tmp" TEMP="$run_dir/tmp"
 # Idle torch (OpenMP) threads spin briefly, then sleep: long enough to bridge the
-# gaps between a forward pass's operators (PASSIVE, no spin, is slower: bench/README.md),
+# gaps between a forward pass's operators (PASSIVE, no spin, is slower: bench/HISTORY.md, "What each change did"),
 # short enough not to burn the cores that the Java frontend and the gateway need
-# (libgomp's default spins ~30x longer). Measured in bench/README.md.
+# (libgomp's default spins ~30x longer). Measured in bench/HISTORY.md, "What each change did".
 export GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-10000}"
 export LOG_LOCATION="$run_dir/logs" METRICS_LOCATION="$run_dir/logs"
 cd "$run_dir"

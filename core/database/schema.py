@@ -123,6 +123,6 @@ def require_current(database_url: str) -> None:
         return
     _refuse_unknown(found)
     raise SchemaError(f"the prediction log's schema is at revision {found or 'none'}, older "
-                      f"than this gateway needs ({wanted}): run 'python -m gateway.cli.db upgrade' "
-                      "(Compose: the migrate service; Kubernetes: the gateway's migrate "
+                      f"than this gateway needs ({wanted}): run 'gateway-db upgrade' "
+                      "(Compose's gateway migrates when it starts; Kubernetes: the gateway's migrate "
                       "init container), or set DATABASE_UPGRADE_ON_START=true")

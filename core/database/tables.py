@@ -1,22 +1,8 @@
 """The database's tables: the schema's model. Migrations in core/database/migrations create
 and change them (gateway.cli.db); `gateway.cli.db check` proves that the two agree."""
 
-from sqlalchemy import (
-                        BigInteger,
-                        Boolean,
-                        Column,
-                        DateTime,
-                        Float,
-                        ForeignKey,
-                        Index,
-                        Integer,
-                        LargeBinary,
-                        MetaData,
-                        String,
-                        Table,
-                        Text,
-                        UniqueConstraint,
-)
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 

@@ -17,14 +17,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy.exc import OperationalError
 
 from core.database.engine import database_engine
-from core.database.schema import (
-    SchemaError,
-    alembic_config,
-    current,
-    head,
-    require_current,
-    upgrade,
-)
+from core.database.schema import (SchemaError, alembic_config, current, head, require_current,
+                                  upgrade)
 from core.settings import Settings, SettingsError
 from gateway.prediction_log import retention
 

@@ -11,8 +11,8 @@
     gateway-users add-client batch-job --scopes predict  # a service account:
                                                         # generated secret, printed once
 
-`erase` deletes the user's prediction-log rows in DATABASE_URL's database
-(gateway.prediction_log.erasures) and ends their tokens.
+`erase` deletes every prediction-log row of the user in DATABASE_URL's database, under
+each name the log keeps (gateway.prediction_log.erasures), and ends their tokens.
 """
 
 import argparse

@@ -1,11 +1,8 @@
-"""The users file (username -> bcrypt hash and role; service accounts with scopes) and
-the command line gateway.cli.users.
-
+"""The users file (username -> bcrypt hash and role; service accounts with scopes); its
+command line is gateway.cli.users.
 
 Changing a password or role, or revoking, sets the user's `tokens_valid_after`:
 tokens issued before it are refused by every gateway process that reads this file.
-`erase` (the database's DATABASE_URL; gateway.prediction_log.erasures) deletes every prediction-log
-row of the user, under each name the log keeps, and ends their tokens.
 
 A service account (role `service`) gets tokens by OAuth2 client credentials with its
 name as client id, and holds only the scopes it was given (gateway.identity.principals);

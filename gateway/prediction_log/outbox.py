@@ -9,25 +9,15 @@ run of `seq` (they leave from the oldest end), so the count and the oldest row a
 index reads, not a scan.
 """
 
+import fcntl
 import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import (
-    Column,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-)
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, delete, func,
+                        insert, select)
 from sqlalchemy.schema import CreateTable
 
 from core.database.engine import database_engine
@@ -84,9 +74,14 @@ class Outbox:
         self.max_rows, self.max_age_seconds = max_rows, max_age_seconds
         # FULL: a row is on disk, not only in the operating system's cache, when put() returns.
         self.engine = database_engine(f"sqlite:///{self.path}", synchronous="FULL")
-        with self.engine.begin() as connection:  # every gunicorn process, at once
-            for table in metadata.sorted_tables:
-                connection.execute(CreateTable(table, if_not_exists=True))
+        # gunicorn's processes start together: one at a time turns a new file to WAL (a
+        # change SQLite refuses at once, busy timeout or not, while another connection
+        # has the file open) and makes the tables.
+        with open(f"{self.path}.init-lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with self.engine.begin() as connection:
+                for table in metadata.sorted_tables:
+                    connection.execute(CreateTable(table, if_not_exists=True))
         self._commit = GroupCommit(self.engine, insert(rows))
 
     def depth(self, now: float) -> Depth:

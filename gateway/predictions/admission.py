@@ -7,7 +7,7 @@ TorchServe's queue would take every request and answer each later and later; pas
 bound we say so at once. Retry-After is the number of refusals per completed prediction
 over the last WINDOW_S seconds, rounded up (at least 1 s, at most RETRY_AFTER_MAX_S):
 the more crowded, the longer honouring clients stay away, and each refusal they spare
-is CPU left to the model (measured against a fixed 1 s in bench/README.md). Until the
+is CPU left to the model (measured against a fixed 1 s: bench/HISTORY.md, "What each change did"). Until the
 window holds as many completions as there are slots (a burst after a quiet spell) it
 says 1 s.
 """

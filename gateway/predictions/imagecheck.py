@@ -4,7 +4,7 @@ Only what the image header tells is checked here: size, format, pixel count
 (the decompression-bomb guard, whatever Pillow's own threshold: the app factory turns
 that one off). Whether the pixel data itself is intact is found by the handler, which
 decodes every image anyway and answers 422 for that one image; decoding it here too
-would cost gateway CPU on every request (bench/README.md).
+would cost gateway CPU on every request (bench/HISTORY.md, "Round one's last table").
 """
 
 import io

@@ -2,7 +2,7 @@
 
 Plain Python over the WSGI input stream (no Flask), parsed with the `multipart`
 package rather than werkzeug's parser, which compiles a new regex for every
-request's random boundary (bench/README.md).
+request's random boundary (bench/HISTORY.md, "What each change did").
 
 What a form that is not ours gets: 413 is only about bytes (the body, or the file,
 over MAX_UPLOAD_BYTES); a form whose shape cannot be /predict's (no `file`, two of

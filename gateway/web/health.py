@@ -4,13 +4,8 @@ the database) and GET /metrics (this process's, or every gunicorn
 worker's, and the model replicas' as reported to the database)."""
 
 from flask import Blueprint, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest,
+                               multiprocess)
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.metrics import FleetCollector

@@ -171,7 +171,7 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
 
 
 def test_compose_down_keeps_the_database_volume(engine, stack):
-    """`down` keeps the PostgreSQL volume (the README's promise); `down -v` removes it."""
+    """`down` keeps the PostgreSQL volume (docs/deployment.md's promise); `down -v` removes it."""
     volume = f"{stack['project']}_pgdata"
     engine.wait_healthy(stack["containers"]["postgres"])
     assert stack["compose"]("down").returncode == 0

@@ -62,6 +62,11 @@ def test_images_run_hardened_and_round_trip(engine, images, network, name_prefix
     # Nothing of TorchServe is published; the gateway only on loopback.
     assert engine.published(serve) == ""
     assert engine.published(gateway) == f"8000/tcp -> 127.0.0.1:{port}"
+    # The serve image holds the agent and the shared core, not the gateway, and no Flask.
+    assert engine("exec", serve, "ls", "/app").stdout.split() == ["agent", "config", "core",
+                                                                   "scripts"]
+    no_flask = engine("exec", serve, "python", "-c", "import flask", check=False)
+    assert no_flask.returncode != 0 and "No module named 'flask'" in no_flask.stderr
     for container, uid in ((serve, "10001"), (gateway, "10001")):
         assert engine("exec", container, "id", "-u").stdout.strip() == uid
         denied = engine("exec", container, "touch", "/etc/probe", check=False)

@@ -18,12 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devstack import images
-from devstack.backends import (
-    OpenIdProvider,
-    openid_provider_available,
-    required_or_skip,
-    signing_jwk,
-)
+from devstack.backends import (OpenIdProvider, openid_provider_available, required_or_skip,
+                               signing_jwk)
 from devstack.servers import ROOT, GatewayServer
 from devstack.waiting import wait_for
 

@@ -1,4 +1,4 @@
-"""The README's curl flow and every documented error, through real gunicorn + TorchServe."""
+"""The README's round trip and every documented error, through real gunicorn + TorchServe."""
 
 import json
 import shutil

@@ -18,17 +18,12 @@ from core.database import schema
 from core.database.engine import database_engine
 from core.settings import Settings
 from core.torchserve_client import TorchServeClient
-from devstack.backends import (
-    HAProxy,
-    Postgres,
-    Prometheus,
-    postgres_available,
-    required_or_skip,
-)
+from devstack import images
+from devstack.backends import (HAProxy, Postgres, Prometheus, postgres_available, required_or_skip)
 from devstack.servers import GatewayServer, ReplicaServer, TorchServeServer
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
 from devstack.waiting import MODEL_READY_S, wait_for
-from tests.support import archives, images
+from tests.support import archives
 
 pytestmark = pytest.mark.e2e
 MODELS = "/models/classifier"

@@ -21,15 +21,8 @@ from sqlalchemy import create_engine, text
 from devstack import images
 from devstack.backends import Redis, required_or_skip
 from devstack.servers import ROOT
-from devstack.stack import (
-    ADMIN_PASSWORD,
-    ADMIN_USER,
-    DEMO_PASSWORD,
-    DEMO_USER,
-    get_token,
-    start_stack,
-    users_file_with,
-)
+from devstack.stack import (ADMIN_PASSWORD, ADMIN_USER, DEMO_PASSWORD, DEMO_USER, get_token,
+                            start_stack, users_file_with)
 from devstack.waiting import wait_for
 from gateway.models.control_snapshot import MAX_AGE_SECONDS
 from modelbuild import archive, weights

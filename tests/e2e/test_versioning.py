@@ -122,7 +122,7 @@ def test_ship_pin_promote_rollback_without_downtime(private_stack):
 
 def test_int8_variant_is_its_own_version(private_stack, model_store, monkeypatch):
     """An int8 archive registers, serves pinned, and says what it is. Random weights
-    miss the real 99 % agreement floor (bench/README.md): it is lowered here only to
+    miss the real 99 % agreement floor (bench/HISTORY.md, "Round two", int8 variant): it is lowered here only to
     get an archive to serve; the gate itself is tested in tests/model/test_quantize.py."""
     from modelbuild import archive, quantize, weights
 

@@ -33,7 +33,7 @@ def test_gate_refuses_a_variant_below_the_agreement_floor(small_sets, tmp_path):
 
 
 def test_int8_archive_files_are_served_by_the_handler(small_sets, tmp_path):
-    # Random weights do not reach 99 % (bench/README.md); the floor is lowered here
+    # Random weights do not reach 99 % (bench/HISTORY.md, "Round two", int8 variant); the floor is lowered here
     # only to prove that an int8 model directory loads and classifies.
     record = archive.write_model_files(weights.random_weights(0), tmp_path, "int8",
                                        min_agreement=0.0)

@@ -3,7 +3,8 @@ a real SQLite log whose file is moved away for an outage (every connection then 
 no table: an OperationalError, as a stopped server gives), and a real outbox file."""
 
 import sqlite3
-import threading
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from core.database import schema
 from core.database.engine import database_engine
 from core.database.tables import predictions
+from devstack.servers import ROOT
 from gateway.prediction_log.outbox import Outbox, OutboxFull, decode
 from gateway.prediction_log.store import LogWriteError, PredictionLog, PredictionRow
 from gateway.prediction_log.writer import LogWriter
@@ -67,23 +69,25 @@ def rows(count: int, **changes) -> list[PredictionRow]:
 
 
 def test_every_gunicorn_process_may_open_a_new_outbox_at_once(tmp_path):
-    """Workers boot together: each makes the outbox's tables if they are missing."""
-    start = threading.Barrier(8)
-    opened, failed = [], []
-
-    def open_it():
-        start.wait()
-        try:
-            opened.append(Outbox(tmp_path / "outbox.db", 10, 60))
-        except Exception as exc:  # the race this guards against: "table already exists"
-            failed.append(exc)
-
-    threads = [threading.Thread(target=open_it) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert failed == [] and len(opened) == 8
+    """Workers boot together, each a process: each opens the new file (one turns it to
+    WAL, which SQLite refuses at once while another connection has it open) and makes the
+    tables if they are missing ("table already exists")."""
+    go = tmp_path / "go"
+    opener = ("import sys, time\n"
+              "from pathlib import Path\n"
+              "from gateway.prediction_log.outbox import Outbox\n"
+              "go = Path(sys.argv[1])\n"
+              "while not go.exists():\n"
+              "    time.sleep(0.001)\n"
+              "for n in range(100):  # 100 new files, each opened by every process\n"
+              "    Outbox(f'{sys.argv[2]}-{n}', 10, 60).depth(time.time())\n")
+    processes = [subprocess.Popen([sys.executable, "-c", opener, str(go),
+                                   str(tmp_path / "outbox.db")], cwd=ROOT,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    time.sleep(2)  # every process imported and polling (a late one only opens later)
+    go.touch()
+    failures = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 8, failures
 
 
 def test_a_row_is_on_disk_in_the_outbox_when_record_returns(database, tmp_path):

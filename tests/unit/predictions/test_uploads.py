@@ -6,14 +6,8 @@ import io
 import pytest
 
 from core.errors import ApiError
-from gateway.predictions.uploads import (
-    MAX_PART_HEADER_BYTES,
-    MAX_PART_HEADERS,
-    MAX_PARTS,
-    MULTIPART_OVERHEAD,
-    read_form,
-    safe_filename,
-)
+from gateway.predictions.uploads import (MAX_PART_HEADER_BYTES, MAX_PART_HEADERS, MAX_PARTS,
+                                         MULTIPART_OVERHEAD, read_form, safe_filename)
 
 BOUNDARY = "b0undary"
 MAX_BYTES = 1000

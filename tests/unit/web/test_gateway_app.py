@@ -8,13 +8,8 @@ import pytest
 import requests
 import urllib3
 from openapi_spec_validator import validate
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    DecodeError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
+from urllib3.exceptions import (ConnectTimeoutError, DecodeError, NewConnectionError, ProtocolError,
+                                ReadTimeoutError)
 
 from core.database import schema
 from core.settings import Settings

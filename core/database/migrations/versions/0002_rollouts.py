@@ -19,7 +19,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("rollout_id", sa.Integer))
         batch.add_column(sa.Column("shadow_top1_agree", sa.Boolean))
         batch.add_column(sa.Column("shadow_top5_overlap", sa.Integer))
-    # On three new, all-NULL columns: a short build (measured in the README), so not
+    # On three new, all-NULL columns: a short build (measured in docs/operations.md, "Prediction-log schema migrations"), so not
     # CONCURRENTLY, which would need its own transaction outside the migration lock's.
     op.create_index("ix_predictions_rollout", "predictions", ["rollout_id", "arm", "id"])
     op.create_table(
