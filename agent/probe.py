@@ -38,12 +38,10 @@ def main(argv=None) -> int:
         ok, reason = check(args.url, args.model)
         if ok and args.agent_state:
             ok, reason = agent_ready(args.agent_state)
-        if not ok and args.while_pid and not running(args.while_pid):
+        exited = not ok and args.while_pid is not None and not running(args.while_pid)
+        if exited:
             reason = f"the replica (process {args.while_pid}) exited: {reason}"
-            time_left = False
-        else:
-            time_left = time.monotonic() < deadline
-        if ok or not time_left:
+        if ok or exited or time.monotonic() >= deadline:
             print(reason, file=sys.stderr)
             return 0 if ok else 1
         time.sleep(0.5)
