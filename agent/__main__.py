@@ -11,7 +11,6 @@ import sys
 import threading
 
 from agent.model_agent import ModelAgent, log
-from core.catalog import Catalog
 from core.database.engine import database_engine
 from core.settings import cli_settings
 from core.torchserve_client import TorchServeClient
@@ -23,12 +22,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s model_agent %(levelname)s %(message)s")
     settings = cli_settings()
-    agent = ModelAgent(settings, Catalog(database_engine(settings.database_url),
-                                         settings.model_name), TorchServeClient(settings))
+    agent = ModelAgent(settings, database_engine(settings.database_url),
+                       TorchServeClient(settings))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("replica %s: store %s, TorchServe %s", agent.replica_id, agent.store,
+    log.info("replica %s: store %s, TorchServe %s", agent.replica_id, settings.agent_store,
              settings.torchserve_management_url)
     agent.run(settings.agent_interval_seconds, stop)
     return 0

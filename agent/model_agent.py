@@ -1,12 +1,15 @@
 """The model agent beside each TorchServe: it makes its TorchServe serve the declared
-state (core.catalog) and reports what it serves.
+state (core.catalog) of every model and reports what it serves.
 
-Every AGENT_INTERVAL_SECONDS: fetch each declared archive it lacks from the database
+Every AGENT_INTERVAL_SECONDS, for each model declared (or still served here): fetch
+each declared archive it lacks from the database
 into AGENT_STORE (TorchServe's model store), checked against its sha256 before
-TorchServe sees it; register it on the management API on loopback, by file name; set
-the declared default once it has a READY worker; unregister what is no longer
-declared; report the replica's state into the database and into AGENT_STATE_FILE, which
-the replica's readiness check reads (agent.probe --agent-state).
+TorchServe sees it; register it on the management API on loopback, by file name, with
+the workers and batching declared for it (and scale it when they change); set the
+declared default once it has a READY worker; unregister what is no longer declared;
+report the replica's state into the database (per model) and into AGENT_STATE_FILE,
+which the replica's readiness check reads (agent.probe --agent-state): the replica is
+ready when it serves MODEL_NAME's declared state.
 
 A version other than the default that cannot load (TorchServe refuses its archive, or
 its worker exits before it was ever READY here) is unregistered again, reported as the
@@ -16,8 +19,9 @@ active rollout routes to it. The default is never given up: it is what the repli
 serves, so it is tried again each round and its errors reported. With the
 database down it keeps serving the last declared state it read.
 
-On a database where nothing was ever declared it adopts what its TorchServe serves, or
-else MODEL_SEED from MODEL_STORE, so an upgraded deployment keeps its versions.
+On a database where nothing was ever declared for MODEL_NAME it adopts what its
+TorchServe serves of it, or else MODEL_SEED from MODEL_STORE, so an upgraded deployment
+keeps its versions.
 The agent never migrates the schema: until the gateway has, it reports not ready.
 """
 
@@ -30,10 +34,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.readiness import ready_workers
-from core.catalog import Archive, Catalog, DeclaredVersion, sha256_of
+from core.catalog import Archive, Catalog, DeclaredVersion, declared_models, sha256_of
 from core.errors import ApiError
 from core.settings import Settings
 from core.torchserve_client import TorchServeClient
@@ -48,27 +53,91 @@ def store_file_name(archive: Archive) -> str:
 
 
 class ModelAgent:
-    def __init__(self, settings: Settings, catalog: Catalog, torchserve: TorchServeClient):
-        self.catalog, self.ts = catalog, torchserve
-        self.name = settings.model_name
-        self.store = Path(settings.agent_store)
-        self.seed_store = Path(settings.model_store)
-        self.seeds = [s for s in settings.model_seed.split(",") if s.strip()]
+    """The replica's agent: one ModelReconciler per model."""
+
+    def __init__(self, settings: Settings, engine: Engine, torchserve: TorchServeClient):
+        self.settings, self.engine, self.ts = settings, engine, torchserve
+        self.primary = settings.model_name
         self.state_file = Path(settings.agent_state_file)
         self.replica_id = settings.replica_id or socket.gethostname()
         self.converged = self.ready = False
+        self.models: dict[str, ModelReconciler] = {}
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def reconciler(self, name: str) -> "ModelReconciler":
+        if name not in self.models:
+            self.models[name] = ModelReconciler(self.settings, Catalog(self.engine, name),
+                                                self.ts, self.replica_id)
+        return self.models[name]
+
+    def step(self) -> tuple[bool, str]:
+        """One reconciliation of every model; (converged, what is not)."""
+        declared = set(declared_models(self.engine))
+        names = {self.primary, *declared, *self.models, *self.ts.models()}
+        pending, ready = [], False
+        for name in sorted(names):
+            model = self.reconciler(name)
+            try:
+                converged, why = model.step(adopt=name == self.primary)
+            except ApiError as exc:  # another model's trouble is its own
+                if name == self.primary:
+                    raise
+                converged, why = False, exc.detail
+            if name == self.primary:
+                ready = model.ready
+            if not converged:
+                pending.append(f"{name}: {why}")
+            elif name not in declared and name != self.primary:
+                del self.models[name]  # unserved: forgotten
+        self.ready = ready
+        Catalog(self.engine, self.primary).forget_replicas(FORGET_REPLICAS_AFTER)
+        return not pending, "; ".join(pending)
+
+    def write_state(self, reason: str) -> None:
+        partial = self.state_file.with_name(f".{self.state_file.name}.partial")
+        partial.write_text(json.dumps({"replica_id": self.replica_id, "ready": self.ready,
+                                       "converged": self.converged, "reason": reason,
+                                       "at": time.time()}))
+        os.replace(partial, self.state_file)
+
+    def run(self, interval: float, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.converged, reason = self.step()
+            except SQLAlchemyError as exc:
+                # Keep serving what was declared; readiness keeps its last answer.
+                reason = f"database unreachable or not migrated: {type(exc).__name__}"
+                log.warning("%s", reason)
+            except ApiError as exc:
+                self.converged = self.ready = False
+                reason = exc.detail
+                log.warning("%s", reason)
+            self.write_state(reason or "serves the declared state")
+            stop.wait(interval)
+
+
+class ModelReconciler:
+    """Makes this replica's TorchServe serve one model's declared versions."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, torchserve: TorchServeClient,
+                 replica_id: str):
+        self.catalog, self.ts, self.replica_id = catalog, torchserve, replica_id
+        self.name = catalog.model_name
+        self.store = Path(settings.agent_store)
+        self.seed_store = Path(settings.model_store)
+        self.seeds = [s for s in settings.model_seed.split(",") if s.strip()]
+        self.ready = False
         self.failed: dict[str, tuple[str, str]] = {}  # version -> (archive sha256, why)
         self._loaded: set[str] = set()  # served archive files that were READY here once
         self._pids_before_ready: dict[str, set[int]] = {}  # served file -> workers' pids
         self.served_sha256: dict[str, str] = {}  # file TorchServe loaded -> its sha256
         self.store.mkdir(parents=True, exist_ok=True)
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
 
     # ---- TorchServe on loopback ---------------------------------------------------------
     def _served(self) -> dict[str, dict]:
         """Every registered version's description, by version ({} when none)."""
         try:
-            return {d["modelVersion"]: d for d in self.ts.describe("all")}
+            return {d["modelVersion"]: d for d in self.ts.describe("all", self.name)}
         except ApiError as exc:
             if exc.status == 404:
                 return {}
@@ -76,7 +145,7 @@ class ModelAgent:
 
     def _default(self) -> str | None:
         try:
-            return self.ts.describe()[0]["modelVersion"]
+            return self.ts.describe("", self.name)[0]["modelVersion"]
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -88,16 +157,17 @@ class ModelAgent:
             message = body.get("message") if isinstance(body, dict) else body
             raise ApiError(502, f"{what}: management API answered {status}: {message}")
 
-    def _load(self, archive: Archive) -> None:
+    def _load(self, declared: DeclaredVersion) -> None:
         """Fetch (unless a verified copy is there) and register, without waiting for the
         workers: the next rounds report them as they come up."""
+        archive = declared.archive
         path = self.store / store_file_name(archive)
         if not path.is_file() or sha256_of(path) != archive.sha256:
             self.catalog.fetch_archive(archive, path)
             log.info("fetched %s (%d bytes, sha256 %s)", archive.name, archive.size_bytes,
                      archive.sha256)
         self._call("POST", "/models", f"register {archive.version}", url=path.name,
-                   initial_workers=1, synchronous="false")
+                   synchronous="false", **declared.workers.register_params())
         log.info("registering %s %s from %s", self.name, archive.version, path.name)
 
     # ---- one round --------------------------------------------------------------------
@@ -135,12 +205,36 @@ class ModelAgent:
                 return None
         return self.served_sha256[model_url]
 
-    def step(self) -> tuple[bool, str]:
-        """One reconciliation; (converged, what is not)."""
+    def _scale(self, declared: DeclaredVersion, described: dict) -> None:
+        """Apply the declared worker bounds to a served version that differs."""
+        workers = declared.workers
+        if workers.min_workers is None:
+            return
+        wanted = (workers.min_workers, workers.max_workers or workers.min_workers)
+        if (described.get("minWorkers"), described.get("maxWorkers")) != wanted:
+            self._call("PUT", f"/models/{self.name}/{declared.version}",
+                       f"scale {declared.version}", min_worker=wanted[0], max_worker=wanted[1],
+                       synchronous="false")
+            log.info("scaling %s %s to %d-%d workers", self.name, declared.version, *wanted)
+
+    def _unserve(self, served: dict) -> None:
+        """Unregister every version of a model nothing declares any more (its default last)."""
+        default = self._default()
+        for version in sorted(served, key=lambda v: v == default):
+            self._unregister(version, served)
+
+    def step(self, adopt: bool = False) -> tuple[bool, str]:
+        """One reconciliation; (converged, what is not). `adopt`: on a database that never
+        declared this model, declare what TorchServe serves of it, or the seeds."""
         declared = self.catalog.declared()
-        if not declared and not self.catalog.ever_declared():
+        if not declared and adopt and not self.catalog.ever_declared():
             self.adopt()
             declared = self.catalog.declared()
+        if not declared and not adopt:
+            if served := self._served():
+                self._unserve(served)
+                self.catalog.report(self.replica_id, None, {}, {}, True)
+            return True, ""
         wanted = {d.version: d for d in declared}
         target = next((d.version for d in declared if d.is_default), None)
         # A failure holds while its version is declared with the same archive.
@@ -155,7 +249,7 @@ class ModelAgent:
             try:
                 if version in served:  # declared again with another archive
                     self._unregister(version, served)
-                self._load(d.archive)
+                self._load(d)
             except ApiError as exc:
                 if version == target:  # never given up: tried again each round
                     errors[version] = exc.detail
@@ -167,6 +261,8 @@ class ModelAgent:
             if why := self._crashed(served[version]):
                 self._fail(wanted[version], why, served)
         served = self._served()
+        for version in set(served) & set(wanted) - set(self.failed):
+            self._scale(wanted[version], served[version])
         self._forget_unserved(served)
         ready = {v: len(ready_workers(d)) for v, d in served.items()}
         default = self._default()
@@ -184,7 +280,6 @@ class ModelAgent:
         self.ready = bool(target and default == target and ready.get(target)) and all(
             ready.get(v) for v in routed)
         self.catalog.report(self.replica_id, default, ready, errors, not pending)
-        self.catalog.forget_replicas(FORGET_REPLICAS_AFTER)
         return not pending, pending
 
     def _crashed(self, described: dict) -> str | None:
@@ -247,25 +342,3 @@ class ModelAgent:
         if target != default:
             return f"default is {default}, declared {target}"
         return ""
-
-    def write_state(self, reason: str) -> None:
-        partial = self.state_file.with_name(f".{self.state_file.name}.partial")
-        partial.write_text(json.dumps({"replica_id": self.replica_id, "ready": self.ready,
-                                       "converged": self.converged, "reason": reason,
-                                       "at": time.time()}))
-        os.replace(partial, self.state_file)
-
-    def run(self, interval: float, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.converged, reason = self.step()
-            except SQLAlchemyError as exc:
-                # Keep serving what was declared; readiness keeps its last answer.
-                reason = f"database unreachable or not migrated: {type(exc).__name__}"
-                log.warning("%s", reason)
-            except ApiError as exc:
-                self.converged = self.ready = False
-                reason = exc.detail
-                log.warning("%s", reason)
-            self.write_state(reason or "serves the declared state")
-            stop.wait(interval)

@@ -52,12 +52,35 @@ class Archive:
 
 
 @dataclass(frozen=True)
+class Workers:
+    """What an operator asked TorchServe for, for one version (None: TorchServe's
+    default); TorchServe's register and scale parameters, applied by each agent."""
+
+    min_workers: int | None = None
+    max_workers: int | None = None
+    batch_size: int | None = None
+    max_batch_delay: int | None = None  # ms
+    response_timeout: int | None = None  # s
+
+    def register_params(self) -> dict:
+        """TorchServe's register query parameters for them."""
+        params = {"initial_workers": self.min_workers or 1, "batch_size": self.batch_size,
+                  "max_batch_delay": self.max_batch_delay,
+                  "response_timeout": self.response_timeout}
+        return {k: v for k, v in params.items() if v is not None}
+
+
+WORKER_FIELDS = tuple(Workers.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
 class DeclaredVersion:
     version: str
     archive: Archive
     is_default: bool
     registered_at: datetime
     registered_by: str
+    workers: Workers = Workers()
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,33 @@ def _check_members(mar: zipfile.ZipFile) -> None:
             raise ArchiveError(f"damaged archive: member {info.filename}: {exc}") from None
 
 
+def declared_models(engine: Engine) -> list[str]:
+    """The models with a declared version, by name."""
+    with engine.connect() as connection:
+        return list(connection.execute(
+            select(model_versions.c.model_name).distinct()
+            .where(model_versions.c.retired_at.is_(None))
+            .order_by(model_versions.c.model_name)).scalars())
+
+
+def pushed_archive_model(engine: Engine, name: str) -> str | None:
+    """The model of the newest complete archive pushed as `name`, if any."""
+    with engine.connect() as connection:
+        return connection.execute(
+            select(model_archives.c.model_name).where(model_archives.c.name == name,
+                                                      model_archives.c.sha256.is_not(None))
+            .order_by(model_archives.c.id.desc()).limit(1)).scalar()
+
+
+def archive_model(path: Path) -> str:
+    """The model name in a .mar's manifest (ArchiveError if it has none)."""
+    try:
+        with zipfile.ZipFile(path) as mar:
+            return str(json.loads(mar.read(MANIFEST))["model"]["modelName"])
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise ArchiveError(f"not a model archive (.mar with {MANIFEST}): {exc}") from None
+
+
 def read_archive(path: Path, model_name: str) -> tuple[str, dict | None]:
     """(version, weights record) from a .mar's manifest, once every member's bytes match
     their CRC; ArchiveError if it is damaged or not one of `model_name`."""
@@ -111,7 +161,7 @@ def read_archive(path: Path, model_name: str) -> tuple[str, dict | None]:
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
         raise ArchiveError(f"not a model archive (.mar with {MANIFEST}): {exc}") from None
     if name != model_name:
-        raise ArchiveError(f"the archive is model {name}'s; this service serves {model_name}")
+        raise ArchiveError(f"the archive is model {name}'s, not {model_name}'s")
     return version, weights
 
 
@@ -165,6 +215,7 @@ class Catalog:
         with self.engine.connect() as connection:
             row = connection.execute(
                 select(model_archives).where(model_archives.c.name == name,
+                                             model_archives.c.model_name == self.model_name,
                                              model_archives.c.sha256.is_not(None))
                 .order_by(model_archives.c.id.desc()).limit(1)).first()
         return _archive(row) if row else None
@@ -205,7 +256,8 @@ class Catalog:
             row.version,
             Archive(row.archive_id, row.name, row.sha256, row.size_bytes, row.archive_version,
                     json.loads(row.weights) if row.weights else None),
-            row.is_default, as_utc(row.registered_at), row.registered_by) for row in rows]
+            row.is_default, as_utc(row.registered_at), row.registered_by,
+            Workers(**{f: getattr(row, f) for f in WORKER_FIELDS})) for row in rows]
 
     def ever_declared(self) -> bool:
         with self.engine.connect() as connection:
@@ -213,8 +265,10 @@ class Catalog:
                 select(func.count()).select_from(model_versions)
                 .where(model_versions.c.model_name == self.model_name)).scalar())
 
-    def declare(self, archive: Archive, by: str, default: bool = False) -> None:
-        """Declare the archive's version (again, if it was retired); 409 while it is."""
+    def declare(self, archive: Archive, by: str, default: bool = False,
+                workers: Workers = Workers()) -> None:
+        """Declare the archive's version (again, if it was retired); 409 while it is.
+        A model's first version is its default, as in TorchServe."""
         with self.engine.begin() as connection:
             row = connection.execute(
                 select(model_versions).where(model_versions.c.model_name == self.model_name,
@@ -223,8 +277,12 @@ class Catalog:
             if row is not None and row.retired_at is None:
                 raise ApiError(409, f"version {archive.version} is already registered: "
                                     "unregister it first to replace it")
+            default = default or not connection.execute(
+                select(func.count()).select_from(model_versions).where(
+                    model_versions.c.model_name == self.model_name,
+                    model_versions.c.retired_at.is_(None))).scalar()
             values = {"archive_id": archive.id, "is_default": default, "registered_at": _now(),
-                      "registered_by": by, "retired_at": None}
+                      "registered_by": by, "retired_at": None, **vars(workers)}
             if default:
                 connection.execute(update(model_versions)
                                    .where(model_versions.c.model_name == self.model_name)
@@ -258,6 +316,14 @@ class Catalog:
             connection.execute(update(model_versions)
                                .where(model_versions.c.model_name == self.model_name)
                                .values(is_default=model_versions.c.version == version))
+
+    def scale(self, version: str, min_workers: int, max_workers: int) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(update(model_versions).where(
+                model_versions.c.model_name == self.model_name,
+                model_versions.c.version == version,
+                model_versions.c.retired_at.is_(None)).values(min_workers=min_workers,
+                                                              max_workers=max_workers))
 
     def retire(self, version: str) -> None:
         with self.engine.begin() as connection:
@@ -298,8 +364,8 @@ class Catalog:
         return reports
 
     def forget_replicas(self, older_than: timedelta) -> None:
-        """Drop reports nobody refreshed for `older_than` (replicas scaled away)."""
+        """Drop reports, of any model, nobody refreshed for `older_than` (replicas scaled
+        away, models unregistered)."""
         with self.engine.begin() as connection:
             connection.execute(delete(model_replicas).where(
-                model_replicas.c.model_name == self.model_name,
                 model_replicas.c.last_seen < _now() - older_than))

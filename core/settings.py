@@ -86,6 +86,7 @@ class Settings:
     max_archive_bytes: int = 1 << 30  # largest archive an admin may push
     version_wait_seconds: float = 180.0  # an admin call waits this long for the replicas
     replica_stale_seconds: float = 30.0  # a replica with no newer report stops counting
+    max_workers_per_version: int = 8  # the most TorchServe workers an admin may ask for
     # The model agent beside each TorchServe.
     agent_store: str = "run/agent-store"  # archives it fetched; TorchServe's model store
     agent_state_file: str = "run/agent-state.json"  # its replica's readiness reads it
@@ -151,9 +152,11 @@ class Settings:
         if self.max_upload_bytes <= 0 or self.max_image_pixels <= 0:
             raise SettingsError("MAX_UPLOAD_BYTES and MAX_IMAGE_PIXELS must be positive")
         if min(self.gateway_workers, self.gateway_threads, self.shadow_workers,
-               self.shadow_queue_size, self.max_inflight_predictions) < 1:
+               self.shadow_queue_size, self.max_inflight_predictions,
+               self.max_workers_per_version) < 1:
             raise SettingsError("GATEWAY_WORKERS, GATEWAY_THREADS, SHADOW_WORKERS, "
-                                "SHADOW_QUEUE_SIZE and MAX_INFLIGHT_PREDICTIONS must be 1 or more")
+                                "SHADOW_QUEUE_SIZE, MAX_INFLIGHT_PREDICTIONS and "
+                                "MAX_WORKERS_PER_VERSION must be 1 or more")
         if min(self.max_archive_bytes, self.version_wait_seconds, self.replica_stale_seconds,
                self.agent_interval_seconds, self.outbox_max_age_seconds) <= 0:
             raise SettingsError("MAX_ARCHIVE_BYTES, VERSION_WAIT_SECONDS, REPLICA_STALE_SECONDS, "

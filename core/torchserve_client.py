@@ -6,6 +6,7 @@ Built on urllib3 (the pool under `requests`) directly: less CPU per call than a
 
 import contextlib
 import json
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import urllib3
@@ -14,6 +15,15 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, Re
 from core import tracing
 from core.errors import ApiError, unavailable
 from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A handler's answer to one image: its JSON, and its bytes as TorchServe sent them."""
+
+    result: dict | list
+    body: bytes
+    stages: dict[str, float]
 
 
 class TorchServeClient:
@@ -47,12 +57,19 @@ class TorchServeClient:
         response = self._request(method, url, **kwargs)
         return response.status, _json(response.data)
 
-    def predict(self, image: bytes, version: str | None,
-                request_id: str) -> tuple[dict, dict[str, float]]:
-        """The handler's result for one image (predictions, model name and version) and
-        its stage times in seconds (its Server-Timing header: preprocess, inference,
+    def models(self) -> list[str]:
+        """The names of the models this TorchServe serves (its management API's list)."""
+        status, body = self.management("GET", "/models", params={"limit": 1000})
+        if status != 200 or not isinstance(body, dict):
+            raise unavailable(f"management API answered {status}")
+        return [m["modelName"] for m in body.get("models", [])]
+
+    def predict(self, image: bytes, version: str | None, request_id: str,
+                model: str | None = None) -> Answer:
+        """The handler's answer for one image to `model` (default: MODEL_NAME), with its
+        stage times in seconds (its Server-Timing header: preprocess, inference,
         postprocess)."""
-        name = self.model_name
+        name = model or self.model_name
         path = f"/predictions/{name}" + (f"/{version}" if version else "")
         response = self._request(
             "POST", self.url + path, body=image,
@@ -60,8 +77,9 @@ class TorchServeClient:
                                     "X-Request-ID": request_id}),
         )
         status, body = response.status, _json(response.data)
-        if status == 200 and isinstance(body, dict) and "predictions" in body:
-            return body, stage_seconds(response.headers.get("Server-Timing", ""))
+        if status == 200 and isinstance(body, (dict, list)) and body != {}:
+            return Answer(body, response.data,
+                          stage_seconds(response.headers.get("Server-Timing", "")))
         if status == 422:
             detail = body.get("error") if isinstance(body, dict) else None
             raise ApiError(422, detail or "image could not be classified")
@@ -85,12 +103,14 @@ class TorchServeClient:
                           timeout=urllib3.Timeout(connect=self.connect_timeout, read=timeout),
                           **kwargs)
 
-    def describe(self, which: str = "") -> list[dict]:
-        """The default version's description (""), a version's, or "all" versions'."""
-        path = f"/models/{self.model_name}" + (f"/{which}" if which else "")
+    def describe(self, which: str = "", model: str | None = None) -> list[dict]:
+        """The default version's description (""), a version's, or "all" versions', of
+        `model` (default: MODEL_NAME)."""
+        model = model or self.model_name
+        path = f"/models/{model}" + (f"/{which}" if which else "")
         status, body = self.management("GET", path)
         if status == 404:
-            raise ApiError(404, f"model {self.model_name} is not registered")
+            raise ApiError(404, f"model {model} is not registered")
         if status != 200 or not isinstance(body, list):
             raise unavailable(f"management API answered {status}")
         return body

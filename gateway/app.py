@@ -16,11 +16,12 @@ from core.settings import Settings
 from gateway.predictions.uploads import MULTIPART_OVERHEAD
 from gateway.services import Services
 from gateway.web import (auth, docs, health, models, observability, oip, predict, prediction_log,
-                         ratelimits)
+                         ratelimits, torchserve)
 from gateway.web.extension import EXTENSION
 from gateway.web.responses import detail_error
 
-BLUEPRINTS = (auth.bp, predict.bp, oip.bp, models.bp, prediction_log.bp, health.bp, docs.bp)
+BLUEPRINTS = (auth.bp, predict.bp, oip.bp, torchserve.bp, models.bp, prediction_log.bp, health.bp,
+              docs.bp)
 logger = logging.getLogger(__name__)
 
 

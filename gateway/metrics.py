@@ -72,36 +72,38 @@ for _route in ("/token", "/predict"):
 
 class FleetCollector:
     """The model replicas' state as their agents last reported it to the database, read
-    at each scrape (gateway.models.versions): READY workers per declared version over the
-    live replicas, and what each live replica does not serve yet. Every gateway exports
-    the same figures: alert on their max."""
+    at each scrape (gateway.models.versions): READY workers per declared version of every
+    model over the live replicas, and what each live replica does not serve yet. Every
+    gateway exports the same figures: alert on their max."""
 
-    def __init__(self, versions):
-        self.versions = versions
+    def __init__(self, models):
+        self.models = models
 
     def collect(self):
-        declared = self.versions.catalog.declared()
-        fleet = self.versions.fleet()
         ready = GaugeMetricFamily(
             "model_version_ready_workers", "READY workers of a declared model version, summed "
             "over the live replicas", labels=["model", "version", "default"])
-        for version in declared:
-            ready.add_metric([self.versions.name, version.version, str(version.is_default).lower()],
-                             sum(r.ready.get(version.version, 0) for r in fleet.live))
         missing = GaugeMetricFamily(
             "model_replica_missing_versions", "Declared versions a live replica does not serve",
             labels=["model", "replica"])
-        for replica in fleet.live:
-            missing.add_metric([self.versions.name, replica.replica_id],
-                               sum(not replica.serves(d.version) for d in declared))
         failing = GaugeMetricFamily(
             "model_version_load_failures", "Live replicas that report a declared model "
             "version cannot load there", labels=["model", "version"])
-        for version in declared:
-            failing.add_metric([self.versions.name, version.version],
-                               sum(version.version in r.errors for r in fleet.live))
+        live = 0
+        for name in self.models.names():
+            versions = self.models.versions(name, known=False)
+            declared, fleet = versions.catalog.declared(), versions.fleet()
+            live = max(live, len(fleet.live))
+            for version in declared:
+                ready.add_metric([name, version.version, str(version.is_default).lower()],
+                                 sum(r.ready.get(version.version, 0) for r in fleet.live))
+                failing.add_metric([name, version.version],
+                                   sum(version.version in r.errors for r in fleet.live))
+            for replica in fleet.live:
+                missing.add_metric([name, replica.replica_id],
+                                   sum(not replica.serves(d.version) for d in declared))
         yield ready
         yield missing
         yield failing
         yield GaugeMetricFamily("model_replicas_live", "Replicas whose agent reported within "
-                                "REPLICA_STALE_SECONDS", value=len(fleet.live))
+                                "REPLICA_STALE_SECONDS", value=live)

@@ -34,6 +34,7 @@ predictions = Table(
     # A row delivered from a gateway's outbox (gateway.prediction_log.outbox): its id there, so that a
     # second delivery of it adds nothing. NULL for rows written directly.
     Column("outbox_id", String(32)),
+    Column("model_name", String(64)),  # NULL on rows older than several models: MODEL_NAME's
     Index("ix_predictions_rollout", "rollout_id", "arm", "id"),
     Index("ux_predictions_outbox_id", "outbox_id", unique=True),
 )
@@ -102,6 +103,12 @@ model_versions = Table(
     Column("registered_at", DateTime(timezone=True), nullable=False),
     Column("registered_by", String(64), nullable=False),
     Column("retired_at", DateTime(timezone=True)),  # unregistered; NULL while declared
+    # What the operator asked TorchServe for (NULL: its defaults); the agents apply it.
+    Column("min_workers", Integer),
+    Column("max_workers", Integer),
+    Column("batch_size", Integer),
+    Column("max_batch_delay", Integer),
+    Column("response_timeout", Integer),
     UniqueConstraint("model_name", "version", name="uq_model_versions_name_version"),
 )
 

@@ -7,6 +7,8 @@
     modelctl promote 2.0
     modelctl rollback          # newest version older than the default
     modelctl unregister 2.0
+    modelctl scale 2.0 --min 2 [--max 4]    # TorchServe workers per replica
+    modelctl --model resnet18 list      # another model (default: MODEL_NAME)
     modelctl rollout 2.0 --percent 10 [--mode canary|shadow] [--sticky]
                                                 [--max-p95-ratio 1.5] [--min-requests 50] ...
     modelctl rollout-status | rollout-promote | rollout-abort
@@ -28,12 +30,11 @@ from pathlib import Path
 from core.database.engine import database_engine
 from core.errors import ApiError
 from core.settings import Settings, cli_settings
-from core.torchserve_client import TorchServeClient
 from gateway.models.rollouts.control import RolloutControl
 from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.state import MODES
 from gateway.models.rollouts.store import RolloutStore
-from gateway.models.versions import ModelVersions
+from gateway.models.versions import Models
 
 ROLLOUT_COMMANDS = {"rollout": "start", "rollout-status": "status",
                     "rollout-promote": "promote", "rollout-abort": "abort"}
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("promote").add_argument("version")
     sub.add_parser("unregister").add_argument("version")
     sub.add_parser("rollback")
+    scale = sub.add_parser("scale", help="the version's TorchServe workers on every replica")
+    scale.add_argument("version")
+    scale.add_argument("--min", dest="min_workers", type=int, required=True)
+    scale.add_argument("--max", dest="max_workers", type=int)
     start = sub.add_parser("rollout", aliases=["canary"],
                            help="start a canary or shadow, or change the active one")
     start.add_argument("version")
@@ -80,7 +85,7 @@ def main(argv=None) -> int:
              if getattr(args, name) is not None}
     settings = cli_settings(**given)
     engine = database_engine(settings.database_url)
-    versions = ModelVersions.from_settings(settings, engine, TorchServeClient(settings))
+    versions = Models(settings, engine).versions(settings.model_name, known=False)
     command, by = args.command.replace("canary", "rollout"), f"modelctl ({getpass.getuser()})"
     status = 200
     try:
@@ -97,6 +102,9 @@ def main(argv=None) -> int:
             result, status = versions.register(args.archive, by)
         elif command == "rollback":
             result, status = versions.rollback()
+        elif command == "scale":
+            result, status = versions.scale(args.version, args.min_workers,
+                                            args.max_workers or args.min_workers)
         else:
             result, status = getattr(versions, command)(args.version)
     except (ApiError, OSError) as exc:

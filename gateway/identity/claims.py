@@ -23,6 +23,7 @@ class Verified:
     expires_at: float
     token_id: str  # what /logout denies
     federated: bool = False
+    models: tuple[str, ...] | None = None  # a federated token's models claim; None: every one
 
 
 def decode(token: str, key, algorithms: list[str], audience: str, issuer: str,

@@ -7,6 +7,7 @@ The file is a JSON list, one object per issuer:
       "roles_claim": "groups",          # where the roles or groups are (a.b for nested)
       "roles": {"ml-admins": "admin", "ml-users": "user"},  # theirs -> ours
       "default_role": "",               # a subject with none of them: "" = no scope
+      "models_claim": "",               # where the models it may use are ("": every model)
       "algorithms": ["RS256", "ES256"], # asymmetric only: never none or HS* (RFC 8725)
       "jwks_uri": ""}]                  # "": from the issuer's discovery document
 
@@ -48,6 +49,7 @@ class TrustedIssuer:
     roles_claim: str = "roles"
     roles: dict = field(default_factory=dict)
     default_role: str = ""
+    models_claim: str = ""  # where the models a subject may use are ("": every model)
     algorithms: tuple = ("RS256", "ES256", "PS256", "EdDSA")
     jwks_uri: str = ""
     min_refetch_seconds: float = MIN_REFETCH_S
@@ -63,10 +65,17 @@ class TrustedIssuer:
         if unknown:
             raise IssuerConfigError(f"{self.issuer}: unknown roles {sorted(unknown)}")
 
+    def models(self, claims: dict) -> tuple[str, ...] | None:
+        """The models the token's models claim names; None (every model) when no claim
+        is configured; () when it is but the token has none."""
+        if not self.models_claim:
+            return None
+        named = _claim(claims, self.models_claim)
+        named = named.split() if isinstance(named, str) else named
+        return tuple(m for m in named if isinstance(m, str)) if isinstance(named, list) else ()
+
     def scopes(self, claims: dict) -> tuple[str, ...]:
-        value = claims
-        for part in self.roles_claim.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = _claim(claims, self.roles_claim)
         theirs = value.split() if isinstance(value, str) else value or []
         ours = {self.roles[r] for r in theirs if isinstance(r, str) and r in self.roles} \
             or ({self.default_role} if self.default_role else set())
@@ -75,6 +84,14 @@ class TrustedIssuer:
         if isinstance(scope_claim, str):
             granted |= set(scope_claim.split()) & set(SCOPES)
         return tuple(s for s in SCOPES if s in granted)
+
+
+def _claim(claims: dict, path: str):
+    """The claim at a dotted path (a.b for nested), or None."""
+    value = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 class IssuerKeys:
@@ -149,4 +166,5 @@ class TrustedIssuers:
                          REQUIRED_CLAIMS)
         return Verified(f"{issuer.issuer}#{checked['sub']}", issuer.scopes(checked),
                         float(checked.get("iat") or checked.get("nbf") or 0),
-                        float(checked["exp"]), token_id(checked, token), federated=True)
+                        float(checked["exp"]), token_id(checked, token), federated=True,
+                        models=issuer.models(checked))

@@ -8,6 +8,10 @@ without it gets 403 `insufficient_scope` (RFC 6750 §3.1):
 - `models:admin`: model versions and rollouts.
 Users' roles map to scopes, so each keeps what the role gave; service accounts and
 federated users get the scopes they are granted.
+
+A principal may also be limited to some models (`models`: a user's or service
+account's list in the users file, a federated token's models claim): its scopes then
+hold for those models only, and lists show it only those.
 """
 
 from dataclasses import dataclass
@@ -39,6 +43,11 @@ class Principal:
     username: str
     scopes: frozenset
     predict_rate_limit: str | None = None  # None: PREDICT_RATE_LIMIT
+    models: frozenset | None = None  # None: every model
 
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes
+    def may(self, scope: str, model: str | None = None) -> bool:
+        """Whether it holds `scope` (for `model`, when one is named)."""
+        return scope in self.scopes and (model is None or self.uses(model))
+
+    def uses(self, model: str) -> bool:
+        return self.models is None or model in self.models

@@ -15,6 +15,7 @@ ignoring the tail; at login a longer password simply cannot match.
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -55,6 +56,7 @@ class User:
     tokens_valid_after: float = 0.0  # epoch seconds: older tokens are revoked
     predict_rate_limit: str | None = None  # None: PREDICT_RATE_LIMIT
     scopes: tuple[str, ...] = ()  # a service account's; a person's come from the role
+    models: tuple[str, ...] | None = None  # the models it may use; None: every one
 
     @property
     def is_service(self) -> bool:
@@ -64,7 +66,8 @@ class User:
         """What a token of this user may do: what it asked for, within what the user holds."""
         held = self.scopes if self.is_service else ROLE_SCOPES[self.role]
         granted = held if asked is None else tuple(s for s in held if s in asked)
-        return Principal(self.username, frozenset(granted), self.predict_rate_limit)
+        return Principal(self.username, frozenset(granted), self.predict_rate_limit,
+                         None if self.models is None else frozenset(self.models))
 
 
 def hash_password(password: str) -> str:
@@ -84,6 +87,7 @@ class UserStore:
         self._lock = threading.Lock()
         self._stamp = None
         self._users: dict[str, User] = {}
+        self._clients: dict[tuple[str, bytes], str] = {}  # checked secrets -> their hash
 
     def _load(self) -> dict[str, User]:
         try:
@@ -94,9 +98,10 @@ class UserStore:
         with self._lock:
             if stamp != self._stamp:
                 raw = json.loads(self.path.read_text(encoding="utf-8"))
-                self._users = {name: User(name, **{**entry, "scopes": tuple(
-                                   entry.get("scopes", ()))})
-                               for name, entry in raw.get("users", {}).items()}
+                self._users = {name: User(name, **{
+                    **entry, "scopes": tuple(entry.get("scopes", ())),
+                    "models": tuple(entry["models"]) if "models" in entry else None})
+                    for name, entry in raw.get("users", {}).items()}
                 self._stamp = stamp
             return self._users
 
@@ -115,6 +120,20 @@ class UserStore:
             bcrypt.checkpw(b"", stored)  # same cost, cannot match
             return None
         return user if bcrypt.checkpw(candidate, stored) and user else None
+
+    def check_client(self, client_id: str, secret: str) -> User | None:
+        """The service account if the secret matches (HTTP Basic on every call): a
+        match is remembered by the secret's sha256 for as long as the account keeps
+        that secret, so bcrypt runs once per client and process, not per call."""
+        user = self.get(client_id)
+        key = (client_id, hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest())
+        if user is not None and user.is_service and self._clients.get(key) == user.password_hash:
+            return user
+        user = self.authenticate(client_id, secret)
+        if user is None or not user.is_service:
+            return None
+        self._clients[key] = user.password_hash
+        return user
 
     def save(self, users: dict[str, User]) -> None:
         payload = {"users": {u.username: _entry(u)
@@ -136,7 +155,8 @@ class UserStore:
         users = dict(self._load())
         old = users.get(username)
         users[username] = User(username, role, hash_password(password), time.time(),
-                               old.predict_rate_limit if old else None, scopes)
+                               old.predict_rate_limit if old else None, scopes,
+                               old.models if old else None)
         self.save(users)
 
     def set_client(self, client_id: str, scopes: tuple[str, ...]) -> str:
@@ -166,6 +186,10 @@ class UserStore:
                 raise UserError(str(exc)) from None
         self._replace(username, predict_rate_limit=limit)
 
+    def set_models(self, username: str, models: tuple[str, ...] | None) -> None:
+        """Limit the user to `models` (None: every model); their tokens follow at once."""
+        self._replace(username, models=models)
+
     def remove(self, username: str) -> None:
         users = dict(self._load())
         if users.pop(username, None) is None:
@@ -178,6 +202,8 @@ def _entry(user: User) -> dict:
     entry = {"role": user.role, "password_hash": user.password_hash}
     if user.scopes:
         entry["scopes"] = list(user.scopes)
+    if user.models is not None:
+        entry["models"] = list(user.models)
     if user.tokens_valid_after:
         entry["tokens_valid_after"] = user.tokens_valid_after
     if user.predict_rate_limit:

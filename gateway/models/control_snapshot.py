@@ -1,6 +1,7 @@
 """What every prediction reads from the database, as one snapshot that a thread in each
-gateway process refreshes every REFRESH_SECONDS: the declared versions and default,
-which live replicas serve them, the active rollout, and the erasures that end tokens.
+gateway process refreshes every REFRESH_SECONDS: each model's declared versions and
+default, which live replicas serve them, its active rollout, and the erasures that end
+tokens.
 While the database answers no process reads a state older than MAX_AGE_SECONDS (a
 request that finds the refresher late reads it itself).
 
@@ -33,17 +34,11 @@ REFRESH_SECONDS = MAX_AGE_SECONDS / 2
 
 
 @dataclass(frozen=True)
-class ControlState:
-    read_at: float  # epoch seconds
-    model_name: str
+class ModelState:
+    name: str
     default_version: str | None
     serving: Mapping[str, Serving]  # every declared version
     rollout: Rollout | None  # the active one
-    erased: Mapping[str, float] = field(default_factory=dict)  # user -> epoch of erasure
-
-    def tokens_valid_after(self, username: str) -> float:
-        """Epoch seconds of the user's newest erasure that a live token may predate, or 0."""
-        return self.erased.get(username, 0.0)
 
     def cannot_load(self, version: str) -> bool:
         """Declared, but every live replica failed to load it: routed to none."""
@@ -52,7 +47,7 @@ class ControlState:
 
     def require_version(self, version: str | None) -> None:
         if version is not None and version not in self.serving:
-            raise ApiError(404, f"model {self.model_name} version {version} is not registered")
+            raise ApiError(404, f"model {self.name} version {version} is not registered")
 
     def ready(self, version: str | None = None) -> dict:
         """The version (default: the default one) served by a live replica, or ApiError
@@ -60,30 +55,53 @@ class ControlState:
         self.require_version(version)
         version = version or self.default_version
         if version is None:
-            raise unavailable(f"model {self.model_name} has no declared default version")
+            raise unavailable(f"model {self.name} has no declared default version")
         serving = self.serving[version]
         if not serving.replicas:
-            raise unavailable(f"not ready: no live replica serves {self.model_name} {version}")
-        return {"model_name": self.model_name, "model_version": version,
+            raise unavailable(f"not ready: no live replica serves {self.name} {version}")
+        return {"model_name": self.name, "model_version": version,
                 "ready_workers": serving.ready_workers, "replicas": serving.replicas}
+
+
+@dataclass(frozen=True)
+class ControlState:
+    read_at: float  # epoch seconds
+    models: Mapping[str, ModelState]  # every model with a declared version, and MODEL_NAME
+    erased: Mapping[str, float] = field(default_factory=dict)  # user -> epoch of erasure
+
+    def tokens_valid_after(self, username: str) -> float:
+        """Epoch seconds of the user's newest erasure that a live token may predate, or 0."""
+        return self.erased.get(username, 0.0)
+
+    def model(self, name: str) -> ModelState:
+        """The model's state; ApiError 404 when nothing of it is declared."""
+        state = self.models.get(name)
+        if state is None:
+            raise ApiError(404, f"model {name} is not registered")
+        return state
 
     # ---- the file -----------------------------------------------------------------------
     def to_json(self) -> str:
-        rollout = self.rollout.describe() if self.rollout else None
-        return json.dumps({**asdict(self), "rollout": rollout})
+        return json.dumps({"read_at": self.read_at, "erased": self.erased, "models": {
+            name: {**asdict(model), "rollout": model.rollout.describe() if model.rollout else None}
+            for name, model in self.models.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> "ControlState":
         values = json.loads(text)
-        rollout = values["rollout"]
-        if rollout is not None:
-            ended = rollout["ended_at"]
-            rollout = Rollout(**{**rollout, "guard": Guard(**rollout["guard"]),
-                                 "started_at": datetime.fromisoformat(rollout["started_at"]),
-                                 "ended_at": datetime.fromisoformat(ended) if ended else None})
-        return cls(values["read_at"], values["model_name"], values["default_version"],
-                   {v: Serving(**s) for v, s in values["serving"].items()}, rollout,
-                   values["erased"])
+        return cls(values["read_at"], {name: ModelState(
+            name, model["default_version"],
+            {v: Serving(**s) for v, s in model["serving"].items()}, _rollout(model["rollout"]))
+            for name, model in values["models"].items()}, values["erased"])
+
+
+def _rollout(described: dict | None) -> Rollout | None:
+    if described is None:
+        return None
+    ended = described["ended_at"]
+    return Rollout(**{**described, "guard": Guard(**described["guard"]),
+                      "started_at": datetime.fromisoformat(described["started_at"]),
+                      "ended_at": datetime.fromisoformat(ended) if ended else None})
 
 
 class ControlSnapshot:

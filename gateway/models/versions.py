@@ -17,11 +17,13 @@ from typing import BinaryIO, Callable
 
 from sqlalchemy.engine import Engine
 
-from core.catalog import CHUNK_BYTES, Catalog, DeclaredVersion, ReplicaReport
+from core.catalog import (CHUNK_BYTES, Catalog, DeclaredVersion, ReplicaReport, Workers,
+                          archive_model, declared_models, pushed_archive_model)
 from core.errors import ApiError, unavailable
 from core.settings import Settings
-from core.torchserve_client import TorchServeClient
 
+# A model's name as it may appear in a URL path (TorchServe's own rule is wider).
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # A plain archive file name: no URL, no path, no "..".
 ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.mar$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
@@ -33,6 +35,12 @@ def check_version(version: str) -> str:
     if not VERSION_PATTERN.match(version) or ".." in version:
         raise ApiError(422, "model version must be 1-32 letters, digits, '.', '_' or '-'")
     return version
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME_PATTERN.match(name):
+        raise ApiError(404, f"model {name[:64]} is not registered")
+    return name
 
 
 def check_archive_name(name) -> str:
@@ -49,6 +57,13 @@ def version_key(version: str) -> tuple:
     """1.10 sorts after 1.9: numeric parts compare as numbers."""
     return tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p)
                  for p in re.split(r"[.-]", version))
+
+
+class DefaultVersion(ApiError):
+    """The default version cannot be unregistered while others are declared."""
+
+    def __init__(self, version: str):
+        super().__init__(409, f"version {version} is the default: promote another one first")
 
 
 @dataclass(frozen=True)
@@ -88,23 +103,43 @@ class Fleet:
         return [r.shown(True) for r in self.live] + [r.shown(False) for r in self.stale]
 
 
+class Models:
+    """Every model: MODEL_NAME, and each one with a declared version."""
+
+    def __init__(self, settings: Settings, engine: Engine):
+        self.settings, self.engine, self.default = settings, engine, settings.model_name
+
+    def names(self) -> list[str]:
+        return sorted({self.default, *declared_models(self.engine)})
+
+    def versions(self, name: str, known: bool = True) -> "ModelVersions":
+        """The model's versions; 404 when `known` and nothing of it is declared."""
+        check_model_name(name)
+        if known and name not in self.names():
+            raise ApiError(404, f"model {name} is not registered")
+        settings = self.settings
+        return ModelVersions(Catalog(self.engine, name), settings.model_store,
+                             settings.replica_stale_seconds, settings.version_wait_seconds,
+                             settings.max_workers_per_version)
+
+    def archive_model(self, archive: str) -> str:
+        """The model an archive in the model store, or pushed, is of."""
+        local = Path(self.settings.model_store) / check_archive_name(archive)
+        if local.is_file():
+            return archive_model(local)
+        if (name := pushed_archive_model(self.engine, archive)) is not None:
+            return name
+        raise ApiError(404, f"archive {archive} is not in the model store and was not pushed")
+
+
 class ModelVersions:
-    def __init__(self, catalog: Catalog, torchserve: TorchServeClient, model_store: str,
-                 stale_seconds: float, wait_seconds: float):
-        self.catalog, self.name, self.torchserve = catalog, catalog.model_name, torchserve
+    def __init__(self, catalog: Catalog, model_store: str, stale_seconds: float,
+                 wait_seconds: float, max_workers: int = Settings.max_workers_per_version):
+        self.catalog, self.name = catalog, catalog.model_name
         self.model_store = Path(model_store)
         self.stale = timedelta(seconds=stale_seconds)
         self.wait_seconds = wait_seconds
-
-    @classmethod
-    def from_settings(cls, settings: Settings, engine: Engine,
-                      torchserve: TorchServeClient) -> "ModelVersions":
-        return cls(Catalog(engine, settings.model_name), torchserve, settings.model_store,
-                   settings.replica_stale_seconds, settings.version_wait_seconds)
-
-    def check_name(self, name: str) -> None:
-        if name != self.name:
-            raise ApiError(404, f"model {name} is not served here (this gateway serves {self.name})")
+        self.max_workers = max_workers  # TorchServe workers of one version on one replica
 
     # ---- what is declared and served ----------------------------------------------------
     def _declared(self) -> dict[str, DeclaredVersion]:
@@ -156,7 +191,7 @@ class ModelVersions:
         versions = [{
             "version": d.version, "default": d.is_default, **d.archive.shown(),
             "weights": d.archive.weights, "registered_at": d.registered_at.isoformat(),
-            "registered_by": d.registered_by,
+            "registered_by": d.registered_by, "workers": vars(d.workers),
             "ready_workers": sum(r.ready.get(d.version, 0) for r in fleet.live),
             "replicas_serving": sum(r.serves(d.version) for r in fleet.live),
             "load_errors": {r.replica_id: r.errors[d.version] for r in fleet.live
@@ -169,10 +204,12 @@ class ModelVersions:
                 "replicas": fleet.shown(), "replicas_agree": agree}
 
     def _wait(self, done: Callable[[Fleet], list[str]],
-               failed: Callable[[Fleet], list[str]] = lambda fleet: []) -> tuple[list, list]:
+              failed: Callable[[Fleet], list[str]] = lambda fleet: [],
+              wait: bool = True) -> tuple[list, list]:
         """Poll the live replicas until `done` lists none still pending, or `failed`
-        lists every one of them, at most wait_seconds; (pending, failed) then."""
-        deadline = time.monotonic() + self.wait_seconds
+        lists every one of them, at most wait_seconds (once without `wait`);
+        (pending, failed) then."""
+        deadline = time.monotonic() + (self.wait_seconds if wait else 0)
         while True:
             fleet = self.fleet()
             pending = done(fleet) if fleet.live else ["no live replica"]
@@ -226,19 +263,47 @@ class ModelVersions:
             archive = self.catalog.store_archive(Path(spool.name), name, by, named)
         return {"model_name": self.name, "version": archive.version, **archive.shown()}
 
-    def register(self, name, by: str) -> tuple[dict, int]:
+    def register(self, name, by: str, workers: Workers = Workers(),
+                 wait: bool = True) -> tuple[dict, int]:
         """Declare the archive `name`: the local model store's file if there is one, else
-        the one pushed under that name."""
+        the one pushed under that name. A name <model>-<version>.mar must say the
+        version its manifest holds; any other name takes the manifest's."""
         local = self.model_store / check_archive_name(name)
         if local.is_file():
-            archive = self.catalog.store_archive(local, name, by, self.named_version(name, None))
+            named = (self.named_version(name, None) if name.startswith(f"{self.name}-")
+                     else None)
+            archive = self.catalog.store_archive(local, name, by, named)
         elif (archive := self.catalog.archive_named(name)) is None:
             raise ApiError(404, f"archive {name} is not in the model store and was not pushed")
+        self.check_workers(workers.min_workers, workers.max_workers)
         since = datetime.now(timezone.utc)
-        self.catalog.declare(archive, by)
+        self.catalog.declare(archive, by, workers=workers)
         waited = self._wait(lambda fleet: fleet.missing(archive.version),
-                            lambda fleet: fleet.cannot_load(archive.version, since))
+                            lambda fleet: fleet.cannot_load(archive.version, since), wait)
         return self._answer(waited, f"register {archive.version}")
+
+    def check_workers(self, min_workers: int | None, max_workers: int | None) -> None:
+        """1 <= min <= max <= MAX_WORKERS_PER_VERSION (or neither given): a declared
+        version always has a worker (unregister it to stop serving it); ApiError 422."""
+        if min_workers is None and max_workers is None:
+            return
+        low = 1 if min_workers is None else min_workers
+        high = low if max_workers is None else max_workers
+        if not 1 <= low <= high <= self.max_workers:
+            raise ApiError(422, "workers must be 1 <= min <= max <= "
+                                f"{self.max_workers} (MAX_WORKERS_PER_VERSION)")
+
+    def scale(self, version: str, min_workers: int, max_workers: int,
+              wait: bool = True) -> tuple[dict, int]:
+        """Declare the version's worker bounds; answered once every live replica runs
+        at least `min_workers` READY workers of it."""
+        check_version(version)
+        self.registered(required=version)
+        self.check_workers(min_workers, max_workers)
+        self.catalog.scale(version, min_workers, max_workers)
+        waited = self._wait(lambda fleet: [r.replica_id for r in fleet.live
+                                           if r.ready.get(version, 0) < min_workers], wait=wait)
+        return self._answer(waited, f"scale {version} to {min_workers}-{max_workers} workers")
 
     def promote(self, version: str) -> tuple[dict, int]:
         check_version(version)
@@ -247,11 +312,13 @@ class ModelVersions:
         waited = self._wait(lambda fleet: fleet.not_defaulting(version))
         return self._answer(waited, f"promote {version}")
 
-    def unregister(self, version: str) -> tuple[dict, int]:
+    def unregister(self, version: str, last: bool = False) -> tuple[dict, int]:
+        """Retire a version; the default only when `last` allows it and it is the
+        model's only version (TorchServe's rule: the model goes with it)."""
         check_version(version)
-        self.registered(required=version)
-        if version == self.default_version():
-            raise ApiError(409, f"version {version} is the default: promote another one first")
+        registered = self.registered(required=version)
+        if version == self.default_version() and not (last and registered == [version]):
+            raise DefaultVersion(version)
         self.catalog.retire(version)
         waited = self._wait(lambda fleet: [r.replica_id for r in fleet.live
                                            if version in r.ready])

@@ -64,7 +64,7 @@ def encode(row: PredictionRow) -> str:
 
 
 def decode(text: str) -> PredictionRow:
-    values = json.loads(text)
+    values = {"model_name": None, **json.loads(text)}  # rows queued before several models
     return PredictionRow(**{**values, "created_at": datetime.fromisoformat(values["created_at"])})
 
 

@@ -54,6 +54,7 @@ class PredictionRow:
     shadow_top1_agree: bool | None
     shadow_top5_overlap: int | None
     trace_id: str | None  # 32 hex digits: the request's trace (core.tracing)
+    model_name: str | None
 
 
 class LogWriteError(RuntimeError):

@@ -18,7 +18,7 @@ from core.database.tables import predictions
 
 SHED_DETAIL = "over capacity"  # how a refusal's detail, and its prediction-log row's, begins
 
-GROUPS = ("day", "user", "version")
+GROUPS = ("day", "user", "model", "version")
 PERCENTILES = (50, 95)
 p = predictions.c
 
@@ -26,6 +26,8 @@ p = predictions.c
 def _group_key(group_by: str, dialect: str):
     if group_by == "user":
         return p.username
+    if group_by == "model":
+        return p.model_name
     if group_by == "version":
         return p.model_version
     if dialect == "postgresql":

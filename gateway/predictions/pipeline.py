@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import tracing
 from core.errors import ApiError, rate_limit_storage_down, unavailable
 from core.settings import Settings
-from core.torchserve_client import TorchServeClient
+from core.torchserve_client import Answer, TorchServeClient
 from gateway import metrics
 from gateway.models.control_snapshot import ControlSnapshot
 from gateway.models.rollouts.guard import candidate_failed
@@ -58,21 +58,35 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Classification:
-    """TorchServe's answer for one image, in the old contract's terms."""
+    """A handler's answer for one image, in the old contract's terms, and as it came."""
 
-    class_id: int
-    category_name: str
-    score: int  # the top class's probability in integer percent
+    class_id: int | None  # None from a handler that does not number its classes
+    category_name: str | None
+    score: int | None  # the top class's probability in integer percent
     model_name: str | None
     model_version: str | None
     top_k: tuple[dict, ...]
+    answer: Answer  # the handler's own answer, passed through by /torchserve
 
     @classmethod
-    def from_result(cls, result: dict) -> "Classification":
-        top = result["predictions"][0]
-        return cls(top["class_id"], top["category_name"], round(top["probability"] * 100),
-                   result.get("model_name"), result.get("model_version"),
-                   tuple(result["predictions"]))
+    def from_answer(cls, answer: Answer, model: str, version: str | None) -> "Classification":
+        """Ours ({"predictions": [...], "model_version"}) or TorchServe's built-in
+        image_classifier's ({label: probability, ...}); another handler's answer has no
+        class, and is still passed through."""
+        result = answer.result
+        if isinstance(result, dict) and "predictions" in result:
+            top = result["predictions"][0]
+            return cls(top["class_id"], top["category_name"], round(top["probability"] * 100),
+                       result.get("model_name"), result.get("model_version"),
+                       tuple(result["predictions"]), answer)
+        scores = result if isinstance(result, dict) else {}
+        ranked = sorted(((label, p) for label, p in scores.items()
+                         if isinstance(p, (int, float)) and not isinstance(p, bool)),
+                        key=lambda item: -item[1])
+        label, probability = ranked[0] if ranked else (None, None)
+        return cls(None, label, None if probability is None else round(probability * 100),
+                   model, version,
+                   tuple({"category_name": k, "probability": p} for k, p in ranked), answer)
 
 
 class Payload(Protocol):
@@ -86,18 +100,24 @@ class PredictionRequest:
     request_id: str
     username: str
     own_quota: str | None  # the user's own quota, or None for the default
+    model: str  # the model asked for (its name checked: declared or not)
     pinned: str | None  # the version the caller asked for, unchecked; None: unpinned
     read: Callable[[], Payload]  # reads the body; ApiError for one that is not acceptable
     numbered: bool = False  # rows are <request id>-<index> (/v2), not <request id>
+    # The adapter renders classes (/predict, /v2): an answer without one is 502. False:
+    # the handler's answer is passed through as it is (/torchserve).
+    classes: bool = True
     trace_id: str | None = None  # the request's trace (core.tracing), for its rows
 
 
 @dataclass(frozen=True)
 class Route:
+    model: str
     version: str | None  # asked of TorchServe; None: its default version
     arm: str  # pinned, default, canary (the candidate serves it)
     rollout: Rollout | None
     shadow: bool = False  # a copy goes to the rollout's candidate after the answer
+    default: str | None = None  # the declared default when routed (for answers without one)
 
 
 @dataclass(frozen=True)
@@ -140,7 +160,8 @@ def _first_error(results: Sequence[Result]) -> ApiError | None:
 class PredictionPipeline:
     def __init__(self, settings: Settings, torchserve: TorchServeClient, admission: Admission,
                  quota: Quota, log: LogWriter | None, privacy: LogPrivacy,
-                 rollouts: RolloutStore | None, snapshot: ControlSnapshot, shadow: ShadowQueue,
+                 rollouts: Callable[[str], RolloutStore], snapshot: ControlSnapshot,
+                 shadow: ShadowQueue,
                  max_batch: int):
         self.settings, self.torchserve, self.admission = settings, torchserve, admission
         self.quota, self.log, self.privacy = quota, log, privacy
@@ -198,20 +219,21 @@ class PredictionPipeline:
     def _route(self, request: PredictionRequest) -> Route:
         """Never to a version that no live replica could load (a pinned call for one is
         503; a rollout's share of it goes to the default)."""
-        state = self.snapshot.current()
+        state = self.snapshot.current().model(request.model)
         if request.pinned is not None:
             version = check_version(request.pinned)
             if state.cannot_load(version):
-                raise unavailable(f"model {state.model_name} version {version} cannot load "
+                raise unavailable(f"model {state.name} version {version} cannot load "
                                   "on any live replica", retry_after=60)
-            return Route(version, "pinned", None)
-        rollout = state.rollout
+            return Route(state.name, version, "pinned", None)
+        rollout, default = state.rollout, state.default_version
         if rollout is None or state.cannot_load(rollout.version):
-            return Route(None, "default", None)
+            return Route(state.name, None, "default", None, default=default)
         chosen = rollout.in_candidate_share(request.username, random.random())
         if rollout.mode == "canary" and chosen:
-            return Route(rollout.version, "canary", rollout)
-        return Route(None, "default", rollout, shadow=rollout.mode == "shadow" and chosen)
+            return Route(state.name, rollout.version, "canary", rollout)
+        return Route(state.name, None, "default", rollout,
+                     shadow=rollout.mode == "shadow" and chosen, default=default)
 
     # ---- TorchServe -------------------------------------------------------------
     def _classify_all(self, uploads: Sequence[Upload], route: Route, request: PredictionRequest,
@@ -220,15 +242,15 @@ class PredictionPipeline:
         upstream and handler times to `stages`; several add their wall time as upstream."""
         ids = self._row_ids(request, len(uploads))
         if len(uploads) == 1:
-            return (self._classify(uploads[0], route.version, ids[0], stages),)
+            return (self._classify(uploads[0], route, ids[0], stages, request.classes),)
         with timed(stages, "upstream"):
             classify = tracing.carried(self._classify)
             return tuple(self._pool.map(
-                lambda upload, row_id: classify(upload, route.version, row_id, {}),
+                lambda upload, row_id: classify(upload, route, row_id, {}, request.classes),
                 uploads, ids))
 
-    def _classify(self, upload: Upload, version: str | None, request_id: str,
-                  stages: dict) -> Result:
+    def _classify(self, upload: Upload, route: Route, request_id: str, stages: dict,
+                  classes: bool) -> Result:
         """One image: its header checked, then TorchServe's answer."""
         settings = self.settings
         metrics.UPLOAD_BYTES.observe(len(upload.data))
@@ -240,15 +262,18 @@ class PredictionPipeline:
         call: dict[str, float] = {}
         try:
             with timed(call, "upstream"):
-                result, handler_stages = self.torchserve.predict(upload.data, version,
-                                                                 request_id)
+                handled = self.torchserve.predict(upload.data, route.version, request_id,
+                                                  route.model)
         except ApiError as exc:
             return exc
         finally:  # accounting only: the call's time, answered or not
             metrics.UPSTREAM_LATENCY.observe(call["upstream"])
             stages["upstream"] = stages.get("upstream", 0.0) + call["upstream"]
-        stages.update(handler_stages)
-        answer = Classification.from_result(result)
+        stages.update(handled.stages)
+        answer = Classification.from_answer(handled, route.model, route.version or route.default)
+        if classes and answer.class_id is None:
+            return ApiError(502, f"model {route.model} answered no class: serve it through "
+                                 "/torchserve/predictions, which passes its answer through")
         metrics.PREDICTIONS.labels(answer.model_version, str(answer.class_id)).inc()
         return answer
 
@@ -265,7 +290,7 @@ class PredictionPipeline:
                 answers: tuple[Classification, ...]) -> None:
         started = time.perf_counter()
         created_at = datetime.now(timezone.utc)
-        route = Route(rollout.version, "shadow", rollout)
+        route = Route(rollout.model_name, rollout.version, "shadow", rollout)
         copy = replace(request, request_id=f"{request.request_id}-shadow")
         results = self._classify_all(payload.uploads, route, copy, {})
         agreements = []
@@ -332,7 +357,7 @@ class PredictionPipeline:
         """The guard's review of the candidate's newest rows; none while the database is
         down (its rows are in the outbox: the candidate keeps its share until then)."""
         try:
-            reason = self.rollouts.review(rollout)
+            reason = self.rollouts(rollout.model_name).review(rollout)
         except SQLAlchemyError as exc:
             logger.warning("rollout guard skipped, database unavailable: %s", exc)
             return
@@ -363,6 +388,7 @@ class PredictionPipeline:
             class_id=answer.class_id if answer else None,
             category_name=answer.category_name if answer else None,
             score=answer.score if answer else None,
+            model_name=request.model,
             model_version=answer.model_version if answer else asked,
             latency_ms=round(seconds * 1000),
             error_detail=None if answer else error.detail,

@@ -10,14 +10,15 @@ from gateway.prediction_log.writer import LogWriter
 
 
 def readiness(torchserve: TorchServeClient, snapshot: ControlSnapshot,
-              writer: LogWriter | None, version: str | None = None) -> dict:
-    """The version served and what is degraded, or ApiError 503 with the reason (404
-    for a version not declared)."""
+              writer: LogWriter | None, model: str, version: str | None = None) -> dict:
+    """The model's version served and what is degraded, or ApiError 503 with the reason
+    (404 for a model or version not declared)."""
     torchserve.ping()
     status = writer.status if writer else None
     if status and status.refused:
         raise unavailable(f"not ready: the prediction log takes no rows: {status.refused}")
-    served = snapshot.current(max_age=0).ready(version)  # fresh, while the database answers
+    # Fresh, while the database answers.
+    served = snapshot.current(max_age=0).model(model).ready(version)
     degraded = []
     if status and (log := status.describe()):
         degraded.append(log)

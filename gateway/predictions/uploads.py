@@ -1,4 +1,5 @@
-"""An uploaded image: reading the one `file` part of a multipart form, and its name.
+"""An uploaded image: reading the one `file` part of a multipart form, and its name;
+or, for TorchServe's inference API, a raw body or a form's one part, whatever its name.
 
 Plain Python over the WSGI input stream (no Flask), parsed with the `multipart`
 package rather than werkzeug's parser, which compiles a new regex for every
@@ -61,8 +62,9 @@ class Form:
 
 
 def read_form(stream: BinaryIO, content_type: str | None, content_length: int | None,
-              max_bytes: int) -> Form:
-    """The one multipart part named "file", or ApiError 413/422."""
+              max_bytes: int, field: str | None = "file") -> Form:
+    """The one multipart part named `field` (None: the form's one part), or ApiError
+    413/422."""
     limit = max_bytes + MULTIPART_OVERHEAD
     if (content_length or 0) > limit:
         raise too_large(max_bytes)
@@ -76,7 +78,7 @@ def read_form(stream: BinaryIO, content_type: str | None, content_length: int | 
             header_limit=MAX_PART_HEADERS, headersize_limit=MAX_PART_HEADER_BYTES,
             memory_limit=limit, disk_limit=limit, spool_limit=limit)
         try:
-            parts = [part for part in parser if part.name == "file"]
+            parts = [part for part in parser if field is None or part.name == field]
         except multipart.ParserLimitReached as exc:
             reason = exc.args[0]
             if reason in _SHAPE_LIMITS:
@@ -88,7 +90,25 @@ def read_form(stream: BinaryIO, content_type: str | None, content_length: int | 
             reason = exc.args[0] if exc.args else exc
             raise ApiError(422, f"multipart body could not be parsed: {reason}") from None
     if not parts:
-        raise ApiError(422, "multipart form field 'file' is required")
+        raise ApiError(422, f"multipart form field '{field}' is required" if field
+                       else "multipart form has no part")
     if len(parts) > 1:
-        raise ApiError(422, "send exactly one 'file' field")
+        raise ApiError(422, f"send exactly one '{field}' field" if field
+                       else "send exactly one part")
     return Form((Upload(safe_filename(parts[0].filename), parts[0].raw),))
+
+
+def read_body(stream: BinaryIO, content_type: str | None, content_length: int | None,
+              max_bytes: int) -> Form:
+    """TorchServe's inference input: a multipart form's one part, or the raw body
+    (`curl -T image.jpg`), at most max_bytes; ApiError 413/422."""
+    if (content_type or "").startswith("multipart/"):
+        return read_form(stream, content_type, content_length, max_bytes, field=None)
+    if (content_length or 0) > max_bytes:
+        raise too_large(max_bytes)
+    data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large(max_bytes)
+    if not data:
+        raise ApiError(422, "send the input as the request body")
+    return Form((Upload("", data),))

@@ -42,23 +42,48 @@ def _verified() -> Verified:
     return verified
 
 
-def authenticate(scope: str) -> Principal:
-    """Who the request's bearer token acts for, if it holds `scope`; else ApiError
-    401 (no valid token) or 403 insufficient_scope."""
+def authenticate(scope: str, model: str | None = None, basic: bool = False) -> Principal:
+    """Who the request's bearer token acts for, if it holds `scope` (for `model`, when
+    one is named); else ApiError 401 (no valid token) or 403 insufficient_scope. With
+    `basic`, a service account's client id and secret by HTTP Basic count as a token
+    (for TorchServe's clients, which send no bearer header)."""
     with tracing.span("auth"):
-        principal = _principal(_verified())
-    if not principal.may(scope):
+        principal = _basic_principal() if basic and _is_basic() else _principal(_verified())
+    if not principal.may(scope, model):
         metrics.AUTH_FAILURES.labels("forbidden").inc()
-        raise ApiError(403, f"this needs the '{scope}' scope", {"WWW-Authenticate": (
+        what = f"the '{scope}' scope" + (f" for model {model}" if model else "")
+        raise ApiError(403, f"this needs {what}", {"WWW-Authenticate": (
             f'Bearer error="insufficient_scope", scope="{scope}"')}, error="insufficient_scope")
     g.user = principal.username
     return principal
 
 
+def _is_basic() -> bool:
+    return request.authorization is not None and request.authorization.type == "basic"
+
+
+def _basic_principal() -> Principal:
+    """A service account by its client credentials (HTTP Basic, as at /token), with the
+    login limits' bound on failures."""
+    name, secret = _client_credentials()
+    limit = services().settings.login_rate_limit
+    if not ratelimits.basic_login_allowed(name, limit):
+        raise ApiError(429, "too many failed logins for this client, try again later")
+    user = services().users.check_client(name or "", secret or "")
+    if user is None:
+        metrics.AUTH_FAILURES.labels("bad_credentials").inc()
+        ratelimits.basic_login_failed(name, limit)
+        raise ApiError(401, INVALID_CLIENT, {"WWW-Authenticate": 'Basic realm="torchserve"'},
+                       error="invalid_client")
+    return user.principal()
+
+
 def _principal(verified: Verified) -> Principal:
     cutoff = services().snapshot.current().tokens_valid_after(verified.subject)
     if verified.federated:
-        principal = Principal(verified.subject, frozenset(verified.scopes))
+        principal = Principal(verified.subject, frozenset(verified.scopes),
+                              models=None if verified.models is None
+                              else frozenset(verified.models))
     else:
         user = services().users.get(verified.subject)
         if user is None:

@@ -43,7 +43,7 @@ def metrics():
     else:
         registry = REGISTRY
     fleet = CollectorRegistry()
-    fleet.register(FleetCollector(services().versions))
+    fleet.register(FleetCollector(services().models))
     try:
         fleet_text = generate_latest(fleet)
     except SQLAlchemyError:  # the database is down: the process's own metrics still go out

@@ -26,12 +26,11 @@ def reread_control_state(response):
     return response
 
 
-def _admin(name: str) -> tuple[ModelVersions, str]:
-    """The model's versions and the admin's name."""
-    user = authenticate("models:admin")
-    versions = services().versions
-    versions.check_name(name)
-    return versions, user.username
+def _admin(name: str, known: bool = True) -> tuple[ModelVersions, str]:
+    """The model's versions (404 for one not declared, unless a first version is being
+    registered) and the admin's name."""
+    user = authenticate("models:admin", name)
+    return services().models.versions(name, known), user.username
 
 
 def _versions(name: str) -> ModelVersions:
@@ -40,17 +39,17 @@ def _versions(name: str) -> ModelVersions:
 
 def _rollouts(name: str) -> RolloutControl:
     versions = _versions(name)
-    if services().rollouts is None:
+    if (store := services().rollouts(name)) is None:
         raise ApiError(409, "canary and shadow rollouts live in the prediction log: "
                             "they need PREDICTION_LOG=true")
-    return RolloutControl(services().rollouts, versions)
+    return RolloutControl(store, versions)
 
 
 @bp.get("/<name>")
 def overview(name):
     versions = _versions(name)
-    rollout = (RolloutControl(services().rollouts, versions).status()
-               if services().rollouts else {"rollout": None})
+    store = services().rollouts(name)
+    rollout = RolloutControl(store, versions).status() if store else {"rollout": None}
     return {**versions.overview(), **rollout}
 
 
@@ -58,7 +57,7 @@ def overview(name):
 def push(name):
     """The request body is the archive; ?filename= names it (<model>-<version>.mar, or
     ?version= says the version it holds). Streamed, never a URL."""
-    versions, username = _admin(name)
+    versions, username = _admin(name, known=False)
     filename = request.args.get("filename")
     if filename is None:
         raise ApiError(422, "name the archive: POST /models/{name}/archives?filename=NAME.mar")
@@ -75,7 +74,7 @@ def push(name):
 
 @bp.post("/<name>/versions")
 def register(name):
-    versions, username = _admin(name)
+    versions, username = _admin(name, known=False)
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or "archive" not in body:
         raise ApiError(422, 'send JSON {"archive": "<.mar file name: model store or pushed>"}')
@@ -91,7 +90,8 @@ def promote(name, version):
 @bp.delete("/<name>/versions/<version>")
 def unregister(name, version):
     versions = _versions(name)
-    active = services().rollouts.active() if services().rollouts else None
+    store = services().rollouts(name)
+    active = store.active() if store else None
     if active is not None and active.version == version:
         raise ApiError(409, f"version {version} is the candidate of an active {active.mode}: "
                             "promote or end it first")

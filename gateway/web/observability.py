@@ -23,7 +23,8 @@ from core.settings import Settings
 from gateway import metrics
 
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-UNTRACED_ROUTES = ("/healthz", "/readyz", "/metrics")  # probes and scrapes: no spans
+# Probes and scrapes: no spans.
+UNTRACED_ROUTES = ("/healthz", "/readyz", "/metrics", "/torchserve/ping")
 access_log = logging.getLogger("gateway.access")
 
 

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core import tracing
 from core.errors import ApiError, body_too_large
+from gateway.models.control_snapshot import ModelState
 from gateway.models.versions import check_version, version_key
 from gateway.predictions import oip_codec
 from gateway.predictions.pipeline import PredictionRequest
@@ -34,11 +35,12 @@ def _protocol_http_error(exc: HTTPException):
     return oip_error(ApiError(exc.code or 500, exc.description or exc.name))
 
 
-def _check(name: str, version: str | None) -> None:
-    """404 for another model's name, 422 for a version string that is not ours."""
-    services().versions.check_name(name)
+def _model(name: str, version: str | None) -> ModelState:
+    """The model's state (404 for a model not declared); 422 for a version string that
+    is not ours."""
     if version is not None:
         check_version(version)
+    return services().snapshot.current().model(name)
 
 
 @bp.get("")
@@ -61,9 +63,8 @@ def ready():
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name, version=None):
-    authenticate("predict")
-    _check(name, version)
-    state = services().snapshot.current()
+    authenticate("predict", name)
+    state = _model(name, version)
     state.require_version(version)
     return {"name": name, "versions": sorted(state.serving, key=version_key),
             "platform": "pytorch_torchserve",
@@ -75,9 +76,9 @@ def model_metadata(name, version=None):
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name, version=None):
-    authenticate("predict")
-    _check(name, version)
-    services().readiness(version)
+    authenticate("predict", name)
+    _model(name, version)
+    services().readiness(name, version)
     return {"name": name, "ready": True}
 
 
@@ -94,12 +95,11 @@ def _body(max_bytes: int) -> bytes:
 def infer(name, version=None):
     svc = services()
     started = time.perf_counter()
-    user = authenticate("predict")
+    user = authenticate("predict", name)
     authenticated = time.perf_counter() - started
-    svc.versions.check_name(name)
     outcome = svc.pipeline.predict(PredictionRequest(
         request_id=g.request_id, trace_id=tracing.trace_id(), username=user.username,
-        own_quota=user.predict_rate_limit,
+        own_quota=user.predict_rate_limit, model=name,
         pinned=version, numbered=True,
         read=lambda: oip_codec.decode(_body(request.max_content_length),
                                       request.headers.get(oip_codec.HEADER_LENGTH),

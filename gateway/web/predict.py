@@ -1,5 +1,5 @@
 """POST /predict: the prediction pipeline's adapter for the old contract (a multipart
-`file` in, the JSON answer out)."""
+`file` in, the JSON answer out), on MODEL_NAME or the model `?model=` names."""
 
 import time
 
@@ -20,11 +20,12 @@ bp = Blueprint("predict", __name__)
 def predict():
     svc = services()
     started = time.perf_counter()
-    user = authenticate("predict")
+    model = request.args.get("model", svc.settings.model_name)
+    user = authenticate("predict", model)
     authenticated = time.perf_counter() - started
     outcome = svc.pipeline.predict(PredictionRequest(
         request_id=g.request_id, trace_id=tracing.trace_id(), username=user.username,
-        own_quota=user.predict_rate_limit,
+        own_quota=user.predict_rate_limit, model=model,
         pinned=request.args.get("model_version"),
         read=lambda: read_form(request.environ["wsgi.input"], request.content_type,
                                request.content_length, svc.settings.max_upload_bytes)))

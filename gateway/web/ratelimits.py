@@ -8,6 +8,7 @@ storage) and revoked token holds across all of them.
 from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse_many
 
 limiter = Limiter(get_remote_address)
 
@@ -30,6 +31,17 @@ def login_user_key() -> str:
 
 def login_address_key() -> str:
     return f"login-address:{get_remote_address()}"
+
+
+def basic_login_allowed(client_id: str | None, limit: str) -> bool:
+    """Whether a client may try HTTP Basic again (failures count against `limit`)."""
+    return all(limiter.limiter.test(item, "basic-login", client_id or "", get_remote_address())
+               for item in parse_many(limit))
+
+
+def basic_login_failed(client_id: str | None, limit: str) -> None:
+    for item in parse_many(limit):
+        limiter.limiter.hit(item, "basic-login", client_id or "", get_remote_address())
 
 
 def deny(jti: str, seconds: float) -> None:

@@ -40,7 +40,8 @@ def contract_stack(tmp_path_factory, model_store, users_file, jwt_keys):
     # username: the per-user failed-login limit is tested in test_auth_lifecycle.py.
     torchserve, gateway = start_stack(tmp_path_factory.mktemp("contract"), model_store,
                                       users_file, jwt_keys,
-                                      login_rate_limit="100000 per minute")
+                                      login_rate_limit="100000 per minute",
+                                      max_workers_per_version=2)
     yield gateway
     gateway.stop()
     torchserve.stop()

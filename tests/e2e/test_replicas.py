@@ -1,8 +1,5 @@
 """Model versions as declared state across replicas: two, then three, model replicas
-(TorchServe and its agent, each on a store of its own that starts empty), one real
-PostgreSQL, and HAProxy between the gateway and the replicas' inference ports, as a
-Kubernetes Service is. The test plays the endpoints controller: a replica joins the
-balancer once its readiness probe passes, and leaves it when it is killed."""
+behind HAProxy, one real PostgreSQL (tests/support/fleet.py)."""
 
 import os
 import shutil
@@ -19,76 +16,25 @@ from core.database.engine import database_engine
 from core.settings import Settings
 from core.torchserve_client import TorchServeClient
 from devstack import images
-from devstack.backends import (HAProxy, Postgres, Prometheus, postgres_available, required_or_skip)
-from devstack.servers import GatewayServer, ReplicaServer, TorchServeServer
+from devstack.backends import Prometheus, required_or_skip
+from devstack.servers import ReplicaServer, TorchServeServer
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
 from devstack.waiting import MODEL_READY_S, wait_for
 from tests.support import archives
+from tests.support.fleet import running_fleet, served
 
 pytestmark = pytest.mark.e2e
 MODELS = "/models/classifier"
 
 
-class Fleet:
-    def __init__(self, base, model_store, database_url):
-        self.base, self.model_store, self.database_url = base, model_store, database_url
-        self.replicas: list[ReplicaServer] = []
-        self.balancer = HAProxy(base)
-
-    def add_replica(self) -> ReplicaServer:
-        replica_id = f"replica-{len(self.replicas) + 1}"
-        replica = ReplicaServer(self.model_store, self.base / replica_id, self.database_url,
-                                replica_id)
-        self.replicas.append(replica)
-        replica.start()
-        return replica
-
-    def route_to_ready(self):
-        self.balancer.set_backends([r.inference_port for r in self.replicas if r.running()])
-
-    def stop(self):
-        self.balancer.stop()
-        for replica in self.replicas:
-            replica.stop()
-
-
-def served(replica: ReplicaServer) -> tuple[str, dict]:
-    """(default version, {version: READY workers}) from the replica's own management API."""
-    described = requests.get(f"{replica.management_url}/models/classifier/all", timeout=10).json()
-    default = requests.get(f"{replica.management_url}/models/classifier", timeout=10).json()
-    return default[0]["modelVersion"], {
-        d["modelVersion"]: sum(w["status"] == "READY" for w in d["workers"]) for d in described}
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, model_store, users_file, jwt_keys):
-    required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
-    required_or_skip(shutil.which("haproxy") is not None, "haproxy")
-    base = tmp_path_factory.mktemp("replicas")
-    postgres = Postgres().start()
-    fleet = Fleet(base, model_store, postgres.url)
-    gateway = None
-    try:
-        schema.upgrade(postgres.url)
-        for _ in range(2):
-            fleet.add_replica()
-        for replica in fleet.replicas:
-            replica.wait_ready()
-        fleet.balancer.start([r.inference_port for r in fleet.replicas])
-        gateway = GatewayServer(fleet.balancer, base / "gateway", jwt_keys_file=jwt_keys,
-                                users_file=users_file, database_url=postgres.url,
-                                model_store=model_store,
-                                predict_rate_limit="100000 per minute",
-                                max_inflight_predictions=64)
-        gateway.start()
-        gateway.wait_up()
+    with running_fleet(tmp_path_factory.mktemp("replicas"), model_store,
+                       jwt_keys_file=jwt_keys, users_file=users_file,
+                       predict_rate_limit="100000 per minute",
+                       max_inflight_predictions=64) as (fleet, gateway):
         admin = {"Authorization": f"Bearer {get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)}"}
         yield fleet, gateway, admin, get_token(gateway)
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        fleet.stop()
-        postgres.stop()
 
 
 def predict(gateway, token, version=None) -> requests.Response:
@@ -290,8 +236,9 @@ def test_the_first_agent_adopts_what_a_running_torchserve_serves(tmp_path, model
             {}, require_secret=False, database_url=database_url, model_store=str(model_store),
             agent_store=str(tmp_path / "store"), agent_state_file=str(tmp_path / "state.json"),
             torchserve_management_url=management, replica_id="upgraded")
-        catalog = Catalog(database_engine(database_url), settings.model_name)
-        converged, pending = ModelAgent(settings, catalog, TorchServeClient(settings)).step()
+        engine = database_engine(database_url)
+        catalog = Catalog(engine, settings.model_name)
+        converged, pending = ModelAgent(settings, engine, TorchServeClient(settings)).step()
         assert converged, pending
         assert {d.version: d.is_default for d in catalog.declared()} == {"1.0": False, "2.0": True}
         assert worker_pids(torchserve) == before

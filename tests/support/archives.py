@@ -1,9 +1,20 @@
-"""Archives made from a good one for the tests: a version whose handler raises in
-`initialize` (a valid archive that cannot load), and one with a byte flipped."""
+"""Archives for the tests: made from a good one (a version whose handler raises in
+`initialize`, a valid archive that cannot load; one with a byte flipped), and a model
+that is not ours (a torchvision network with TorchServe's built-in image_classifier
+handler)."""
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
+
+import torch
+from torchvision.models import mobilenet_v3_small
+
+from modelbuild.weights import IMAGENET_CATEGORIES
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 
@@ -34,3 +45,25 @@ def flipped(good: Path) -> bytes:
     data = bytearray(good.read_bytes())
     data[len(data) // 2] ^= 0xFF
     return bytes(data)
+
+
+def builtin_image_classifier(dest_dir: Path, name: str, version: str, seed: int) -> Path:
+    """<name>-<version>.mar: a seeded, untrained MobileNetV3-small as TorchScript, with
+    TorchServe's own `image_classifier` handler and ImageNet's class names, as a team
+    that is not ours would archive it."""
+    dest = dest_dir / f"{name}-{version}.mar"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        torch.manual_seed(seed)
+        network = mobilenet_v3_small(weights=None).eval()
+        torch.jit.save(torch.jit.trace(network, torch.zeros(1, 3, 224, 224)), work / "model.pt")
+        (work / "index_to_name.json").write_text(
+            json.dumps({str(i): label for i, label in enumerate(IMAGENET_CATEGORIES)}))
+        subprocess.run(
+            [str(Path(sys.executable).with_name("torch-model-archiver")), "--model-name", name,
+             "--version", version, "--serialized-file", str(work / "model.pt"),
+             "--handler", "image_classifier", "--extra-files", str(work / "index_to_name.json"),
+             "--export-path", str(work)],
+            check=True, env={**os.environ, "TMPDIR": str(work)})
+        (work / f"{name}.mar").replace(dest)
+    return dest

@@ -9,7 +9,7 @@ from gateway.prediction_log.usage import SHED_DETAIL
 
 def _key(row, group_by: str):
     return {"day": as_utc(row.created_at).astimezone(timezone.utc).strftime("%Y-%m-%d"),
-            "user": row.username, "version": row.model_version}[group_by]
+            "user": row.username, "model": row.model_name, "version": row.model_version}[group_by]
 
 
 def direct_usage(rows, group_by: str, names=None) -> list[dict]:

@@ -10,13 +10,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from agent.model_agent import ModelAgent, store_file_name
+from agent.model_agent import ModelReconciler, store_file_name
 from core.catalog import CHUNK_BYTES, ArchiveError, Catalog, read_archive
 from core.database import schema
 from core.database.engine import database_engine
 from core.database.tables import model_archive_chunks, model_replicas
 from core.errors import ApiError
-from gateway.models.control_snapshot import ControlState
+from gateway.models.control_snapshot import ModelState
 from gateway.models.versions import ModelVersions
 
 
@@ -37,21 +37,14 @@ def catalog(tmp_path):
     return Catalog(database_engine(url), "classifier")
 
 
-class Answering:
-    """The inference API's /ping, answering."""
-
-    def ping(self):
-        return None
-
-
 def versions(catalog, tmp_path, wait_seconds=0.2) -> ModelVersions:
-    return ModelVersions(catalog, Answering(), str(tmp_path), stale_seconds=30,
+    return ModelVersions(catalog, str(tmp_path), stale_seconds=30,
                          wait_seconds=wait_seconds)
 
 
-def served(models: ModelVersions) -> ControlState:
+def served(models: ModelVersions) -> ModelState:
     """What a gateway's control snapshot would read now."""
-    return ControlState(0.0, models.name, *models.serving(), rollout=None)
+    return ModelState(models.name, *models.serving(), None)
 
 
 def test_an_archive_goes_in_by_chunks_and_comes_out_checked(catalog, tmp_path):
@@ -183,8 +176,8 @@ def test_the_agent_names_files_by_content_and_says_what_is_missing(catalog, tmp_
     assert store_file_name(one) == f"classifier-1.0.{one.sha256[:16]}.mar"
     catalog.adopt([one], "1.0", "agent")
     declared = catalog.declared()
-    assert ModelAgent._pending(declared, {}, None, {}) == "loading 1.0"
-    assert ModelAgent._pending(declared, {"1.0": 1}, None, {}) == "default is None, declared 1.0"
-    assert ModelAgent._pending(declared, {"1.0": 1}, "1.0", {}) == ""
-    assert ModelAgent._pending(declared, {}, None, {"1.0": "failed"}) == "cannot load 1.0"
-    assert ModelAgent._pending([], {}, None, {}) == "nothing is declared"
+    assert ModelReconciler._pending(declared, {}, None, {}) == "loading 1.0"
+    assert ModelReconciler._pending(declared, {"1.0": 1}, None, {}) == "default is None, declared 1.0"
+    assert ModelReconciler._pending(declared, {"1.0": 1}, "1.0", {}) == ""
+    assert ModelReconciler._pending(declared, {}, None, {"1.0": "failed"}) == "cannot load 1.0"
+    assert ModelReconciler._pending([], {}, None, {}) == "nothing is declared"

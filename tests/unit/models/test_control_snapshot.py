@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from core.errors import ApiError
-from gateway.models.control_snapshot import MAX_AGE_SECONDS, ControlSnapshot, ControlState
+from gateway.models.control_snapshot import (MAX_AGE_SECONDS, ControlSnapshot, ControlState,
+                                             ModelState)
 from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.state import Rollout
 from gateway.models.versions import Serving
@@ -23,9 +24,9 @@ class Database:
 
     def __init__(self):
         self.up, self.reads, self.read_at = True, 0, None  # read_at None: now
-        self.state = ControlState(0.0, "classifier", "1.0",
-                                  {"1.0": Serving(2, 2), "2.0": Serving(0, 0, cannot_load=True)},
-                                  ROLLOUT, {"alice": 1234.5})
+        self.state = ControlState(0.0, {"classifier": ModelState(
+            "classifier", "1.0", {"1.0": Serving(2, 2), "2.0": Serving(0, 0, cannot_load=True)},
+            ROLLOUT)}, {"alice": 1234.5})
 
     def read(self) -> ControlState:
         self.reads += 1
@@ -41,14 +42,15 @@ def test_the_last_state_serves_through_an_outage_and_a_restart(tmp_path):
     database.up = False
     assert snapshot.refresh() is False and snapshot.database_error == "OperationalError"
     state = snapshot.current()
-    assert (state.rollout, state.tokens_valid_after("alice"), state.cannot_load("2.0")) == (
+    model = state.model("classifier")
+    assert (model.rollout, state.tokens_valid_after("alice"), model.cannot_load("2.0")) == (
         ROLLOUT, 1234.5, True)
     # A process started during the outage: the saved state, rollout and all.
     restarted = ControlSnapshot(database.read, path)
     restarted.start()
     assert restarted.current() == state
-    assert restarted.current().ready() == {"model_name": "classifier", "model_version": "1.0",
-                                           "ready_workers": 2, "replicas": 2}
+    assert restarted.current().model("classifier").ready() == {
+        "model_name": "classifier", "model_version": "1.0", "ready_workers": 2, "replicas": 2}
     # One with nothing saved waits for the database, and says so.
     empty = ControlSnapshot(database.read, tmp_path / "none.json")
     empty.start()
@@ -69,4 +71,4 @@ def test_a_late_refresher_is_caught_up_by_the_reader_while_the_database_answers(
     database.up = False
     snapshot.current()  # read, fails: the database is out
     stale = snapshot.current()  # now served as it is, no read per call
-    assert database.reads == 4 and stale.default_version == "1.0"
+    assert database.reads == 4 and stale.model("classifier").default_version == "1.0"

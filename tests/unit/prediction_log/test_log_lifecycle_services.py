@@ -44,7 +44,7 @@ def row(i: int, *, days_ago: float = 0, username="alice", status=200, arm=None,
         upload_bytes=1000 if image else None,
         created_at=NOW - timedelta(days=days_ago), success=status == 200, status_code=status,
         class_id=1 if status == 200 else None, category_name="x" if status == 200 else None,
-        score=50 if status == 200 else None, model_version=version,
+        score=50 if status == 200 else None, model_name="classifier", model_version=version,
         latency_ms=i % 97 if latency is None else latency, error_detail=detail, arm=arm,
         rollout_id=rollout_id, shadow_top1_agree=None, shadow_top5_overlap=None, trace_id=None)
 

@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import ApiError
 from core.served_model import HandlerConfig
+from core.torchserve_client import Answer
 from gateway.predictions import oip_codec
 from gateway.predictions.pipeline import Classification
 
@@ -32,7 +33,9 @@ def binary_request(images: list[bytes], **extra) -> tuple[bytes, str]:
 def answer(version: str = "1.0") -> Classification:
     top = tuple({"class_id": c, "category_name": f"c{c}", "probability": p}
                 for c, p in [(281, 0.5), (282, 0.2), (285, 0.1), (1, 0.1), (2, 0.05)])
-    return Classification(281, "c281", 50, "classifier", version, top)
+    result = {"predictions": list(top), "model_name": "classifier", "model_version": version}
+    return Classification.from_answer(Answer(result, json.dumps(result).encode(), {}),
+                                      "classifier", version)
 
 
 def test_json_and_binary_requests_carry_the_same_images():

@@ -1,6 +1,7 @@
 """The prediction pipeline without a server (gateway/predictions/pipeline.py): a scripted TorchServe,
 a real SQLite prediction log with its rollouts, real admission and quota storage."""
 
+import json
 import threading
 import time
 from dataclasses import replace
@@ -16,9 +17,10 @@ from core.database.engine import database_engine
 from core.database.tables import predictions
 from core.errors import ApiError
 from core.settings import Settings
+from core.torchserve_client import Answer
 from devstack import images
 from devstack.waiting import wait_for
-from gateway.models.control_snapshot import ControlSnapshot, ControlState
+from gateway.models.control_snapshot import ControlSnapshot, ControlState, ModelState
 from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.store import RolloutStore
 from gateway.prediction_log.erasures import Erasures
@@ -42,7 +44,7 @@ class ScriptedTorchServe:
         self.answers = {None: 281, "1.0": 281, "2.0": 282}
         self.calls = []
 
-    def predict(self, image: bytes, version: str | None, request_id: str):
+    def predict(self, image: bytes, version: str | None, request_id: str, model: str) -> Answer:
         self.calls.append((version, request_id))
         answer = self.answers.get(version, ApiError(404, f"version {version} is not registered"))
         if isinstance(answer, ApiError):
@@ -50,8 +52,9 @@ class ScriptedTorchServe:
         top = [{"class_id": answer + i, "category_name": f"c{answer + i}", "probability": p}
                for i, p in enumerate((0.6, 0.2, 0.1, 0.05, 0.05))]
         served = version or "1.0"
-        return ({"predictions": top, "model_name": "classifier", "model_version": served},
-                {"preprocess": 0.001, "inference": 0.002, "postprocess": 0.0001})
+        result = {"predictions": top, "model_name": model, "model_version": served}
+        return Answer(result, json.dumps(result).encode(),
+                      {"preprocess": 0.001, "inference": 0.002, "postprocess": 0.0001})
 
 
 @pytest.fixture
@@ -69,14 +72,14 @@ def parts(tmp_path, privacy):
     rollouts = RolloutStore(log.engine, "classifier")
     writer = LogWriter(log, Outbox(tmp_path / "outbox.db", 1000, 3600),
                        Erasures(log.engine, privacy, 1800).erased_since)
-    snapshot = ControlSnapshot(lambda: ControlState(time.time(), "classifier", "1.0", {},
-                                                    rollouts.active()), tmp_path / "state.json")
+    snapshot = ControlSnapshot(lambda: ControlState(time.time(), {"classifier": ModelState(
+        "classifier", "1.0", {}, rollouts.active())}), tmp_path / "state.json")
     snapshot.refresh()  # as the app's start does (no refresher thread here)
     torchserve = ScriptedTorchServe()
     pipeline = PredictionPipeline(
         settings, torchserve, Admission(settings),
         Quota(FixedWindowRateLimiter(MemoryStorage()), "5 per minute"), writer, privacy,
-        rollouts, snapshot, ShadowQueue(1, 4), max_batch=8)
+        lambda name: rollouts, snapshot, ShadowQueue(1, 4), max_batch=8)
     return pipeline, torchserve, log, rollouts
 
 
@@ -88,8 +91,8 @@ def rows(log: PredictionLog) -> list:
 def call(pipeline, request_id="r1", username="alice", pinned=None, uploads=(PHOTO,),
          own_quota=None, numbered=False, read=None):
     return pipeline.predict(PredictionRequest(
-        request_id, username, own_quota, pinned, read or (lambda: Form(tuple(uploads))),
-        numbered))
+        request_id, username, own_quota, "classifier", pinned,
+        read or (lambda: Form(tuple(uploads))), numbered))
 
 
 @pytest.mark.parametrize("privacy", [
@@ -162,7 +165,7 @@ def test_a_full_gateway_sheds_before_reading(parts):
 SHED_ROW = PredictionRow(
     request_id="r", username="u", filename=None, extension=None, upload_sha256=None,
     upload_bytes=None, created_at=datetime.now(timezone.utc), success=False,
-    status_code=503, class_id=None, category_name=None, score=None, model_version=None,
+    status_code=503, class_id=None, category_name=None, score=None, model_name="classifier", model_version=None,
     latency_ms=1, error_detail="over capacity", arm="default", rollout_id=None,
     shadow_top1_agree=None, shadow_top5_overlap=None, trace_id=None)
 
