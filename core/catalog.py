@@ -9,6 +9,7 @@ its TorchServe follow it and reports back (agent.model_agent).
 import hashlib
 import json
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from core.database.tables import (model_archive_chunks, model_archives, model_re
 from core.errors import ApiError
 
 CHUNK_BYTES = 1 << 20
+# A model's name as it may appear in a URL path (TorchServe's own rule is wider).
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MANIFEST = "MAR-INF/MANIFEST.json"
 WEIGHTS_RECORD = "weights.json"
 

@@ -7,6 +7,7 @@
     gateway-users add-admin admin             # generated password, printed once
     gateway-users revoke alice                # end every token alice holds
     gateway-users quota alice "60 per minute" # her /predict limit ("default" resets)
+    gateway-users models team-b mobilenet     # limit her to these models ("all" resets)
     gateway-users erase alice                 # delete her prediction-log rows
     gateway-users add-client batch-job --scopes predict  # a service account:
                                                         # generated secret, printed once
@@ -63,6 +64,9 @@ def main(argv=None) -> int:
     quota = sub.add_parser("quota", help="set the user's /predict rate limit")
     quota.add_argument("username")
     quota.add_argument("limit", help='e.g. "60 per minute", or "default" for PREDICT_RATE_LIMIT')
+    models = sub.add_parser("models", help="limit the user to some models")
+    models.add_argument("username")
+    models.add_argument("models", help='comma-separated model names, or "all"')
     sub.add_parser("erase", help="delete the user's prediction-log rows and end their tokens"
                    ).add_argument("username")
     client = sub.add_parser("add-client", help="add a service account (client credentials) "
@@ -89,6 +93,9 @@ def main(argv=None) -> int:
             print(f"revoked every token of {args.username!r} issued until now")
         elif args.command == "quota":
             store.set_quota(args.username, None if args.limit == "default" else args.limit)
+        elif args.command == "models":
+            store.set_models(args.username, None if args.models == "all"
+                             else tuple(args.models.split(",")))
         elif args.command == "erase":
             erasure = _erase(settings, args.username)
             print(f"erased {erasure.rows_deleted} prediction-log rows of {args.username!r}; "
@@ -103,7 +110,8 @@ def main(argv=None) -> int:
         else:
             for user in store.all():
                 print(f"{user.username}\t{user.role}\t{user.predict_rate_limit or 'default'}"
-                      + (f"\t{' '.join(user.scopes)}" if user.scopes else ""))
+                      + (f"\t{' '.join(user.scopes)}" if user.scopes else "")
+                      + (f"\tmodels: {','.join(user.models)}" if user.models is not None else ""))
     except (UserError, SettingsError, ScopeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from pathlib import Path
 import bcrypt
 from limits import parse_many
 
+from core.catalog import MODEL_NAME_PATTERN
 from gateway.identity.principals import ROLE_SCOPES, Principal
 
 ROLES = tuple(ROLE_SCOPES)  # a person's roles
@@ -188,6 +189,9 @@ class UserStore:
 
     def set_models(self, username: str, models: tuple[str, ...] | None) -> None:
         """Limit the user to `models` (None: every model); their tokens follow at once."""
+        bad = [m for m in models or () if not MODEL_NAME_PATTERN.match(m)]
+        if bad:
+            raise UserError(f"not a model name: {bad[0][:64]!r}")
         self._replace(username, models=models)
 
     def remove(self, username: str) -> None:

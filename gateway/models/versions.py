@@ -17,13 +17,12 @@ from typing import BinaryIO, Callable
 
 from sqlalchemy.engine import Engine
 
-from core.catalog import (CHUNK_BYTES, Catalog, DeclaredVersion, ReplicaReport, Workers,
-                          archive_model, declared_models, pushed_archive_model)
+from core.catalog import (CHUNK_BYTES, MODEL_NAME_PATTERN, Catalog, DeclaredVersion,
+                          ReplicaReport, Workers, archive_model, declared_models,
+                          pushed_archive_model)
 from core.errors import ApiError, unavailable
 from core.settings import Settings
 
-# A model's name as it may appear in a URL path (TorchServe's own rule is wider).
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # A plain archive file name: no URL, no path, no "..".
 ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.mar$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")

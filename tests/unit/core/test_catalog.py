@@ -3,8 +3,6 @@ versions, replicas' reports) on a real SQLite database, and ModelVersions' rules
 it (core/catalog.py, gateway/models/versions.py, agent/model_agent.py)."""
 
 import io
-import json
-import zipfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -18,16 +16,7 @@ from core.database.tables import model_archive_chunks, model_replicas
 from core.errors import ApiError
 from gateway.models.control_snapshot import ModelState
 from gateway.models.versions import ModelVersions
-
-
-def mar(path, version: str, model: str = "classifier", padding: int = 0):
-    """A minimal archive: the manifest, a weights record and `padding` bytes of payload."""
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("MAR-INF/MANIFEST.json", json.dumps(
-            {"model": {"modelName": model, "modelVersion": version}}))
-        archive.writestr("weights.json", json.dumps({"arch": "resnet18", "variant": "fp32"}))
-        archive.writestr("model.pt", bytes(range(256)) * (padding // 256))
-    return path
+from tests.support.small_archives import mar
 
 
 @pytest.fixture

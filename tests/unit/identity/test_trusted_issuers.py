@@ -56,6 +56,18 @@ def test_roles_and_scope_claims_map_to_our_scopes(claims, config, scopes):
     assert issuer.scopes(claims) == scopes
 
 
+@pytest.mark.parametrize("claims, models", [
+    ({"ml_models": ["mobilenet", "resnet50"]}, ("mobilenet", "resnet50")),
+    ({"ml_models": "mobilenet resnet50"}, ("mobilenet", "resnet50")),
+    ({"ml_models": ["mobilenet", 7]}, ("mobilenet",)),
+    ({}, ()),  # configured but absent: no model at all, never every model
+    ({"ml_models": {"not": "a list"}}, ()),
+])
+def test_a_models_claim_limits_the_subject_to_the_models_it_names(claims, models):
+    assert TrustedIssuer(ISSUER, "urn:ic", models_claim="ml_models").models(claims) == models
+    assert TrustedIssuer(ISSUER, "urn:ic").models(claims) is None  # no claim: every model
+
+
 class FakeSession:
     """The provider's discovery and JWKS documents, counted; `down` fails every call."""
 

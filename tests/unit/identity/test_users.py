@@ -93,3 +93,40 @@ def test_shipped_users_file_has_the_demo_user_and_no_admin():
     shipped = UserStore(ROOT / "config" / "users.json")
     assert shipped.authenticate("client_user", "tryClassifier").role == "user"
     assert [u.role for u in shipped.all()] == ["user"]
+
+
+def test_a_user_limited_to_some_models_holds_its_scopes_for_those_only(store):
+    store.set_user("alice", "correct horse", "admin")
+    assert store.get("alice").principal().may("models:admin", "anything")
+    store.set_models("alice", ("mobilenet",))
+    alice = UserStore(store.path).get("alice").principal()  # as another process reads it
+    assert alice.may("models:admin", "mobilenet") and alice.may("predict")
+    assert not alice.may("predict", "classifier")
+    store.set_user("alice", "new horse 123", "admin")  # a new password keeps the limit
+    assert store.get("alice").models == ("mobilenet",)
+    store.set_models("alice", None)
+    assert store.get("alice").principal().uses("classifier")
+    with pytest.raises(UserError, match="not a model name"):
+        store.set_models("alice", ("../etc",))
+
+
+def test_client_credentials_stop_working_when_the_secret_is_replaced(store):
+    secret = store.set_client("batch", ("predict",))
+    assert store.check_client("batch", secret).username == "batch"
+    assert store.check_client("batch", secret).username == "batch"  # the remembered match
+    assert store.check_client("batch", "wrong") is None
+    store.set_client("batch", ("predict",))
+    assert store.check_client("batch", secret) is None
+    store.set_user("alice", "correct horse", "user")
+    assert store.check_client("alice", "correct horse") is None  # a person is no client
+
+
+def test_cli_limits_a_user_to_models(tmp_path):
+    assert _cli(tmp_path, "add-client", "team-b", "--scopes", "predict").returncode == 0
+    assert _cli(tmp_path, "models", "team-b", "mobilenet,resnet50").returncode == 0
+    assert UserStore(tmp_path / "users.json").get("team-b").models == ("mobilenet", "resnet50")
+    assert "models: mobilenet,resnet50" in _cli(tmp_path, "list").stdout
+    bad = _cli(tmp_path, "models", "team-b", "a b")
+    assert bad.returncode == 2 and "not a model name" in bad.stderr
+    assert _cli(tmp_path, "models", "team-b", "all").returncode == 0
+    assert UserStore(tmp_path / "users.json").get("team-b").models is None
