@@ -34,6 +34,10 @@ def predict(pool: urllib3.PoolManager, url: str, token: str, upload: tuple[bytes
         "Authorization": f"Bearer {token}", "Content-Type": content_type})
 
 
-def direct(pool: urllib3.PoolManager, torchserve_url: str, payload: bytes) -> urllib3.BaseHTTPResponse:
-    """POST of the raw image to TorchServe's inference API."""
-    return pool.request("POST", f"{torchserve_url}/predictions/classifier", body=payload)
+def direct(pool: urllib3.PoolManager, torchserve_url: str, payload: bytes,
+           token: str | None = None) -> urllib3.BaseHTTPResponse:
+    """POST of the raw image to TorchServe's inference API: TorchServe's own, or the
+    gateway's (`<gateway>/torchserve`, with a token) as a TorchServe client sends it."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return pool.request("POST", f"{torchserve_url}/predictions/classifier", body=payload,
+                        headers=headers)

@@ -360,6 +360,15 @@ def main(argv=None) -> int:
                                  c, n, oip_infer(gateways["gateway"].url, token, payloads))},
                             top, args.rounds, per_round)
             clock.done("open inference protocol")
+            # TorchServe's inference API at the gateway (a raw body, as `curl -T` sends
+            # it) against /predict and TorchServe direct, side by side.
+            torchserve_api = [row for c in levels for row in alternate(
+                {"torchserve": modes["torchserve"], "gateway": modes["gateway"],
+                 "gateway-ts-api": lambda c, n: run_http(c, n, lambda i, pool: client.direct(
+                     pool, gateways["gateway"].url + "/torchserve",
+                     payloads[i % len(payloads)], token).status)},
+                c, args.rounds, per_round)]
+            clock.done("torchserve api")
             # Traces exported to a collector against export off, side by side.
             tracing = [row for c in levels for row in alternate(
                 {"gateway": modes["gateway"],
@@ -436,6 +445,7 @@ def main(argv=None) -> int:
             outage_db.stop()
     traced_row = {(r["mode"], r["concurrency"]): r for r in tracing}
     variant_row = {(r["mode"], r["concurrency"]): r for r in variants}
+    ts_api_row = {(r["mode"], r["concurrency"]): r for r in torchserve_api}
     summary = {
         **main_summary(results, ready_s, levels, top),
         "prediction_log_write_cost_p50_ms_c1": round(log_on["p50_ms"] - log_off["p50_ms"], 2),
@@ -462,6 +472,13 @@ def main(argv=None) -> int:
         **{f"traced_over_untraced_{key}_c{c}": round(
             traced_row["gateway-traced", c][key] / traced_row["gateway", c][key], 3)
            for c in levels for key in ("images_per_s", "p50_ms")},
+        **{f"ts_api_over_{mode}_throughput_c{c}": round(
+            ts_api_row["gateway-ts-api", c]["images_per_s"]
+            / ts_api_row[mode, c]["images_per_s"], 3)
+           for mode in ("gateway", "torchserve") for c in levels},
+        **{f"ts_api_minus_{mode}_p50_ms_c{c}": round(
+            ts_api_row["gateway-ts-api", c]["p50_ms"] - ts_api_row[mode, c]["p50_ms"], 2)
+           for mode in ("gateway", "torchserve") for c in levels},
         "traced_spans_received": spans_received,
         "es256_minus_hs256_p50_ms_c1": round(signing[1]["p50_ms"] - signing[0]["p50_ms"], 2),
         **{f"{alg}_verify_us": us for alg, us in verify_us.items()},
@@ -476,11 +493,12 @@ def main(argv=None) -> int:
         f"database_down_minus_up_p50_ms_c{top}": round(outage[1]["p50_ms"] - outage[0]["p50_ms"], 2),
         **{f"database_down_{name}": value for name, value in degraded.items()},
         "errors": sum(r["errors"] for r in [*results, *variants, log_on, log_off, *oip, *shadow,
-                                             *tracing, *signing, *outage]),
+                                             *torchserve_api, *tracing, *signing, *outage]),
     }
     cpu = meter.per_image_ms()
     return write_report(args, summary, stages, clock, results=results,
                         prediction_log=[log_on, log_off], variants=variants, oip=oip,
+                        torchserve_api=torchserve_api,
                         tracing=tracing, signing=signing, shadow=shadow, outage=outage,
                         cpu_ms_per_image=cpu, goals=round_three_goals(summary, cpu, top))
 

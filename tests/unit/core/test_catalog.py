@@ -166,7 +166,8 @@ def test_the_agent_names_files_by_content_and_says_what_is_missing(catalog, tmp_
     catalog.adopt([one], "1.0", "agent")
     declared = catalog.declared()
     assert ModelReconciler._pending(declared, {}, None, {}) == "loading 1.0"
-    assert ModelReconciler._pending(declared, {"1.0": 1}, None, {}) == "default is None, declared 1.0"
+    assert ModelReconciler._pending(declared, {"1.0": 1}, None, {}) == \
+        "default is None, declared 1.0"
     assert ModelReconciler._pending(declared, {"1.0": 1}, "1.0", {}) == ""
     assert ModelReconciler._pending(declared, {}, None, {"1.0": "failed"}) == "cannot load 1.0"
     assert ModelReconciler._pending([], {}, None, {}) == "nothing is declared"

@@ -25,8 +25,8 @@ ROW = PredictionRow(
     request_id="r", username="alice", filename="cat.jpg", extension="jpg", upload_sha256=None,
     upload_bytes=10, created_at=NOW, success=True, status_code=200, class_id=281,
     category_name="tabby", score=88, model_name="classifier", model_version="1.0", latency_ms=40,
-    error_detail=None, arm="default", rollout_id=None, shadow_top1_agree=None, shadow_top5_overlap=None,
-    trace_id=None)
+    error_detail=None, arm="default", rollout_id=None, shadow_top1_agree=None,
+    shadow_top5_overlap=None, trace_id=None)
 
 
 class Database:

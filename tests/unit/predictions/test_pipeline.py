@@ -165,8 +165,8 @@ def test_a_full_gateway_sheds_before_reading(parts):
 SHED_ROW = PredictionRow(
     request_id="r", username="u", filename=None, extension=None, upload_sha256=None,
     upload_bytes=None, created_at=datetime.now(timezone.utc), success=False,
-    status_code=503, class_id=None, category_name=None, score=None, model_name="classifier", model_version=None,
-    latency_ms=1, error_detail="over capacity", arm="default", rollout_id=None,
+    status_code=503, class_id=None, category_name=None, score=None, model_name="classifier",
+    model_version=None, latency_ms=1, error_detail="over capacity", arm="default", rollout_id=None,
     shadow_top1_agree=None, shadow_top5_overlap=None, trace_id=None)
 
 
