@@ -57,6 +57,11 @@ def test_bench_smoke(tmp_path):
     assert [r["mode"] for r in report["oip"]] == ["gateway", "gateway-oip"]
     assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["oip"])
     assert summary["oip_over_predict_throughput_c2"] > 0
+    # TorchServe's inference API at the gateway, beside /predict and TorchServe direct.
+    assert {(r["mode"], r["concurrency"]) for r in report["torchserve_api"]} == {
+        (m, c) for m in ("torchserve", "gateway", "gateway-ts-api") for c in (1, 2)}
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["torchserve_api"])
+    assert summary["ts_api_over_torchserve_throughput_c2"] > 0
     assert [r["mode"] for r in report["shadow"]] == ["gateway", "gateway-shadow"]
     assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in report["shadow"])
     # A share of warm-up and 4 requests is copied: compared, or dropped and counted.
@@ -89,7 +94,7 @@ def test_bench_smoke(tmp_path):
     assert summary["remembered_verify_us"] > 0
     assert set(report["section_seconds"]) == {"set-up", "main table", "breakdown",
                                               "prediction log", "open inference protocol",
-                                              "tracing", "signing", "shadow", "int8",
+                                              "torchserve api", "tracing", "signing", "shadow", "int8",
                                               "database down"}
     # Every row into the outbox, PostgreSQL stopped, side by side with the database up.
     assert [r["mode"] for r in report["outage"]] == ["gateway", "gateway-db-down"]
