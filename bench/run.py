@@ -429,11 +429,11 @@ def main(argv=None) -> int:
                                top, args.rounds, per_round)
 
             def outboxed() -> dict | None:
-                """The gateway's database and outbox figures, once its drainer (every
-                DRAIN_INTERVAL_S) has published the rows."""
+                """The gateway's database and outbox figures, once its drainers (every
+                DRAIN_INTERVAL_S) have published a row for each call it answered."""
                 found = metric_values(gateways["gateway-db-down"].url,
                                       ("gateway_database_up", "gateway_outbox_rows"))
-                return found if found["gateway_outbox_rows"] else None
+                return found if found["gateway_outbox_rows"] >= args.rounds * per_round else None
 
             degraded = wait_for(outboxed, timeout=OUTBOX_REPORTED_S,
                                 what="the outbox's rows in /metrics")
