@@ -12,7 +12,7 @@ MODEL_STORE ?= model_store
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install archive run stop test unit e2e fuzz check-java secrets admin \
-        register promote rollback versions canary shadow rollout-status rollout-promote \
+        register promote rollback versions history verify-history canary shadow rollout-status rollout-promote \
         rollout-abort canary-status canary-promote canary-abort bench bench-overload bench-replicas bench-log \
         lint-containers compose-up compose-down images test-deploy deploy deploy-check undeploy k8s-secrets clean
 
@@ -59,9 +59,13 @@ register: install
 promote: install
 	$(MODELCTL) promote $(VERSION)
 rollback: install
-	$(MODELCTL) rollback
+	$(MODELCTL) rollback $(if $(VERSION),--to $(VERSION))
 versions: install
 	$(MODELCTL) list
+history: install
+	$(MODELCTL) history
+verify-history: install
+	$(MODELCTL) verify-history
 
 # Canary and shadow rollouts of VERSION (the gateway's database: DATABASE_URL; docs/rollouts.md).
 # The canary-* names are the older ones, kept.

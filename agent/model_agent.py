@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agent.readiness import ready_workers
 from core.catalog import Archive, Catalog, DeclaredVersion, declared_models, sha256_of
 from core.errors import ApiError
+from core.model_history import Actor
 from core.settings import Settings
 from core.torchserve_client import TorchServeClient
 
@@ -183,10 +184,10 @@ class ModelReconciler:
         if not paths:
             raise ApiError(409, f"nothing is declared and nothing to adopt (MODEL_SEED "
                                 f"{','.join(self.seeds)} in {self.seed_store})")
-        by = f"agent {self.replica_id} (adopted)"
-        archives = [self.catalog.store_archive(p, p.name, by) for p in paths]
+        actor = Actor(f"agent {self.replica_id}")
+        archives = [self.catalog.store_archive(p, p.name, actor) for p in paths]
         default = default or archives[0].version
-        if self.catalog.adopt(archives, default, by):
+        if self.catalog.adopt(archives, default, actor):
             log.info("adopted %s, default %s", [a.version for a in archives], default)
 
     def _served_file(self, model_url: str) -> Path:

@@ -50,7 +50,8 @@ def measure(url: str, rows: int) -> dict:
         assert sum(g.requests for g in groups) == rows
         figures[f"usage_{group_by}_s"] = round(statistics.median(times), 3)
     started, size, count = time.perf_counter(), 0, 0
-    for block in log_export.ndjson(log_export.rows(engine, start, end, 0)):
+    for block in log_export.ndjson(log_export.rows(engine, start, end, 0),
+                                      log_export.COLUMNS):
         size += len(block)
         count += block.count(b"\n")
     seconds = time.perf_counter() - started

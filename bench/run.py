@@ -34,6 +34,7 @@ from tritonclient.utils import InferenceServerException
 from bench import client, profile
 from core.database import schema
 from core.database.engine import database_engine
+from core.model_history import Actor
 from core.served_model import MODEL_NAME
 from core.settings import Settings
 from devstack import images
@@ -211,7 +212,8 @@ def start_shadow(torchserve, gateway) -> RolloutStore:
         "url": f"classifier-{SHADOW_VERSION}.mar", "initial_workers": 1, "synchronous": "true"})
     register.raise_for_status()
     store = RolloutStore(database_engine(gateway.env["DATABASE_URL"]), MODEL_NAME)
-    store.start("shadow", SHADOW_VERSION, SHADOW_PERCENT, False, Guard(min_requests=100000))
+    store.start("shadow", SHADOW_VERSION, SHADOW_PERCENT, False, Guard(min_requests=100000),
+                Actor("bench"))
     time.sleep(1.5)  # every gateway process has read the rollout
     return store
 

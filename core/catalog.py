@@ -24,6 +24,7 @@ from core.database.engine import as_utc
 from core.database.tables import (model_archive_chunks, model_archives, model_replicas,
                                   model_versions, rollouts)
 from core.errors import ApiError
+from core.model_history import Actor, append, current_default
 
 CHUNK_BYTES = 1 << 20
 # A model's name as it may appear in a URL path (TorchServe's own rule is wider).
@@ -182,7 +183,7 @@ class Catalog:
         self.engine, self.model_name = engine, model_name
 
     # ---- archives -------------------------------------------------------------------
-    def store_archive(self, path: Path, name: str, by: str,
+    def store_archive(self, path: Path, name: str, actor: Actor,
                       version_named: str | None = None) -> Archive:
         """The archive at `path` as `name`, stored once per content and name; with
         `version_named`, only if that is its manifest's version (ArchiveError)."""
@@ -201,7 +202,7 @@ class Catalog:
             archive_id = connection.execute(insert(model_archives).values(
                 name=name, sha256=None, size_bytes=size, model_name=self.model_name,
                 version=version, weights=json.dumps(weights) if weights else None,
-                uploaded_at=_now(), uploaded_by=by)).inserted_primary_key[0]
+                uploaded_at=_now(), uploaded_by=actor.name)).inserted_primary_key[0]
             with open(path, "rb") as f:
                 seq = 0
                 while chunk := f.read(CHUNK_BYTES):
@@ -211,6 +212,8 @@ class Catalog:
             # Complete only now: an archive without its sha256 is never loaded.
             connection.execute(update(model_archives).where(model_archives.c.id == archive_id)
                                .values(sha256=sha256))
+            append(connection, self.model_name, "push", actor, to_version=version,
+                   reason=f"archive {name}, sha256 {sha256}, {size} bytes")
         return Archive(archive_id, name, sha256, size, version, weights)
 
     def archive_named(self, name: str) -> Archive | None:
@@ -268,8 +271,7 @@ class Catalog:
                 select(func.count()).select_from(model_versions)
                 .where(model_versions.c.model_name == self.model_name)).scalar())
 
-    def declare(self, archive: Archive, by: str, default: bool = False,
-                workers: Workers = Workers()) -> None:
+    def declare(self, archive: Archive, actor: Actor, workers: Workers = Workers()) -> None:
         """Declare the archive's version (again, if it was retired); 409 while it is.
         A model's first version is its default, as in TorchServe."""
         with self.engine.begin() as connection:
@@ -280,12 +282,12 @@ class Catalog:
             if row is not None and row.retired_at is None:
                 raise ApiError(409, f"version {archive.version} is already registered: "
                                     "unregister it first to replace it")
-            default = default or not connection.execute(
+            default = not connection.execute(
                 select(func.count()).select_from(model_versions).where(
                     model_versions.c.model_name == self.model_name,
                     model_versions.c.retired_at.is_(None))).scalar()
             values = {"archive_id": archive.id, "is_default": default, "registered_at": _now(),
-                      "registered_by": by, "retired_at": None, **vars(workers)}
+                      "registered_by": actor.name, "retired_at": None, **vars(workers)}
             if default:
                 connection.execute(update(model_versions)
                                    .where(model_versions.c.model_name == self.model_name)
@@ -296,8 +298,12 @@ class Catalog:
             else:
                 connection.execute(update(model_versions).where(model_versions.c.id == row.id)
                                    .values(**values))
+            asked = {k: v for k, v in vars(workers).items() if v is not None}
+            append(connection, self.model_name, "register", actor, to_version=archive.version,
+                   reason=f"archive {archive.name}, sha256 {archive.sha256}"
+                          + (f", {asked}" if asked else ""))
 
-    def adopt(self, archives: list[Archive], default: str, by: str) -> bool:
+    def adopt(self, archives: list[Archive], default: str, actor: Actor) -> bool:
         """Declare `archives` with `default` if nothing was ever declared for the model;
         False when another agent (or an operator) was first."""
         try:
@@ -309,31 +315,43 @@ class Catalog:
                     connection.execute(insert(model_versions).values(
                         model_name=self.model_name, version=archive.version,
                         archive_id=archive.id, is_default=archive.version == default,
-                        registered_at=_now(), registered_by=by))
+                        registered_at=_now(), registered_by=actor.name))
+                append(connection, self.model_name, "adopt", actor, to_version=default,
+                       reason="adopted from the model store: "
+                              + ", ".join(a.name for a in archives))
         except IntegrityError:
             return False
         return True
 
-    def set_default(self, version: str) -> None:
+    def set_default(self, version: str, actor: Actor, action: str = "promote",
+                    reason: str | None = None) -> None:
+        """Make `version` the default; `action` names why in the history (a promotion,
+        a rollback)."""
         with self.engine.begin() as connection:
+            before = current_default(connection, self.model_name)
             connection.execute(update(model_versions)
                                .where(model_versions.c.model_name == self.model_name)
                                .values(is_default=model_versions.c.version == version))
+            append(connection, self.model_name, action, actor, before, version, reason)
 
-    def scale(self, version: str, min_workers: int, max_workers: int) -> None:
+    def scale(self, version: str, min_workers: int, max_workers: int, actor: Actor) -> None:
         with self.engine.begin() as connection:
             connection.execute(update(model_versions).where(
                 model_versions.c.model_name == self.model_name,
                 model_versions.c.version == version,
                 model_versions.c.retired_at.is_(None)).values(min_workers=min_workers,
                                                               max_workers=max_workers))
+            append(connection, self.model_name, "scale", actor, version, version,
+                   f"workers {min_workers}-{max_workers}")
 
-    def retire(self, version: str) -> None:
+    def retire(self, version: str, actor: Actor) -> None:
         with self.engine.begin() as connection:
-            connection.execute(update(model_versions).where(
+            retired = connection.execute(update(model_versions).where(
                 model_versions.c.model_name == self.model_name,
                 model_versions.c.version == version,
                 model_versions.c.retired_at.is_(None)).values(retired_at=_now(), is_default=False))
+            if retired.rowcount:
+                append(connection, self.model_name, "retire", actor, from_version=version)
 
     def routed_versions(self) -> list[str]:
         """The versions an active canary or shadow sends requests to (gateway.models.rollouts)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from limits.strategies import RateLimiter
 
 from core.database.engine import database_engine
+from core.model_history import ModelHistory
 from core.served_model import HandlerConfig
 from core.settings import Settings
 from core.torchserve_client import TorchServeClient
@@ -36,6 +37,7 @@ class Services:
     torchserve: TorchServeClient
     handler: HandlerConfig  # our handler's batch size and top-k
     models: Models  # their versions, declared in the database, served by every replica
+    history: ModelHistory  # every change to them
     prediction_log: PredictionLog | None  # None: PREDICTION_LOG=false
     log_writer: LogWriter | None  # its rows: the database, or the outbox while it is down
     privacy: LogPrivacy  # what its rows keep of users and file names
@@ -87,6 +89,6 @@ class Services:
             rollouts, snapshot, ShadowQueue(settings.shadow_workers, settings.shadow_queue_size),
             handler.batch_size)
         return cls(settings, UserStore(settings.users_file), Tokens.from_settings(settings),
-                   torchserve, handler, models, prediction_log, writer, privacy, erasures,
-                   rollouts, snapshot, pipeline)
+                   torchserve, handler, models, ModelHistory(engine), prediction_log, writer,
+                   privacy, erasures, rollouts, snapshot, pipeline)
 

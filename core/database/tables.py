@@ -112,6 +112,25 @@ model_versions = Table(
     UniqueConstraint("model_name", "version", name="uq_model_versions_name_version"),
 )
 
+# The audit trail of model changes (core.model_history): append-only (migration 0008's
+# triggers), each record chained to the one before it by its hash.
+model_history = Table(
+    "model_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("model_name", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("from_version", String(32)),
+    Column("to_version", String(32)),
+    Column("reason", Text),
+    Column("request_id", String(128)),
+    Column("default_version", String(32)),  # the model's default after the change
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
+    Index("ix_model_history_model", "model_name", "id"),
+)
+
 model_replicas = Table(
     "model_replicas", metadata,
     Column("replica_id", String(128), primary_key=True),

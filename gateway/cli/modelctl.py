@@ -5,17 +5,20 @@
     modelctl push path/to/classifier-2.0.mar
     modelctl register classifier-2.0.mar    # MODEL_STORE's, or pushed
     modelctl promote 2.0
-    modelctl rollback          # newest version older than the default
+    modelctl rollback [--to 1.0]        # the previous default (by the history), or 1.0
     modelctl unregister 2.0
     modelctl scale 2.0 --min 2 [--max 4]    # TorchServe workers per replica
     modelctl --model resnet18 list      # another model (default: MODEL_NAME)
     modelctl rollout 2.0 --percent 10 [--mode canary|shadow] [--sticky]
                                                 [--max-p95-ratio 1.5] [--min-requests 50] ...
     modelctl rollout-status | rollout-promote | rollout-abort
+    modelctl history [--limit 20]       # the model's changes, newest first
+    modelctl verify-history             # every model's history: its hash chain holds
 
 Changes wait up to VERSION_WAIT_SECONDS for every live replica; exit status 3 means
 declared but not yet served everywhere (the output says where not), 4 declared but no
-live replica can load it (the output says why). Rollouts live in
+live replica can load it (the output says why); verify-history exits 5 when the chain
+is broken. Rollouts live in
 the same database, which every gateway process reads at most a second late. The older
 names `canary` (with `--shadow` for `--mode shadow`), `canary-status`, `canary-promote`
 and `canary-abort` still work.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from core.database.engine import database_engine
 from core.errors import ApiError
+from core.model_history import Actor, ModelHistory
 from core.settings import Settings, cli_settings
 from gateway.models.rollouts.control import RolloutControl
 from gateway.models.rollouts.guard import Guard
@@ -56,7 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("register").add_argument("archive")
     sub.add_parser("promote").add_argument("version")
     sub.add_parser("unregister").add_argument("version")
-    sub.add_parser("rollback")
+    sub.add_parser("rollback", help="to the previous default, by the model's history"
+                   ).add_argument("--to", dest="to", help="this version instead")
+    sub.add_parser("history", help="the model's changes, newest first").add_argument(
+        "--limit", type=int, default=20)
+    sub.add_parser("verify-history", help="every model's history: its hash chain holds")
     scale = sub.add_parser("scale", help="the version's TorchServe workers on every replica")
     scale.add_argument("version")
     scale.add_argument("--min", dest="min_workers", type=int, required=True)
@@ -86,42 +94,51 @@ def main(argv=None) -> int:
     settings = cli_settings(**given)
     engine = database_engine(settings.database_url)
     versions = Models(settings, engine).versions(settings.model_name, known=False)
-    command, by = args.command.replace("canary", "rollout"), f"modelctl ({getpass.getuser()})"
+    command = args.command.replace("canary", "rollout")
+    actor = Actor(f"modelctl ({getpass.getuser()})")
+    history = ModelHistory(engine)
     status = 200
     try:
         if command in ROLLOUT_COMMANDS:
             control = RolloutControl(RolloutStore(engine, settings.model_name), versions)
-            result = _rollout_command(ROLLOUT_COMMANDS[command], args, control)
+            result = _rollout_command(ROLLOUT_COMMANDS[command], args, control, actor)
         elif command == "list":
             result = versions.overview()
+        elif command == "history":
+            result = [r.shown() for r in history.page(settings.model_name, args.limit)]
+        elif command == "verify-history":
+            check = history.verify()
+            result, status = vars(check), 200 if check.ok else 409
         elif command == "push":
             with open(args.file, "rb") as f:
-                result = versions.push(f, args.file.name, by, settings.max_archive_bytes,
+                result = versions.push(f, args.file.name, actor, settings.max_archive_bytes,
                                        args.version)
         elif command == "register":
-            result, status = versions.register(args.archive, by)
+            result, status = versions.register(args.archive, actor)
         elif command == "rollback":
-            result, status = versions.rollback()
+            result, status = versions.rollback(actor, args.to)
         elif command == "scale":
             result, status = versions.scale(args.version, args.min_workers,
-                                            args.max_workers or args.min_workers)
+                                            args.max_workers or args.min_workers, actor)
         else:
-            result, status = getattr(versions, command)(args.version)
+            result, status = getattr(versions, command)(args.version, actor)
     except (ApiError, OSError) as exc:
         print(f"error ({getattr(exc, 'status', 'file')}): {getattr(exc, 'detail', exc)}",
               file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
-    return {202: 3, 422: 4}.get(status, 0)
+    return {202: 3, 422: 4, 409: 5}.get(status, 0)
 
 
-def _rollout_command(action: str, args, control: RolloutControl) -> dict:
+def _rollout_command(action: str, args, control: RolloutControl, actor: Actor) -> dict:
     if action == "start":
         guard = {name: getattr(args, name) for name in Guard.__dataclass_fields__
                  if getattr(args, name) is not None}
         return control.start({"version": args.version, "percent": args.percent,
-                              "sticky": args.sticky, "mode": args.mode, "guard": guard})
-    return getattr(control, action)()
+                              "sticky": args.sticky, "mode": args.mode, "guard": guard}, actor)
+    if action == "status":
+        return control.status()
+    return getattr(control, action)(actor)
 
 
 if __name__ == "__main__":

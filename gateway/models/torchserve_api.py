@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from core.catalog import Workers
 from core.errors import ApiError
+from core.model_history import Actor
 from gateway.models.versions import DefaultVersion, Models, ModelVersions, version_key
 
 MAX_LIST = 1000  # TorchServe's limit has no bound; ours does
@@ -93,8 +94,8 @@ class TorchServeManagement:
     """TorchServe's management calls for one caller: `may(model)` says which models it
     manages (the others are hidden from its list and refused, 403)."""
 
-    def __init__(self, models: Models, may: Callable[[str], bool], by: str):
-        self.models, self.may, self.by = models, may, by
+    def __init__(self, models: Models, may: Callable[[str], bool], actor: Actor):
+        self.models, self.may, self.actor = models, may, actor
 
     def _versions(self, name: str) -> ModelVersions:
         self._require(name)
@@ -161,7 +162,7 @@ class TorchServeManagement:
                                 f"{registration.model_name}")
         self._require(name)
         versions = self.models.versions(name, known=False)
-        body, status = versions.register(registration.archive, self.by, registration.workers,
+        body, status = versions.register(registration.archive, self.actor, registration.workers,
                                          wait=registration.synchronous)
         version = next((v["version"] for v in body["versions"]
                         if v["archive"] == registration.archive), None)
@@ -171,7 +172,7 @@ class TorchServeManagement:
                             "initial workers")
 
     def set_default(self, name: str, version: str) -> tuple[dict, int]:
-        body, status = self._versions(name).promote(version)
+        body, status = self._versions(name).promote(version, self.actor)
         return self._status(body, status, True, f'Default version successfully updated for '
                                                  f'model "{name}" to "{version}"')
 
@@ -179,7 +180,8 @@ class TorchServeManagement:
         versions = self._versions(name)
         version = version or versions.default_version()
         try:  # TorchServe lets a model's last version go; MODEL_NAME's serves /predict
-            body, status = versions.unregister(version, last=name != self.models.default)
+            body, status = versions.unregister(version, self.actor,
+                                               last=name != self.models.default)
         except DefaultVersion:
             raise ApiError(403, f"Cannot remove default version {version} for model {name}"
                            ) from None
@@ -192,7 +194,7 @@ class TorchServeManagement:
         low = _integer(params, "min_worker", 1, 1 << 16) or 1
         high = _integer(params, "max_worker", 1, 1 << 16) or low
         synchronous = _synchronous(params)
-        body, status = versions.scale(version, low, high, wait=synchronous)
+        body, status = versions.scale(version, low, high, self.actor, wait=synchronous)
         return self._status(body, status, synchronous, "Workers updated")
 
     @staticmethod

@@ -21,6 +21,7 @@ from core.catalog import (CHUNK_BYTES, MODEL_NAME_PATTERN, Catalog, DeclaredVers
                           ReplicaReport, Workers, archive_model, declared_models,
                           pushed_archive_model)
 from core.errors import ApiError, unavailable
+from core.model_history import Actor, ModelHistory
 from core.settings import Settings
 
 # A plain archive file name: no URL, no path, no "..".
@@ -244,7 +245,7 @@ class ModelVersions:
         raise ApiError(422, f"name the archive {self.name}-<version>.mar, or give the "
                             "version it holds (version=)")
 
-    def push(self, stream: BinaryIO, name: str, by: str, max_bytes: int,
+    def push(self, stream: BinaryIO, name: str, actor: Actor, max_bytes: int,
              version: str | None = None) -> dict:
         """Store an uploaded archive (read in chunks, at most max_bytes), whole and of
         the version its name (or `version`) says."""
@@ -259,10 +260,10 @@ class ModelVersions:
             spool.flush()
             if not size:
                 raise ApiError(422, "send the archive's bytes as the request body")
-            archive = self.catalog.store_archive(Path(spool.name), name, by, named)
+            archive = self.catalog.store_archive(Path(spool.name), name, actor, named)
         return {"model_name": self.name, "version": archive.version, **archive.shown()}
 
-    def register(self, name, by: str, workers: Workers = Workers(),
+    def register(self, name, actor: Actor, workers: Workers = Workers(),
                  wait: bool = True) -> tuple[dict, int]:
         """Declare the archive `name`: the local model store's file if there is one, else
         the one pushed under that name. A name <model>-<version>.mar must say the
@@ -271,12 +272,12 @@ class ModelVersions:
         if local.is_file():
             named = (self.named_version(name, None) if name.startswith(f"{self.name}-")
                      else None)
-            archive = self.catalog.store_archive(local, name, by, named)
+            archive = self.catalog.store_archive(local, name, actor, named)
         elif (archive := self.catalog.archive_named(name)) is None:
             raise ApiError(404, f"archive {name} is not in the model store and was not pushed")
         self.check_workers(workers.min_workers, workers.max_workers)
         since = datetime.now(timezone.utc)
-        self.catalog.declare(archive, by, workers=workers)
+        self.catalog.declare(archive, actor, workers=workers)
         waited = self._wait(lambda fleet: fleet.missing(archive.version),
                             lambda fleet: fleet.cannot_load(archive.version, since), wait)
         return self._answer(waited, f"register {archive.version}")
@@ -292,41 +293,57 @@ class ModelVersions:
             raise ApiError(422, "workers must be 1 <= min <= max <= "
                                 f"{self.max_workers} (MAX_WORKERS_PER_VERSION)")
 
-    def scale(self, version: str, min_workers: int, max_workers: int,
+    def scale(self, version: str, min_workers: int, max_workers: int, actor: Actor,
               wait: bool = True) -> tuple[dict, int]:
         """Declare the version's worker bounds; answered once every live replica runs
         at least `min_workers` READY workers of it."""
         check_version(version)
         self.registered(required=version)
         self.check_workers(min_workers, max_workers)
-        self.catalog.scale(version, min_workers, max_workers)
+        self.catalog.scale(version, min_workers, max_workers, actor)
         waited = self._wait(lambda fleet: [r.replica_id for r in fleet.live
                                            if r.ready.get(version, 0) < min_workers], wait=wait)
         return self._answer(waited, f"scale {version} to {min_workers}-{max_workers} workers")
 
-    def promote(self, version: str) -> tuple[dict, int]:
+    def promote(self, version: str, actor: Actor, action: str = "promote",
+                reason: str | None = None) -> tuple[dict, int]:
         check_version(version)
         self.require_served(version)
-        self.catalog.set_default(version)
+        self.catalog.set_default(version, actor, action, reason)
         waited = self._wait(lambda fleet: fleet.not_defaulting(version))
-        return self._answer(waited, f"promote {version}")
+        return self._answer(waited, f"{action} {version}")
 
-    def unregister(self, version: str, last: bool = False) -> tuple[dict, int]:
+    def unregister(self, version: str, actor: Actor, last: bool = False) -> tuple[dict, int]:
         """Retire a version; the default only when `last` allows it and it is the
         model's only version (TorchServe's rule: the model goes with it)."""
         check_version(version)
         registered = self.registered(required=version)
         if version == self.default_version() and not (last and registered == [version]):
             raise DefaultVersion(version)
-        self.catalog.retire(version)
+        self.catalog.retire(version, actor)
         waited = self._wait(lambda fleet: [r.replica_id for r in fleet.live
                                            if version in r.ready])
         return self._answer(waited, f"unregister {version}")
 
-    def rollback(self) -> tuple[dict, int]:
-        """Make the newest declared version older than the default the default."""
+    def rollback(self, actor: Actor, to: str | None = None) -> tuple[dict, int]:
+        """Return to the previous default by the model's history (again, to the one
+        before it), as `kubectl rollout undo` does; or to the version `to` names."""
         current = self.default_version()
-        older = [v for v in self.registered() if version_key(v) < version_key(current)]
-        if not older:
-            raise ApiError(409, f"no registered version older than the default {current}")
-        return self.promote(max(older, key=version_key))
+        name_one = ("name the version: modelctl rollback --to VERSION, or POST "
+                    f'/models/{self.name}/rollback {{"version": "..."}}')
+        if to is not None:
+            if check_version(to) == current:
+                raise ApiError(409, f"version {to} is already the default")
+            return self.promote(to, actor, "rollback", f"from {current} to the version named")
+        defaults = ModelHistory(self.catalog.engine).defaults(self.name)
+        if not defaults or defaults[-1] != current:
+            raise ApiError(409, f"the model history does not say how {current} became the "
+                                f"default (it was declared before the history began): "
+                                f"{name_one}")
+        declared = set(self.registered())
+        earlier = [v for v in defaults[:-1] if v in declared and v != current]
+        if not earlier:
+            raise ApiError(409, f"no earlier default of model {self.name} is still "
+                                f"registered: {name_one}")
+        return self.promote(earlier[-1], actor, "rollback",
+                            f"from {current} to the previous default")

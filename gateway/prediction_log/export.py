@@ -1,5 +1,6 @@
 """The prediction log's export (GET /predictions/export): every row created in a time
-range, oldest first, as NDJSON or CSV, streamed.
+range, oldest first, as NDJSON or CSV, streamed (the model history's export takes the
+same formats).
 
 Rows are read CHUNK_ROWS at a time by id (keyset, each chunk its own short read), so
 memory stays flat however many rows go out and no read holds the table. An export
@@ -49,7 +50,8 @@ def _blocks(texts: Iterable[str]) -> Iterator[bytes]:
     yield "".join(block).encode()
 
 
-def ndjson(records: Iterable[dict]) -> Iterator[bytes]:
+def ndjson(records: Iterable[dict], columns: tuple[str, ...]) -> Iterator[bytes]:
+    """A JSON object per line (it names its own columns)."""
     return _blocks(json.dumps(record, separators=(",", ":")) + "\n" for record in records)
 
 
@@ -59,10 +61,10 @@ class _Lines(list):
     write = list.append
 
 
-def csv_lines(records: Iterable[dict]) -> Iterator[bytes]:
-    """A header, then a line per row; NULL is an empty field."""
+def csv_lines(records: Iterable[dict], columns: tuple[str, ...]) -> Iterator[bytes]:
+    """A header of `columns`, then a line per record; NULL is an empty field."""
     lines = _Lines()
-    writer = csv.DictWriter(lines, COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(lines, columns, lineterminator="\n")
 
     def texts():
         writer.writeheader()

@@ -9,6 +9,7 @@ from flask import Blueprint, g, request, url_for
 
 from core import tracing
 from core.errors import ApiError, invalid_token, unauthorized, unavailable
+from core.model_history import Actor
 from gateway import metrics
 from gateway.identity.claims import IssuerUnavailable, TokenError, Verified
 from gateway.identity.principals import SCOPES, Principal, ScopeError, parse_scopes
@@ -56,6 +57,11 @@ def authenticate(scope: str, model: str | None = None, basic: bool = False) -> P
             f'Bearer error="insufficient_scope", scope="{scope}"')}, error="insufficient_scope")
     g.user = principal.username
     return principal
+
+
+def actor(principal: Principal) -> Actor:
+    """Who makes a model change, for its history: the caller, in this request."""
+    return Actor(principal.username, g.get("request_id"))
 
 
 def _is_basic() -> bool:

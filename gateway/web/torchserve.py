@@ -24,7 +24,7 @@ from gateway.models.torchserve_api import Registration, TorchServeManagement, er
 from gateway.predictions.pipeline import PredictionRequest
 from gateway.predictions.uploads import read_body
 from gateway.web import observability
-from gateway.web.auth import authenticate
+from gateway.web.auth import actor, authenticate
 from gateway.web.extension import services
 
 bp = Blueprint("torchserve", __name__, url_prefix="/torchserve")
@@ -101,7 +101,7 @@ def predict(model, version=None):
 # ---- management ---------------------------------------------------------------------------
 def _management() -> TorchServeManagement:
     user = authenticate("models:admin", basic=True)
-    return TorchServeManagement(services().models, user.uses, user.username)
+    return TorchServeManagement(services().models, user.uses, actor(user))
 
 
 @bp.get("/models")

@@ -1,4 +1,5 @@
-"""Prediction-log migrations on SQLite and a real PostgreSQL, through real gunicorn gateways."""
+"""Database migrations on SQLite and a real PostgreSQL, through real gunicorn gateways, and
+what the model history's table guarantees on both."""
 
 import subprocess
 import sys
@@ -10,12 +11,17 @@ import pytest
 import requests
 from alembic import command
 from sqlalchemy import insert, text
+from sqlalchemy.exc import DatabaseError
+
+from core.catalog import Catalog
 
 from core.database import engine as database
 from core.database import schema
 from core.database.tables import predictions
+from core.model_history import Actor, ModelHistory
 from devstack.servers import ROOT, GatewayServer
 from devstack.stack import get_token
+from tests.support.small_archives import mar
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +175,35 @@ def test_models_and_migrations_do_not_drift(database_url):
     current = subprocess.run([*cli, "current"], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)
     assert current.stdout.startswith(f"{schema.head()} (head: {schema.head()})")
+
+
+def test_model_history_is_one_chain_under_concurrent_changes_and_refuses_edits(database_url,
+                                                                              tmp_path):
+    """Eight models changed at once keep one unforked chain (PostgreSQL: the chain lock;
+    SQLite: the writer lock); the database refuses UPDATE and DELETE on the history, and
+    an edit made round that refusal breaks the chain."""
+    schema.upgrade(database_url)
+    engine = database.database_engine(database_url)
+
+    def changes(i: int) -> None:
+        catalog = Catalog(engine, f"m{i}")
+        for version in ("1.0", "2.0"):
+            path = mar(tmp_path / f"m{i}-{version}.mar", version, model=f"m{i}")
+            catalog.declare(catalog.store_archive(path, path.name, Actor("ops")), Actor("ops"))
+        catalog.set_default("2.0", Actor("ops"))
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(changes, range(8)))
+    history = ModelHistory(engine)
+    assert history.count() == 8 * 5 and history.verify().ok
+    for statement in ("UPDATE model_history SET actor = 'x'", "DELETE FROM model_history"):
+        with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
+            connection.execute(text(statement))
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE model_history DISABLE TRIGGER USER"))
+        else:
+            connection.execute(text("DROP TRIGGER model_history_no_update"))
+        connection.execute(text("UPDATE model_history SET to_version = '9.9' WHERE id = 7"))
+    assert history.verify().broken_at == 7
+    engine.dispose()

@@ -310,3 +310,65 @@ def test_rollout_requests_are_validated(stack):
     user = {"Authorization": f"Bearer {get_token(gateway, DEMO_USER, DEMO_PASSWORD)}"}
     assert requests.put(gateway.url + MODELS + "/rollout", headers=user, timeout=10,
                         json={"version": "2.0", "percent": 10}).status_code == 403
+
+
+def history(gateway, admin, after: int) -> list[tuple]:
+    """(action, actor, from, to, default after) of the model's records above id `after`,
+    oldest first, read page by page as a client would."""
+    records, before = [], None
+    while True:
+        page = requests.get(gateway.url + MODELS + "/history", headers=admin, timeout=30,
+                            params={"limit": 3, **({"before": before} if before else {})})
+        assert page.status_code == 200, page.text
+        records += [r for r in page.json()["items"] if r["id"] > after]
+        before = page.json()["next_before"]
+        if before is None or before <= after:
+            return [(r["action"], r["actor"], r["from_version"], r["to_version"],
+                     r["default_version"]) for r in reversed(records)]
+
+
+def verify_history(gateway) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway.cli.modelctl", "--database-url",
+                           gateway.env["DATABASE_URL"], "verify-history"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_history_records_a_session_and_its_chain_shows_a_hand_edit(stack):
+    """Last in this module: it edits the stack's history by hand at its end."""
+    gateway, admin = stack
+    newest = requests.get(gateway.url + MODELS + "/history", params={"limit": 1},
+                          headers=admin, timeout=30).json()["items"][0]["id"]
+    token = get_token(gateway, DEMO_USER, DEMO_PASSWORD)
+    start(gateway, admin, version="3.0-broken", percent=50,
+          guard={"min_requests": 10, "max_error_rate": 0.05})
+    predict_many(gateway, token, 60, concurrency=4)  # the guard rolls it back
+    call = {"headers": admin, "timeout": 60}
+    assert requests.put(gateway.url + MODELS + "/versions/2.1/default", **call).ok
+    assert requests.delete(gateway.url + MODELS + "/versions/2.0", **call).ok
+    back = requests.post(gateway.url + MODELS + "/rollback", **call)
+    assert back.status_code == 200 and back.json()["default_version"] == "1.0", back.text
+    again = requests.post(gateway.url + MODELS + "/versions", json={"archive": "classifier-2.0.mar"},
+                          **call)
+    assert again.status_code == 201, again.text
+    assert history(gateway, admin, newest) == [
+        ("rollout-start", ADMIN_USER, None, "3.0-broken", "1.0"),
+        ("rollout-rollback", "guard", None, "3.0-broken", "1.0"),
+        ("promote", ADMIN_USER, "1.0", "2.1", "2.1"),
+        ("retire", ADMIN_USER, "2.0", None, "2.1"),
+        ("rollback", ADMIN_USER, "2.1", "1.0", "1.0"),
+        ("register", ADMIN_USER, None, "2.0", "1.0")]
+    exported = requests.get(gateway.url + MODELS + "/history/export",
+                            params={"format": "csv", "after": newest}, **call)
+    assert exported.status_code == 200 and exported.text.startswith("id,at,model_name,action")
+    assert len(exported.text.splitlines()) == 1 + 6
+    checked = verify_history(gateway)
+    assert checked.returncode == 0 and json.loads(checked.stdout)["broken_at"] is None
+    # Somebody with the database owner's rights goes round the append-only triggers.
+    engine = create_engine(gateway.env["DATABASE_URL"])
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER model_history_no_update"))
+        connection.execute(text("UPDATE model_history SET actor = 'someone else' "
+                                "WHERE action = 'rollback'"))
+    engine.dispose()
+    tampered = verify_history(gateway)
+    assert tampered.returncode == 5 and json.loads(tampered.stdout)["broken_at"] > newest

@@ -2,6 +2,7 @@
 body's validation, then the store and the model's versions."""
 
 from core.errors import ApiError
+from core.model_history import Actor
 from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.state import MODES, Rollout
 from gateway.models.rollouts.store import RolloutStore
@@ -65,14 +66,14 @@ class RolloutControl:
     def __init__(self, store: RolloutStore, versions: ModelVersions):
         self.store, self.versions = store, versions
 
-    def start(self, body) -> dict:
+    def start(self, body, actor: Actor) -> dict:
         """Start a canary or shadow, or change the active one's share, stickiness and
         guard."""
         mode, version, percent, sticky, guard = parse_rollout(body)
         self.versions.require_served(version)
         if version == self.versions.default_version():
             raise ApiError(409, f"version {version} is already the default")
-        return self.status(self.store.start(mode, version, percent, sticky, guard))
+        return self.status(self.store.start(mode, version, percent, sticky, guard, actor))
 
     def _active(self) -> Rollout:
         rollout = self.store.active()
@@ -80,15 +81,15 @@ class RolloutControl:
             raise ApiError(409, f"model {self.versions.name} has no active rollout")
         return rollout
 
-    def promote(self) -> dict:
+    def promote(self, actor: Actor) -> dict:
         rollout = self._active()
-        self.versions.promote(rollout.version)
-        self.store.end(rollout.id, "promoted", f"{rollout.version} is the default now")
+        self.versions.promote(rollout.version, actor)
+        self.store.end(rollout, "promoted", f"{rollout.version} is the default now", actor)
         return self.status()
 
-    def abort(self) -> dict:
+    def abort(self, actor: Actor) -> dict:
         rollout = self._active()
-        self.store.end(rollout.id, "aborted", "ended by an operator")
+        self.store.end(rollout, "aborted", "ended by an operator", actor)
         return self.status()
 
     def status(self, rollout: Rollout | None = None) -> dict:

@@ -14,10 +14,14 @@ from sqlalchemy.engine import Engine
 
 from core.database.engine import as_utc
 from core.database.tables import predictions, rollouts
+from core.model_history import GUARD, Actor, append
 from gateway.models.rollouts.guard import Guard, breach, candidate_failed, error_rate, percentile
 from gateway.models.rollouts.state import Rollout
 
 STATS_WINDOW = 1000  # newest rows per arm behind GET /models/{name}'s figures
+# How a rollout's end reads in the model history (core.model_history), by its state.
+ENDINGS = {"promoted": "rollout-promote", "aborted": "rollout-abort",
+           "rolled_back": "rollout-rollback"}
 logger = logging.getLogger(__name__)
 
 
@@ -50,7 +54,7 @@ class RolloutStore:
         return _from_row(row) if row else None
 
     def start(self, mode: str, version: str, percent: float, sticky: bool,
-              guard: Guard) -> Rollout:
+              guard: Guard, actor: Actor) -> Rollout:
         """Start a rollout, or change the share, stickiness and guard of the active one
         for the same version and mode (its figures carry on); any other active rollout
         ends as replaced."""
@@ -62,25 +66,34 @@ class RolloutStore:
             if current is not None and (current.mode, current.version) == (mode, version):
                 connection.execute(update(rollouts).where(rollouts.c.id == current.id)
                                    .values(**values))
-                rollout_id = current.id
+                rollout_id, action, replaced = current.id, "rollout-change", ""
             else:
+                replaced = ""
                 if current is not None:
                     connection.execute(update(rollouts).where(rollouts.c.id == current.id)
                                        .values(state="replaced", ended_at=now,
                                                reason=f"replaced by a {mode} of {version}"))
+                    replaced = f"; replaces the {current.mode} of {current.version}"
                 rollout_id = connection.execute(insert(rollouts).values(
                     model_name=self.model_name, mode=mode, version=version, state="active",
                     started_at=now, **values)).inserted_primary_key[0]
+                action = "rollout-start"
             row = connection.execute(select(rollouts).where(rollouts.c.id == rollout_id)).one()
+            append(connection, self.model_name, action, actor, to_version=version,
+                   reason=f"{mode} {percent:g}%{', sticky' if sticky else ''}, guard "
+                          f"{json.dumps(asdict(guard))}, rollout {rollout_id}{replaced}")
         return _from_row(row)
 
-    def end(self, rollout_id: int, state: str, reason: str) -> bool:
+    def end(self, rollout: Rollout, state: str, reason: str, actor: Actor) -> bool:
         """End an active rollout; False if another process already ended it."""
         with self.engine.begin() as connection:
             ended = connection.execute(
-                update(rollouts).where(rollouts.c.id == rollout_id,
+                update(rollouts).where(rollouts.c.id == rollout.id,
                                        rollouts.c.state == "active")
                 .values(state=state, reason=reason, ended_at=datetime.now(timezone.utc)))
+            if ended.rowcount == 1:
+                append(connection, self.model_name, ENDINGS[state], actor,
+                       to_version=rollout.version, reason=f"rollout {rollout.id}: {reason}")
         return ended.rowcount == 1
 
     def _arm_rows(self, connection, rollout_id: int, arm: str, limit: int) -> list:
@@ -98,7 +111,7 @@ class RolloutStore:
             window = self._arm_rows(connection, rollout.id, rollout.mode, guard.min_requests)
             baseline = self._arm_rows(connection, rollout.id, "default", guard.min_requests)
         reason = breach(guard, window, baseline)
-        if not (reason and self.end(rollout.id, "rolled_back", reason)):
+        if not (reason and self.end(rollout, "rolled_back", reason, GUARD)):
             return None
         logger.warning({"event": "rollback", "model_name": rollout.model_name,
                         "version": rollout.version, "mode": rollout.mode,

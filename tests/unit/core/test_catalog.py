@@ -14,9 +14,13 @@ from core.database import schema
 from core.database.engine import database_engine
 from core.database.tables import model_archive_chunks, model_replicas
 from core.errors import ApiError
+from core.model_history import Actor
 from gateway.models.control_snapshot import ModelState
 from gateway.models.versions import ModelVersions
 from tests.support.small_archives import mar
+
+
+OPS, AGENT = Actor("ops"), Actor("agent")
 
 
 @pytest.fixture
@@ -38,17 +42,17 @@ def served(models: ModelVersions) -> ModelState:
 
 def test_an_archive_goes_in_by_chunks_and_comes_out_checked(catalog, tmp_path):
     source = mar(tmp_path / "classifier-2.0.mar", "2.0", padding=3 * CHUNK_BYTES)
-    stored = catalog.store_archive(source, source.name, "ops")
+    stored = catalog.store_archive(source, source.name, OPS)
     assert (stored.version, stored.size_bytes) == ("2.0", source.stat().st_size)
     assert stored.weights == {"arch": "resnet18", "variant": "fp32"}
-    assert catalog.store_archive(source, source.name, "ops").id == stored.id  # stored once
+    assert catalog.store_archive(source, source.name, OPS).id == stored.id  # stored once
     copy = tmp_path / "copy.mar"
     catalog.fetch_archive(stored, copy)
     assert copy.read_bytes() == source.read_bytes()
 
 
 def test_a_tampered_archive_is_refused_and_never_written(catalog, tmp_path):
-    stored = catalog.store_archive(mar(tmp_path / "a.mar", "2.0"), "a.mar", "ops")
+    stored = catalog.store_archive(mar(tmp_path / "a.mar", "2.0"), "a.mar", OPS)
     with catalog.engine.begin() as connection:
         connection.execute(update(model_archive_chunks).values(data=b"not the archive"))
     with pytest.raises(ArchiveError, match="refused"):
@@ -71,25 +75,25 @@ def test_only_archives_of_this_model_are_taken(tmp_path, content, message):
 
 
 def test_declare_retire_and_adopt(catalog, tmp_path):
-    one = catalog.store_archive(mar(tmp_path / "one.mar", "1.0"), "one.mar", "agent")
-    two = catalog.store_archive(mar(tmp_path / "two.mar", "2.0"), "two.mar", "ops")
-    assert catalog.adopt([one], "1.0", "agent") is True
-    assert catalog.adopt([two], "2.0", "agent") is False  # only on an empty catalog
-    catalog.declare(two, "ops")
+    one = catalog.store_archive(mar(tmp_path / "one.mar", "1.0"), "one.mar", AGENT)
+    two = catalog.store_archive(mar(tmp_path / "two.mar", "2.0"), "two.mar", OPS)
+    assert catalog.adopt([one], "1.0", AGENT) is True
+    assert catalog.adopt([two], "2.0", AGENT) is False  # only on an empty catalog
+    catalog.declare(two, OPS)
     with pytest.raises(ApiError) as refused:
-        catalog.declare(two, "ops")
+        catalog.declare(two, OPS)
     assert refused.value.status == 409
-    catalog.set_default("2.0")
+    catalog.set_default("2.0", OPS)
     assert {d.version: d.is_default for d in catalog.declared()} == {"1.0": False, "2.0": True}
-    catalog.retire("1.0")
+    catalog.retire("1.0", OPS)
     assert [d.version for d in catalog.declared()] == ["2.0"]
-    catalog.declare(one, "ops")  # declared again after its retirement
+    catalog.declare(one, OPS)  # declared again after its retirement
     assert sorted(d.version for d in catalog.declared()) == ["1.0", "2.0"]
 
 
 def test_versions_follow_only_what_every_live_replica_serves(catalog, tmp_path):
-    one = catalog.store_archive(mar(tmp_path / "one.mar", "1.0"), "one.mar", "agent")
-    catalog.adopt([one], "1.0", "agent")
+    one = catalog.store_archive(mar(tmp_path / "one.mar", "1.0"), "one.mar", AGENT)
+    catalog.adopt([one], "1.0", AGENT)
     mar(tmp_path / "classifier-2.0.mar", "2.0")
     models = versions(catalog, tmp_path)
     with pytest.raises(ApiError) as nobody:
@@ -99,18 +103,18 @@ def test_versions_follow_only_what_every_live_replica_serves(catalog, tmp_path):
     catalog.report("b", "1.0", {"1.0": 1}, {}, True)
     assert served(models).ready()["replicas"] == 2
 
-    body, status = models.register("classifier-2.0.mar", "ops")  # no agent loads it here
+    body, status = models.register("classifier-2.0.mar", OPS)  # no agent loads it here
     assert status == 202 and body["pending"] == ["a (loading)", "b (loading)"]
     catalog.report("a", "1.0", {"1.0": 1, "2.0": 1}, {}, True)
     with pytest.raises(ApiError, match="still loading on: b") as refused:
-        models.promote("2.0")
+        models.promote("2.0", OPS)
     assert refused.value.status == 409
     # b stops reporting: once stale, it no longer counts.
     with catalog.engine.begin() as connection:
         connection.execute(update(model_replicas).where(model_replicas.c.replica_id == "b")
                            .values(last_seen=datetime.now(timezone.utc) - timedelta(minutes=5)))
     models.require_served("2.0")
-    body, status = models.promote("2.0")
+    body, status = models.promote("2.0", OPS)
     assert status == 202 and body["pending"] == ["a (default 1.0)"]
     catalog.report("a", "2.0", {"1.0": 1, "2.0": 1}, {}, True)
     overview = models.overview()
@@ -123,16 +127,16 @@ def test_push_is_bounded_and_needs_bytes(catalog, tmp_path):
     models = versions(catalog, tmp_path)
     archive = mar(tmp_path / "a.mar", "3.0", padding=CHUNK_BYTES)
     with pytest.raises(ApiError) as too_big:
-        models.push(io.BytesIO(archive.read_bytes()), "classifier-3.0.mar", "ops",
+        models.push(io.BytesIO(archive.read_bytes()), "classifier-3.0.mar", OPS,
                     max_bytes=1000)
     assert too_big.value.status == 413
     with pytest.raises(ApiError) as empty:
-        models.push(io.BytesIO(b""), "classifier-3.0.mar", "ops", max_bytes=1000)
+        models.push(io.BytesIO(b""), "classifier-3.0.mar", OPS, max_bytes=1000)
     assert empty.value.status == 422
     with pytest.raises(ApiError) as named:
-        models.push(io.BytesIO(b"x"), "../a.mar", "ops", max_bytes=1000)
+        models.push(io.BytesIO(b"x"), "../a.mar", OPS, max_bytes=1000)
     assert named.value.status == 422
-    pushed = models.push(io.BytesIO(archive.read_bytes()), "a.mar", "ops", max_bytes=1 << 30,
+    pushed = models.push(io.BytesIO(archive.read_bytes()), "a.mar", OPS, max_bytes=1 << 30,
                          version="3.0")
     assert pushed["version"] == "3.0" and pushed["size_bytes"] == archive.stat().st_size
 
@@ -143,7 +147,7 @@ def test_push_checks_the_whole_archive_and_the_version_it_is_named_for(catalog, 
 
     def push(data: bytes, name: str, version=None) -> str:
         with pytest.raises(ApiError) as refused:
-            models.push(io.BytesIO(data), name, "ops", max_bytes=1 << 30, version=version)
+            models.push(io.BytesIO(data), name, OPS, max_bytes=1 << 30, version=version)
         assert refused.value.status == 422
         return refused.value.detail
 
@@ -157,13 +161,13 @@ def test_push_checks_the_whole_archive_and_the_version_it_is_named_for(catalog, 
     assert "8.1 by its manifest, not 9" in push(good, "any.mar", version="9")
     assert push(good, "any.mar").startswith("name the archive classifier-<version>.mar")
     assert push(good[:len(good) // 2], "classifier-8.1.mar").startswith("not a model archive")
-    assert models.push(io.BytesIO(good), "classifier-8.1.mar", "ops", 1 << 30)["version"] == "8.1"
+    assert models.push(io.BytesIO(good), "classifier-8.1.mar", OPS, 1 << 30)["version"] == "8.1"
 
 
 def test_the_agent_names_files_by_content_and_says_what_is_missing(catalog, tmp_path):
-    one = catalog.store_archive(mar(tmp_path / "one.mar", "1.0"), "classifier-1.0.mar", "a")
+    one = catalog.store_archive(mar(tmp_path / "one.mar", "1.0"), "classifier-1.0.mar", OPS)
     assert store_file_name(one) == f"classifier-1.0.{one.sha256[:16]}.mar"
-    catalog.adopt([one], "1.0", "agent")
+    catalog.adopt([one], "1.0", AGENT)
     declared = catalog.declared()
     assert ModelReconciler._pending(declared, {}, None, {}) == "loading 1.0"
     assert ModelReconciler._pending(declared, {"1.0": 1}, None, {}) == \

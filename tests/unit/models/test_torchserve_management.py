@@ -8,6 +8,7 @@ from core.catalog import Workers
 from core.database import schema
 from core.database.engine import database_engine
 from core.errors import ApiError
+from core.model_history import Actor
 from core.settings import Settings
 from gateway.models.torchserve_api import Registration, TorchServeManagement, error_body
 from gateway.models.versions import Models
@@ -28,7 +29,7 @@ def models(tmp_path):
 
 
 def management(models, may=lambda name: True) -> TorchServeManagement:
-    return TorchServeManagement(models, may, "ops")
+    return TorchServeManagement(models, may, Actor("ops"))
 
 
 @pytest.mark.parametrize("params, message", [

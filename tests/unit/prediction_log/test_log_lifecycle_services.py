@@ -14,6 +14,7 @@ from sqlalchemy import select
 from core.database import schema
 from core.database.engine import database_engine
 from core.database.tables import predictions
+from core.model_history import Actor
 from core.settings import Settings
 from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.store import RolloutStore
@@ -26,6 +27,7 @@ from gateway.prediction_log.usage import GROUPS, usage
 from tests.support.usage import direct_usage
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+OPS = Actor("ops")
 
 
 @pytest.fixture
@@ -57,11 +59,11 @@ def all_rows(log: PredictionLog) -> list:
 # ---- retention -----------------------------------------------------------------------
 def test_a_purge_deletes_the_old_rows_in_batches_but_an_active_rollouts(log):
     store = RolloutStore(log.engine, "classifier")
-    ended = store.start("canary", "2.0", 10, False, Guard(min_requests=1000))
+    ended = store.start("canary", "2.0", 10, False, Guard(min_requests=1000), OPS)
     log.record(*(row(i, days_ago=40, rollout_id=ended.id, arm="canary") for i in range(30)))
     figures = store.stats(ended)
-    store.end(ended.id, "aborted", "test")
-    active = store.start("shadow", "3.0", 10, False, Guard(min_requests=1000))
+    store.end(ended, "aborted", "test", OPS)
+    active = store.start("shadow", "3.0", 10, False, Guard(min_requests=1000), OPS)
     log.record(*(row(100 + i, days_ago=40) for i in range(25)),
                *(row(200 + i, days_ago=40, rollout_id=active.id, arm="shadow") for i in range(7)),
                *(row(300 + i, days_ago=29) for i in range(11)))
@@ -80,11 +82,11 @@ def test_a_purge_deletes_the_old_rows_in_batches_but_an_active_rollouts(log):
 def test_a_rollout_that_ends_while_a_purge_runs_keeps_its_rows_until_the_next(log,
                                                                            monkeypatch):
     store = RolloutStore(log.engine, "classifier")
-    rollout = store.start("canary", "2.0", 10, False, Guard(min_requests=1000))
+    rollout = store.start("canary", "2.0", 10, False, Guard(min_requests=1000), OPS)
     log.record(*(row(i, days_ago=40, rollout_id=rollout.id, arm="canary") for i in range(5)))
     # It ends after the purge kept the ended rollouts' figures, before it deletes.
     monkeypatch.setattr(retention, "freeze_ended",
-                        lambda *args: store.end(rollout.id, "aborted", "test") and 0)
+                        lambda *args: store.end(rollout, "aborted", "test", OPS) and 0)
     assert retention.purge(log.engine, 30, now=NOW, pause=0).rows_deleted == 0
     monkeypatch.undo()
     assert retention.purge(log.engine, 30, now=NOW, pause=0).rows_deleted == 5
@@ -159,7 +161,8 @@ def test_the_export_gives_every_row_in_range_once_in_either_format_and_resumes(l
     start, end = NOW - timedelta(days=1, hours=12), NOW + timedelta(seconds=1)
     wanted = [r for r in all_rows(log) if r.created_at >= start.replace(tzinfo=None)]
 
-    lines = b"".join(log_export.ndjson(log_export.rows(log.engine, start, end, 0))).splitlines()
+    lines = b"".join(log_export.ndjson(log_export.rows(log.engine, start, end, 0),
+                                           log_export.COLUMNS)).splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["id"] for r in records] == [r.id for r in wanted]
     assert records[0]["username"] == "o'brien, \"x\"\n"
@@ -167,7 +170,7 @@ def test_the_export_gives_every_row_in_range_once_in_either_format_and_resumes(l
         tzinfo=timezone.utc)
 
     table = list(csv.DictReader(io.StringIO(b"".join(log_export.csv_lines(
-        log_export.rows(log.engine, start, end, 0))).decode())))
+        log_export.rows(log.engine, start, end, 0), log_export.COLUMNS)).decode())))
     assert [int(r["id"]) for r in table] == [r.id for r in wanted]
     assert table[0]["username"] == "o'brien, \"x\"\n" and table[0]["error_detail"] == ""
 

@@ -16,6 +16,7 @@ from core.database import schema
 from core.database.engine import database_engine
 from core.database.tables import predictions
 from core.errors import ApiError
+from core.model_history import Actor
 from core.settings import Settings
 from core.torchserve_client import Answer
 from devstack import images
@@ -35,6 +36,7 @@ from gateway.predictions.shadow import ShadowQueue
 from gateway.predictions.uploads import Form, Upload
 
 PHOTO = Upload("cat.jpg", images.jpeg())
+OPS = Actor("ops")
 
 
 class ScriptedTorchServe:
@@ -269,7 +271,7 @@ def test_several_images_leave_a_row_each_and_the_first_error_answers(parts):
 def test_a_canary_candidate_that_fails_is_answered_by_the_default(parts):
     pipeline, torchserve, log, rollouts = parts
     torchserve.answers["2.0"] = ApiError(503, "model server could not serve the request (503)")
-    rollouts.start("canary", "2.0", 100, False, Guard(min_requests=50))
+    rollouts.start("canary", "2.0", 100, False, Guard(min_requests=50), OPS)
     pipeline.snapshot.refresh()  # as its refresher would within a second
     outcome = call(pipeline, request_id="c1")
     assert outcome.status == 200 and outcome.answers[0].class_id == 281
@@ -282,7 +284,7 @@ def test_a_canary_candidate_that_fails_is_answered_by_the_default(parts):
 def test_a_canary_whose_candidate_keeps_failing_is_rolled_back(parts):
     pipeline, torchserve, _, rollouts = parts
     torchserve.answers["2.0"] = ApiError(503, "model server could not serve the request (503)")
-    started = rollouts.start("canary", "2.0", 100, False, Guard(min_requests=5))
+    started = rollouts.start("canary", "2.0", 100, False, Guard(min_requests=5), OPS)
     pipeline.snapshot.refresh()  # as its refresher would within a second
     for i in range(5):
         assert call(pipeline, request_id=f"c{i}", username=f"user{i}").status == 200
@@ -293,7 +295,7 @@ def test_a_canary_whose_candidate_keeps_failing_is_rolled_back(parts):
 
 def test_a_clients_mistake_on_the_canary_is_the_clients_answer(parts):
     pipeline, torchserve, log, rollouts = parts
-    rollouts.start("canary", "2.0", 100, False, Guard())
+    rollouts.start("canary", "2.0", 100, False, Guard(), OPS)
     pipeline.snapshot.refresh()  # as its refresher would within a second
     outcome = call(pipeline, uploads=(Upload("x.txt", b"text, not an image"),))
     assert outcome.status == 415 and outcome.route.arm == "canary"
@@ -303,7 +305,7 @@ def test_a_clients_mistake_on_the_canary_is_the_clients_answer(parts):
 
 def test_a_shadow_copy_is_compared_and_logged_after_the_answer(parts):
     pipeline, torchserve, log, rollouts = parts
-    shadow = rollouts.start("shadow", "2.0", 100, False, Guard(min_requests=1000))
+    shadow = rollouts.start("shadow", "2.0", 100, False, Guard(min_requests=1000), OPS)
     pipeline.snapshot.refresh()  # as its refresher would within a second
     outcome = call(pipeline, request_id="s1")
     assert outcome.status == 200 and outcome.answers[0].class_id == 281
