@@ -29,11 +29,19 @@ check-java:
 	@command -v java >/dev/null || { echo "Java 11+ is required by TorchServe. Install it, e.g.: sudo apt-get install -y openjdk-17-jre-headless" >&2; exit 1; }
 	@java -version 2>&1 | awk -F'"' '/version/ { split($$2, v, "."); if (v[1] < 11) { print "Java " $$2 " is too old: TorchServe needs 11+ (apt-get install openjdk-17-jre-headless)" > "/dev/stderr"; exit 1 } }'
 
-# Build model_store/classifier-$(VERSION).mar (kept if it already exists).
-archive: install
+# Build model_store/classifier-$(VERSION).mar (kept if it already exists), signed with
+# the local signing key (made once, ignored by git; docs/model-versions.md, "Signed archives").
+SIGNING_DIR := run/model-signing
+SIGNING_KEY := $(SIGNING_DIR)/signing-key.pem
+archive: install $(SIGNING_KEY)
 	@test -f $(MODEL_STORE)/classifier-$(VERSION).mar || \
 	  $(BIN)/python -m modelbuild.archive --version $(VERSION) --weights $(WEIGHTS) --seed $(SEED) \
-	    --variant $(VARIANT) --arch $(ARCH) --export-path $(MODEL_STORE)
+	    --variant $(VARIANT) --arch $(ARCH) --export-path $(MODEL_STORE) --signing-key $(SIGNING_KEY)
+	@test -f $(MODEL_STORE)/classifier-$(VERSION).mar.sig || \
+	  $(BIN)/python -m modelbuild.signing sign --key $(SIGNING_KEY) $(MODEL_STORE)/classifier-$(VERSION).mar
+
+$(SIGNING_KEY): | install
+	$(BIN)/python -m modelbuild.signing new-key $(SIGNING_DIR)
 
 # The local token signing keys (gateway.identity.keys) in an ignored file, made once.
 run/jwt-keys.json: | install
@@ -49,11 +57,13 @@ $(LOCAL_USERS):
 
 run: check-java install archive run/jwt-keys.json $(LOCAL_USERS)
 	JWT_KEYS_FILE="$${JWT_KEYS_FILE:-run/jwt-keys.json}" USERS_FILE="$${USERS_FILE:-$(LOCAL_USERS)}" \
+	  MODEL_TRUSTED_KEYS_FILE="$${MODEL_TRUSTED_KEYS_FILE:-$(SIGNING_DIR)/trusted-keys.pem}" \
 	  scripts/run-local.sh
 
 # Model versions: the declared state in the database (DATABASE_URL; make run's by
 # default), which every replica's model agent follows (docs/model-versions.md).
-MODELCTL = $(BIN)/modelctl
+MODELCTL = MODEL_TRUSTED_KEYS_FILE="$${MODEL_TRUSTED_KEYS_FILE:-$(SIGNING_DIR)/trusted-keys.pem}" \
+  $(BIN)/modelctl
 register: install
 	$(MODELCTL) register classifier-$(VERSION).mar
 promote: install
@@ -111,7 +121,14 @@ $(COMPOSE_KEYS): | install
 	mkdir -p -m 0700 secrets && mkdir -p -m 0755 secrets/jwt-keys
 	$(BIN)/gateway-keys --file $@ ensure && chmod 0644 $@
 
-compose-up: install .env $(COMPOSE_KEYS)
+# The archives' trusted keys for Compose: the public half of make archive's key, in a
+# directory of its own (never the private key's), so that a rotation reaches the containers.
+COMPOSE_TRUSTED_KEYS := secrets/model-signing/trusted-keys.pem
+$(COMPOSE_TRUSTED_KEYS): $(SIGNING_KEY)
+	mkdir -p -m 0700 secrets && mkdir -p -m 0755 secrets/model-signing
+	cp $(SIGNING_DIR)/trusted-keys.pem $@ && chmod 0644 $@
+
+compose-up: install .env $(COMPOSE_KEYS) $(COMPOSE_TRUSTED_KEYS)
 	$(COMPOSE) up --build --detach $(if $(filter docker,$(ENGINE)),--wait)
 	@echo "gateway: http://localhost:8000  ($(COMPOSE) ps; $(COMPOSE) logs -f gateway)"
 
@@ -129,6 +146,8 @@ k8s-secrets: install
 	$(BIN)/gateway-keys --file k8s/secrets/jwt-keys.json ensure
 	umask 077 && test -s k8s/secrets/postgres-password || $(SECRET) > k8s/secrets/postgres-password
 	test -s k8s/secrets/users.json || cp config/users.json k8s/secrets/users.json
+	$(MAKE) $(SIGNING_KEY)
+	test -s k8s/secrets/model-trusted-keys.pem || cp $(SIGNING_DIR)/trusted-keys.pem k8s/secrets/model-trusted-keys.pem
 
 deploy: k8s-secrets
 	minikube image build -t image-classifier-serve:1.0 -f Dockerfile.serve --build-opt=build-arg=WEIGHTS=$(IMAGE_WEIGHTS) .

@@ -42,6 +42,7 @@ from core.catalog import Archive, Catalog, DeclaredVersion, declared_models, sha
 from core.errors import ApiError
 from core.model_history import Actor
 from core.settings import Settings
+from core.signatures import ArchiveSignatures, signature_beside
 from core.torchserve_client import TorchServeClient
 
 log = logging.getLogger("model_agent")
@@ -62,13 +63,14 @@ class ModelAgent:
         self.state_file = Path(settings.agent_state_file)
         self.replica_id = settings.replica_id or socket.gethostname()
         self.converged = self.ready = False
+        self.signatures = ArchiveSignatures.from_settings(settings)
         self.models: dict[str, ModelReconciler] = {}
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
 
     def reconciler(self, name: str) -> "ModelReconciler":
         if name not in self.models:
             self.models[name] = ModelReconciler(self.settings, Catalog(self.engine, name),
-                                                self.ts, self.replica_id)
+                                                self.ts, self.replica_id, self.signatures)
         return self.models[name]
 
     def step(self) -> tuple[bool, str]:
@@ -121,8 +123,9 @@ class ModelReconciler:
     """Makes this replica's TorchServe serve one model's declared versions."""
 
     def __init__(self, settings: Settings, catalog: Catalog, torchserve: TorchServeClient,
-                 replica_id: str):
+                 replica_id: str, signatures: ArchiveSignatures):
         self.catalog, self.ts, self.replica_id = catalog, torchserve, replica_id
+        self.signatures = signatures
         self.name = catalog.model_name
         self.store = Path(settings.agent_store)
         self.seed_store = Path(settings.model_store)
@@ -132,6 +135,7 @@ class ModelReconciler:
         self._loaded: set[str] = set()  # served archive files that were READY here once
         self._pids_before_ready: dict[str, set[int]] = {}  # served file -> workers' pids
         self.served_sha256: dict[str, str] = {}  # file TorchServe loaded -> its sha256
+        self._seeds_hashed: set[str] | None = None
         self.store.mkdir(parents=True, exist_ok=True)
 
     # ---- TorchServe on loopback ---------------------------------------------------------
@@ -159,17 +163,35 @@ class ModelReconciler:
             raise ApiError(502, f"{what}: management API answered {status}: {message}")
 
     def _load(self, declared: DeclaredVersion) -> None:
-        """Fetch (unless a verified copy is there) and register, without waiting for the
-        workers: the next rounds report them as they come up."""
+        """Fetch (unless a verified copy is there), check its signature against this
+        agent's trusted keys, and register, without waiting for the workers: the next
+        rounds report them as they come up."""
         archive = declared.archive
         path = self.store / store_file_name(archive)
         if not path.is_file() or sha256_of(path) != archive.sha256:
             self.catalog.fetch_archive(archive, path)
             log.info("fetched %s (%d bytes, sha256 %s)", archive.name, archive.size_bytes,
                      archive.sha256)
+        if archive.signature is None and archive.sha256 in self._seed_sha256s():
+            trusted = "unsigned, byte for byte a seed of this replica's image"
+        else:
+            try:
+                trusted = self.signatures.check(path, archive.signature)
+            except ApiError:
+                path.unlink()  # TorchServe is never pointed at it
+                raise
+        log.info("%s: %s", archive.name, trusted)
         self._call("POST", "/models", f"register {archive.version}", url=path.name,
                    synchronous="false", **declared.workers.register_params())
         log.info("registering %s %s from %s", self.name, archive.version, path.name)
+
+    def _seed_sha256s(self) -> set[str]:
+        """The seeds' sha256s (hashed once): an archive identical to one shipped in this
+        replica's own image is as trusted as the image's code, signed or not."""
+        if self._seeds_hashed is None:
+            self._seeds_hashed = {sha256_of(self.seed_store / seed) for seed in self.seeds
+                                  if (self.seed_store / seed).is_file()}
+        return self._seeds_hashed
 
     # ---- one round --------------------------------------------------------------------
     def adopt(self) -> None:
@@ -185,7 +207,8 @@ class ModelReconciler:
             raise ApiError(409, f"nothing is declared and nothing to adopt (MODEL_SEED "
                                 f"{','.join(self.seeds)} in {self.seed_store})")
         actor = Actor(f"agent {self.replica_id}")
-        archives = [self.catalog.store_archive(p, p.name, actor) for p in paths]
+        archives = [self.catalog.store_archive(p, p.name, actor, signature=signature_beside(p))
+                    for p in paths]
         default = default or archives[0].version
         if self.catalog.adopt(archives, default, actor):
             log.info("adopted %s, default %s", [a.version for a in archives], default)

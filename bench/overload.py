@@ -30,6 +30,7 @@ from bench.profile import CpuMeter, server_timing
 from bench.run import bench_images, goal, percentiles, print_goals
 from core.settings import Settings
 from devstack.servers import ROOT
+from devstack.signing import use_signing_key
 from devstack.stack import get_token, signing_keys, start_stack, users_file_with
 from modelbuild import archive, weights
 
@@ -128,6 +129,7 @@ def main(argv=None) -> int:
     rows: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
         tmp = Path(tmp)
+        use_signing_key(tmp / "model-signing")  # its archive signed, its replica trusting it
         archive.build("1.0", weights.random_weights(0), tmp / "store")
         users = users_file_with(ROOT / "config" / "users.json", tmp / "users.json", [FLOODER])
         # The shipped in-flight bounds (test stacks raise them for their load tests).

@@ -22,6 +22,7 @@ import requests
 from core.database import schema
 from devstack.backends import Postgres
 from devstack.servers import ROOT, GatewayServer, ReplicaServer
+from devstack.signing import use_signing_key
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys
 from gateway.identity.users import UserStore
 from modelbuild import archive, weights
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
     figures = {"register_s": [], "promote_s": [], "promote_back_s": [], "retire_s": []}
     with tempfile.TemporaryDirectory(prefix="replicas-") as tmp:
         tmp = Path(tmp)
+        use_signing_key(tmp / "model-signing")  # its archives signed, its replicas trusting them
         for version, seed in (("1.0", 0), ("2.0", 1)):
             archive.build(version, weights.random_weights(seed), tmp / "store")
         users = tmp / "users.json"

@@ -12,7 +12,7 @@ import os
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from core.database.tables import (model_archive_chunks, model_archives, model_re
                                   model_versions, rollouts)
 from core.errors import ApiError
 from core.model_history import Actor, append, current_default
+from core.signatures import ArchiveSignatures
 
 CHUNK_BYTES = 1 << 20
 # A model's name as it may appear in a URL path (TorchServe's own rule is wider).
@@ -48,9 +49,11 @@ class Archive:
     size_bytes: int
     version: str
     weights: dict | None
+    signature: str | None = None  # its Sigstore bundle (core.signatures)
 
     def shown(self) -> dict:
         return {"archive": self.name, "sha256": self.sha256, "size_bytes": self.size_bytes,
+                "signed": self.signature is not None,
                 "arch": (self.weights or {}).get("arch"),
                 "variant": (self.weights or {}).get("variant")}
 
@@ -171,7 +174,7 @@ def read_archive(path: Path, model_name: str) -> tuple[str, dict | None]:
 
 def _archive(row) -> Archive:
     return Archive(row.id, row.name, row.sha256, row.size_bytes, row.version,
-                   json.loads(row.weights) if row.weights else None)
+                   json.loads(row.weights) if row.weights else None, row.signature)
 
 
 def _now() -> datetime:
@@ -184,25 +187,38 @@ class Catalog:
 
     # ---- archives -------------------------------------------------------------------
     def store_archive(self, path: Path, name: str, actor: Actor,
-                      version_named: str | None = None) -> Archive:
-        """The archive at `path` as `name`, stored once per content and name; with
-        `version_named`, only if that is its manifest's version (ArchiveError)."""
+                      version_named: str | None = None, signature: str | None = None,
+                      signatures: ArchiveSignatures | None = None) -> Archive:
+        """The archive at `path` as `name` with its signature, stored once per content
+        and name; with `version_named`, only if that is its manifest's version
+        (ArchiveError); with `signatures`, only if its signature passes their rule
+        (SignatureError, checked once its members are), and a stored archive takes a
+        new signature that passes (signed at last, or by a rotated key)."""
         version, weights = read_archive(path, self.model_name)
         if version_named is not None and version_named != version:
             raise ArchiveError(f"{name} is version {version} by its manifest, not "
                                f"{version_named}: rename it {self.model_name}-{version}.mar "
                                "or name the version it holds")
+        if signatures is not None:
+            signatures.check(path, signature)
         sha256, size = sha256_of(path), path.stat().st_size
         with self.engine.begin() as connection:
             found = connection.execute(
                 select(model_archives).where(model_archives.c.sha256 == sha256,
                                              model_archives.c.name == name)).first()
-            if found:
+            if found and (signatures is None or signature in (None, found.signature)):
                 return _archive(found)
+            if found:  # signed again (a first signature, or a rotated key's)
+                connection.execute(update(model_archives).where(model_archives.c.id == found.id)
+                                   .values(signature=signature))
+                append(connection, self.model_name, "sign", actor, to_version=version,
+                       reason=f"archive {name}, sha256 {sha256}: its signature stored")
+                return replace(_archive(found), signature=signature)
             archive_id = connection.execute(insert(model_archives).values(
                 name=name, sha256=None, size_bytes=size, model_name=self.model_name,
                 version=version, weights=json.dumps(weights) if weights else None,
-                uploaded_at=_now(), uploaded_by=actor.name)).inserted_primary_key[0]
+                signature=signature, uploaded_at=_now(),
+                uploaded_by=actor.name)).inserted_primary_key[0]
             with open(path, "rb") as f:
                 seq = 0
                 while chunk := f.read(CHUNK_BYTES):
@@ -214,7 +230,7 @@ class Catalog:
                                .values(sha256=sha256))
             append(connection, self.model_name, "push", actor, to_version=version,
                    reason=f"archive {name}, sha256 {sha256}, {size} bytes")
-        return Archive(archive_id, name, sha256, size, version, weights)
+        return Archive(archive_id, name, sha256, size, version, weights, signature)
 
     def archive_named(self, name: str) -> Archive | None:
         """The newest complete archive stored as `name`."""
@@ -249,6 +265,7 @@ class Catalog:
     def _declared_query(self):
         return (select(model_versions, model_archives.c.name, model_archives.c.sha256,
                        model_archives.c.size_bytes, model_archives.c.weights,
+                       model_archives.c.signature,
                        model_archives.c.version.label("archive_version"))
                 .join(model_archives, model_archives.c.id == model_versions.c.archive_id)
                 .where(model_versions.c.model_name == self.model_name,
@@ -261,7 +278,7 @@ class Catalog:
         return [DeclaredVersion(
             row.version,
             Archive(row.archive_id, row.name, row.sha256, row.size_bytes, row.archive_version,
-                    json.loads(row.weights) if row.weights else None),
+                    json.loads(row.weights) if row.weights else None, row.signature),
             row.is_default, as_utc(row.registered_at), row.registered_by,
             Workers(**{f: getattr(row, f) for f in WORKER_FIELDS})) for row in rows]
 

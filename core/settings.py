@@ -87,6 +87,9 @@ class Settings:
     version_wait_seconds: float = 180.0  # an admin call waits this long for the replicas
     replica_stale_seconds: float = 30.0  # a replica with no newer report stops counting
     max_workers_per_version: int = 8  # the most TorchServe workers an admin may ask for
+    # Archive signatures (core.signatures), checked by the gateway and by every agent.
+    model_trusted_keys_file: str = ""  # PEM public keys and/or CA certificates
+    allow_unsigned_archives: bool = False  # local experiments only; loud at start
     # The model agent beside each TorchServe.
     agent_store: str = "run/agent-store"  # archives it fetched; TorchServe's model store
     agent_state_file: str = "run/agent-state.json"  # its replica's readiness reads it

@@ -1,4 +1,5 @@
-"""Build model_store/<name>-<version>.mar with torch-model-archiver.
+"""Build model_store/<name>-<version>.mar with torch-model-archiver, signed (beside it,
+<name>-<version>.mar.sig) with MODEL_SIGNING_KEY or --signing-key when one is given.
 
     python -m modelbuild.archive --version 1.0 --weights auto
     python -m modelbuild.archive --version 1.0-int8 --weights imagenet --variant int8
@@ -18,7 +19,7 @@ import torch
 
 from core.served_model import MODEL_NAME
 from handler.resnet_handler import load_state_dict
-from modelbuild import quantize
+from modelbuild import quantize, signing
 from modelbuild import weights as weights_mod
 from modelbuild.handler_files import CONFIG_FILE, HANDLER_FILE
 
@@ -56,7 +57,7 @@ def write_model_files(weights: weights_mod.ResolvedWeights, work: Path,
 
 def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
           force: bool = False, variant: str = "fp32",
-          min_agreement: float | None = None) -> Path:
+          min_agreement: float | None = None, signing_key: Path | None = None) -> Path:
     """Write the archive and return its path; never overwrites unless forced."""
     target = archive_path(export_dir, version)
     if target.exists() and not force:
@@ -64,12 +65,14 @@ def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_model_files(weights, work, variant, min_agreement)
-        return package(work, version, export_dir)
+        return package(work, version, export_dir, signing_key)
 
 
-def package(work: Path, version: str, export_dir: Path) -> Path:
+def package(work: Path, version: str, export_dir: Path,
+            signing_key: Path | None = None) -> Path:
     """torch-model-archiver on a model directory (write_model_files' files) and the
-    shipped handler; the archive lands in export_dir."""
+    shipped handler; the archive lands in export_dir, signed with `signing_key` (or
+    MODEL_SIGNING_KEY's) if there is one."""
     target = archive_path(export_dir, version)
     export_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
@@ -89,6 +92,8 @@ def package(work: Path, version: str, export_dir: Path) -> Path:
         env={**os.environ, "TMPDIR": str(work)},
     )
     shutil.move(work / f"{MODEL_NAME}.mar", target)
+    if key := signing_key or os.environ.get("MODEL_SIGNING_KEY"):
+        signing.sign(target, Path(key))
     return target
 
 
@@ -104,13 +109,16 @@ def main(argv=None) -> int:
                         help="torchvision architecture (default resnet18)")
     parser.add_argument("--export-path", type=Path, default=Path("model_store"))
     parser.add_argument("--force", action="store_true", help="overwrite an existing archive")
+    parser.add_argument("--signing-key", type=Path,
+                        help="sign it with this EC private key (default: MODEL_SIGNING_KEY)")
     parser.add_argument("--variant", choices=VARIANTS, default="fp32",
                         help="fp32 (default) or int8: quantised, built only if its top-1 "
                              "agrees with fp32 on >= 99%% of 200 fixed images")
     args = parser.parse_args(argv)
     try:
         resolved = weights_mod.resolve(args.weights, args.seed, args.arch)
-        target = build(args.version, resolved, args.export_path, args.force, args.variant)
+        target = build(args.version, resolved, args.export_path, args.force, args.variant,
+                       signing_key=args.signing_key)
     except (weights_mod.WeightsError, FileExistsError, quantize.VariantRejected) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -79,6 +79,7 @@ model_archives = Table(
     Column("model_name", String(64), nullable=False),
     Column("version", String(32), nullable=False),  # from the archive's manifest
     Column("weights", Text),  # JSON: the archive's weights.json record
+    Column("signature", Text),  # its Sigstore bundle (core.signatures); NULL: unsigned
     Column("uploaded_at", DateTime(timezone=True), nullable=False),
     Column("uploaded_by", String(64), nullable=False),
     Index("ix_model_archives_sha256", "sha256"),

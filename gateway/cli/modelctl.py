@@ -2,7 +2,7 @@
 (DATABASE_URL), which every replica's model agent follows.
 
     modelctl list                       # versions and replicas
-    modelctl push path/to/classifier-2.0.mar
+    modelctl push path/to/classifier-2.0.mar   # with classifier-2.0.mar.sig beside it
     modelctl register classifier-2.0.mar    # MODEL_STORE's, or pushed
     modelctl promote 2.0
     modelctl rollback [--to 1.0]        # the previous default (by the history), or 1.0
@@ -33,6 +33,7 @@ from pathlib import Path
 from core.database.engine import database_engine
 from core.errors import ApiError
 from core.model_history import Actor, ModelHistory
+from core.signatures import SIGNATURE_SUFFIX, signature_beside
 from core.settings import Settings, cli_settings
 from gateway.models.rollouts.control import RolloutControl
 from gateway.models.rollouts.guard import Guard
@@ -57,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("file", type=Path)
     push.add_argument("--version", help="the version it holds, where its name is not "
                       "<model>-<version>.mar")
+    push.add_argument("--signature", type=Path,
+                      help=f"its signature file (default: FILE{SIGNATURE_SUFFIX}, if there is one)")
     sub.add_parser("register").add_argument("archive")
     sub.add_parser("promote").add_argument("version")
     sub.add_parser("unregister").add_argument("version")
@@ -110,9 +113,11 @@ def main(argv=None) -> int:
             check = history.verify()
             result, status = vars(check), 200 if check.ok else 409
         elif command == "push":
+            signature = (args.signature.read_text() if args.signature
+                         else signature_beside(args.file))
             with open(args.file, "rb") as f:
                 result = versions.push(f, args.file.name, actor, settings.max_archive_bytes,
-                                       args.version)
+                                       args.version, signature)
         elif command == "register":
             result, status = versions.register(args.archive, actor)
         elif command == "rollback":

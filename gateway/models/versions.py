@@ -22,6 +22,7 @@ from core.catalog import (CHUNK_BYTES, MODEL_NAME_PATTERN, Catalog, DeclaredVers
                           pushed_archive_model)
 from core.errors import ApiError, unavailable
 from core.model_history import Actor, ModelHistory
+from core.signatures import ArchiveSignatures, signature_beside
 from core.settings import Settings
 
 # A plain archive file name: no URL, no path, no "..".
@@ -108,6 +109,7 @@ class Models:
 
     def __init__(self, settings: Settings, engine: Engine):
         self.settings, self.engine, self.default = settings, engine, settings.model_name
+        self.signatures = ArchiveSignatures.from_settings(settings)
 
     def names(self) -> list[str]:
         return sorted({self.default, *declared_models(self.engine)})
@@ -118,7 +120,7 @@ class Models:
         if known and name not in self.names():
             raise ApiError(404, f"model {name} is not registered")
         settings = self.settings
-        return ModelVersions(Catalog(self.engine, name), settings.model_store,
+        return ModelVersions(Catalog(self.engine, name), self.signatures, settings.model_store,
                              settings.replica_stale_seconds, settings.version_wait_seconds,
                              settings.max_workers_per_version)
 
@@ -133,9 +135,10 @@ class Models:
 
 
 class ModelVersions:
-    def __init__(self, catalog: Catalog, model_store: str, stale_seconds: float,
-                 wait_seconds: float, max_workers: int = Settings.max_workers_per_version):
-        self.catalog, self.name = catalog, catalog.model_name
+    def __init__(self, catalog: Catalog, signatures: ArchiveSignatures, model_store: str,
+                 stale_seconds: float, wait_seconds: float,
+                 max_workers: int = Settings.max_workers_per_version):
+        self.catalog, self.name, self.signatures = catalog, catalog.model_name, signatures
         self.model_store = Path(model_store)
         self.stale = timedelta(seconds=stale_seconds)
         self.wait_seconds = wait_seconds
@@ -246,9 +249,9 @@ class ModelVersions:
                             "version it holds (version=)")
 
     def push(self, stream: BinaryIO, name: str, actor: Actor, max_bytes: int,
-             version: str | None = None) -> dict:
-        """Store an uploaded archive (read in chunks, at most max_bytes), whole and of
-        the version its name (or `version`) says."""
+             version: str | None = None, signature: str | None = None) -> dict:
+        """Store an uploaded archive (read in chunks, at most max_bytes), whole, of the
+        version its name (or `version`) says, and signed as the signatures' rule wants."""
         named = self.named_version(check_archive_name(name), version)
         with tempfile.NamedTemporaryFile(suffix=".mar") as spool:
             size = 0
@@ -260,21 +263,26 @@ class ModelVersions:
             spool.flush()
             if not size:
                 raise ApiError(422, "send the archive's bytes as the request body")
-            archive = self.catalog.store_archive(Path(spool.name), name, actor, named)
+            archive = self.catalog.store_archive(Path(spool.name), name, actor, named, signature,
+                                                 self.signatures)
         return {"model_name": self.name, "version": archive.version, **archive.shown()}
 
     def register(self, name, actor: Actor, workers: Workers = Workers(),
                  wait: bool = True) -> tuple[dict, int]:
-        """Declare the archive `name`: the local model store's file if there is one, else
-        the one pushed under that name. A name <model>-<version>.mar must say the
-        version its manifest holds; any other name takes the manifest's."""
+        """Declare the archive `name`: the local model store's file (signed by the file
+        beside it) if there is one, else the one pushed under that name (its signature
+        checked at the push). A name <model>-<version>.mar must say the version its
+        manifest holds; any other name takes the manifest's."""
         local = self.model_store / check_archive_name(name)
         if local.is_file():
             named = (self.named_version(name, None) if name.startswith(f"{self.name}-")
                      else None)
-            archive = self.catalog.store_archive(local, name, actor, named)
+            archive = self.catalog.store_archive(local, name, actor, named,
+                                                 signature_beside(local), self.signatures)
         elif (archive := self.catalog.archive_named(name)) is None:
             raise ApiError(404, f"archive {name} is not in the model store and was not pushed")
+        elif archive.signature is None:
+            self.signatures.unsigned()  # pushed while unsigned ones were allowed
         self.check_workers(workers.min_workers, workers.max_workers)
         since = datetime.now(timezone.utc)
         self.catalog.declare(archive, actor, workers=workers)

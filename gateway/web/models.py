@@ -4,12 +4,16 @@ RolloutControl, and each model's history of changes (core.model_history).
 
 `/models/{name}/canary` is the rollout resource's older name, kept as an alias."""
 
+import base64
+import binascii
+
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from core import model_history
 from core.errors import ApiError
 from core.model_history import Actor
+from core.signatures import MAX_SIGNATURE_BYTES
 from gateway.models.rollouts.control import RolloutControl
 from gateway.models.versions import ModelVersions, archive_too_large
 from gateway.web.auth import actor, authenticate
@@ -56,10 +60,26 @@ def overview(name):
     return {**versions.overview(), **rollout}
 
 
+def _signature() -> str | None:
+    """The Model-Signature header: the base64 of the archive's signature file."""
+    raw = request.headers.get("Model-Signature")
+    if raw is None:
+        return None
+    try:
+        signature = base64.b64decode(raw, validate=True)
+    except binascii.Error:
+        raise ApiError(422, "Model-Signature must be the base64 of the archive's signature "
+                            "file (NAME.mar.sig)") from None
+    if len(signature) > MAX_SIGNATURE_BYTES:
+        raise ApiError(422, f"Model-Signature is over {MAX_SIGNATURE_BYTES} bytes")
+    return signature.decode(errors="replace")
+
+
 @bp.post("/<name>/archives")
 def push(name):
     """The request body is the archive; ?filename= names it (<model>-<version>.mar, or
-    ?version= says the version it holds). Streamed, never a URL."""
+    ?version= says the version it holds); the Model-Signature header carries its
+    signature. Streamed, never a URL."""
     versions, admin = _admin(name, known=False)
     filename = request.args.get("filename")
     if filename is None:
@@ -70,7 +90,7 @@ def push(name):
     request.max_content_length = maximum  # this route's bound, not the image upload's
     try:
         return versions.push(request.stream, filename, admin, maximum,
-                             request.args.get("version")), 201
+                             request.args.get("version"), _signature()), 201
     except RequestEntityTooLarge:
         raise archive_too_large(maximum) from None
 

@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from types import SimpleNamespace
@@ -17,7 +18,8 @@ from devstack.servers import ROOT, free_port
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys, users_file_with
 from devstack.waiting import CONTAINER_READY_S, wait_for
 from gateway.identity.keys import KeyRing
-from modelbuild import archive, weights
+from modelbuild import archive, signing, weights
+from tests.support.archives import signature_header
 from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
 from tests.support.outage import assert_served_through, outage_under_load
 
@@ -40,8 +42,14 @@ def stack(engine, images, prometheus_image, name_prefix, tmp_path):
     keys.mkdir(mode=0o755)
     signing_keys(keys / "jwt-keys.json")
     (keys / "jwt-keys.json").chmod(0o644)
+    trusted = tmp_path / "model-signing"  # as `make compose-up` makes it, its key apart
+    trusted.mkdir(mode=0o755)
+    signing_key = signing.new_key(tmp_path / "signing")
+    shutil.copy(signing_key.with_name(signing.TRUSTED_KEYS), trusted / signing.TRUSTED_KEYS)
+    (trusted / signing.TRUSTED_KEYS).chmod(0o644)
     env = {**os.environ, "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "WEIGHTS": "random",
-           "USERS_FILE_HOST": str(users), "JWT_KEYS_DIR_HOST": str(keys), "PREDICTION_LOG_RETENTION_DAYS": "30",
+           "USERS_FILE_HOST": str(users), "JWT_KEYS_DIR_HOST": str(keys),
+           "MODEL_SIGNING_DIR_HOST": str(trusted), "PREDICTION_LOG_RETENTION_DAYS": "30",
            "GATEWAY_PUBLISH": f"127.0.0.1:{port}", "COMPOSE_PROFILES": "monitoring",
            "PROMETHEUS_PUBLISH": f"127.0.0.1:{prometheus_port}"}
 
@@ -62,6 +70,7 @@ def stack(engine, images, prometheus_image, name_prefix, tmp_path):
             containers[service] = ids[0]
             replicas[service] = ids
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "project": project, "keys": keys,
+               "signing_key": signing_key,
                "prometheus": f"http://127.0.0.1:{prometheus_port}",
                "containers": containers, "replicas": replicas, "compose": compose,
                "started": started, "env": env}
@@ -185,12 +194,12 @@ def test_register_and_promote_through_the_gateway_reach_both_replicas(engine, st
     agents load it from PostgreSQL and make it their default."""
     url = stack["url"]
     wait_ready(url)
-    mar = archive.build("2.0", weights.random_weights(1), tmp_path)
+    mar = archive.build("2.0", weights.random_weights(1), tmp_path, signing_key=stack["signing_key"])
     admin = {"Authorization": f"Bearer {get_token(SimpleNamespace(url=url), ADMIN_USER, ADMIN_PASSWORD)}"}
     models = url + "/models/classifier"
     with open(mar, "rb") as body:
         pushed = requests.post(models + "/archives", params={"filename": mar.name}, data=body,
-                               headers=admin, timeout=600)
+                               headers={**admin, **signature_header(mar)}, timeout=600)
     assert pushed.status_code == 201 and pushed.json()["version"] == "2.0", pushed.text
     registered = requests.post(models + "/versions", json={"archive": mar.name}, headers=admin,
                                timeout=600)

@@ -8,8 +8,16 @@ import pytest
 
 from devstack.backends import Postgres, postgres_available, required_or_skip
 from devstack.servers import ROOT
+from devstack.signing import use_signing_key
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys, start_stack
 from modelbuild import archive, weights
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key(tmp_path_factory) -> Path:
+    """Every archive the end-to-end tests build is signed with this key, and every gateway
+    and agent they start trusts it (the trusted keys file's path)."""
+    return use_signing_key(tmp_path_factory.mktemp("model-signing"))
 
 
 @pytest.fixture(scope="session")

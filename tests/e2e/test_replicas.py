@@ -5,12 +5,15 @@ import os
 import shutil
 import signal
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
 
 from agent.model_agent import ModelAgent
 from core.catalog import Catalog
+from core.model_history import Actor
+from core.signatures import signature_beside
 from core.database import schema
 from core.database.engine import database_engine
 from core.settings import Settings
@@ -20,6 +23,7 @@ from devstack.backends import Prometheus, required_or_skip
 from devstack.servers import ReplicaServer, TorchServeServer
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
 from devstack.waiting import MODEL_READY_S, wait_for
+from modelbuild import archive, signing, weights
 from tests.support import archives
 from tests.support.fleet import running_fleet, served
 
@@ -28,13 +32,23 @@ MODELS = "/models/classifier"
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, model_store, users_file, jwt_keys):
-    with running_fleet(tmp_path_factory.mktemp("replicas"), model_store,
-                       jwt_keys_file=jwt_keys, users_file=users_file,
-                       predict_rate_limit="100000 per minute",
-                       max_inflight_predictions=64) as (fleet, gateway):
-        admin = {"Authorization": f"Bearer {get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)}"}
-        yield fleet, gateway, admin, get_token(gateway)
+def trusted_keys(tmp_path_factory, signing_key) -> Path:
+    """The fleet's own trusted keys file (the run's key at first), which a test rotates."""
+    path = tmp_path_factory.mktemp("fleet-keys") / "trusted-keys.pem"
+    shutil.copy(signing_key, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, model_store, users_file, jwt_keys, trusted_keys):
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MODEL_TRUSTED_KEYS_FILE", str(trusted_keys))  # every process it starts
+        with running_fleet(tmp_path_factory.mktemp("replicas"), model_store,
+                           jwt_keys_file=jwt_keys, users_file=users_file,
+                           predict_rate_limit="100000 per minute",
+                           max_inflight_predictions=64) as (fleet, gateway):
+            admin = {"Authorization": f"Bearer {get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)}"}
+            yield fleet, gateway, admin, get_token(gateway)
 
 
 def predict(gateway, token, version=None) -> requests.Response:
@@ -112,7 +126,8 @@ def test_a_version_that_cannot_load_costs_no_availability(fleet, model_store, tm
     assert damaged.status_code == 422, damaged.text
     assert damaged.json()["detail"].startswith("damaged archive: member model.pt: ")
     broken = archives.raising_in_initialize(good, tmp_path, "9.0")
-    pushed = requests.post(gateway.url + MODELS + "/archives", headers=admin, timeout=300,
+    pushed = requests.post(gateway.url + MODELS + "/archives", timeout=300,
+                           headers={**admin, **archives.signature_header(broken)},
                            params={"filename": broken.name}, data=broken.read_bytes())
     assert pushed.status_code == 201, pushed.text
     prometheus = Prometheus(tmp_path, {"gateway": [gateway.url.removeprefix("http://")]}).start()
@@ -155,6 +170,111 @@ def test_a_version_that_cannot_load_costs_no_availability(fleet, model_store, tm
     wait_for(lambda: all(not r["errors"] for r in requests.get(
         gateway.url + MODELS, headers=admin, timeout=30).json()["replicas"]),
         timeout=MODEL_READY_S, what="the replicas' errors cleared")
+
+
+def push(gateway, admin, path: Path, signed: bool = True) -> requests.Response:
+    headers = {**admin, **(archives.signature_header(path) if signed else {})}
+    return requests.post(gateway.url + MODELS + "/archives", params={"filename": path.name},
+                         data=path.read_bytes(), headers=headers, timeout=300)
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """As a Secret's update or an operator's `mv` does: the new file whole, at once."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def test_only_archives_signed_by_a_trusted_key_are_declared_or_served(fleet, trusted_keys,
+                                                                       model_store, tmp_path):
+    """A changed, an unknown key's and an unsigned archive are refused at push; planted
+    straight into the database, both agents refuse them (never READY, reported, the alert
+    fires); a signing key rotates under load without a failed request."""
+    required_or_skip(shutil.which("prometheus") is not None, "prometheus")
+    fleet, gateway, admin, token = fleet
+    stranger = signing.new_key(tmp_path / "stranger")
+    changed = archives.one_label_changed(model_store / "classifier-2.0.mar",
+                                         tmp_path / "classifier-2.0.mar")
+    bad = {"9.1": archives.one_label_changed(
+               archive.build("9.1", weights.random_weights(3), tmp_path / "good"),
+               tmp_path / "classifier-9.1.mar"),
+           "9.2": archive.build("9.2", weights.random_weights(3), tmp_path / "stranger",
+                                signing_key=stranger),
+           "9.3": archive.build("9.3", weights.random_weights(3), tmp_path / "unsigned")}
+    bad["9.3"].with_name(bad["9.3"].name + ".sig").unlink()
+    for path, signed, why in [(changed, True, "the archive's bytes are not the ones signed"),
+                              (bad["9.2"], True, "not signed by a trusted key"),
+                              (bad["9.3"], False, "unsigned")]:
+        refused = push(gateway, admin, path, signed)
+        assert refused.status_code == 422 and why in refused.json()["detail"], refused.text
+        print(f"push {path.name} ({'signed' if signed else 'no signature'}): "
+              f"{refused.status_code} {refused.json()['detail']}")
+    # Planted past the gateway, with whatever signature each carries.
+    catalog = Catalog(database_engine(fleet.database_url), "classifier")
+    intruder = Actor("intruder")
+    for path in bad.values():
+        catalog.declare(catalog.store_archive(path, path.name, intruder,
+                                              signature=signature_beside(path)), intruder)
+    prometheus = Prometheus(tmp_path, {"gateway": [gateway.url.removeprefix("http://")]}).start()
+    try:
+        def refused_everywhere():
+            versions = requests.get(gateway.url + MODELS, headers=admin, timeout=30).json()
+            errors = {v["version"]: v["load_errors"] for v in versions["versions"]
+                      if v["version"] in bad}
+            return errors if all(set(e) == {"replica-1", "replica-2"} for e in errors.values()) \
+                else None
+
+        errors = wait_for(refused_everywhere, timeout=MODEL_READY_S,
+                          what="both agents refusing the planted archives")
+        wait_for(lambda: any(a["state"] == "firing"
+                             for a in prometheus.alerts("ModelVersionCannotLoad")),
+                 timeout=MODEL_READY_S, what="ModelVersionCannotLoad to fire",
+                 log=prometheus.log_tail)
+    finally:
+        prometheus.stop()
+    for version, why in [("9.1", "the archive's bytes are not the ones signed"),
+                         ("9.2", "not signed by a trusted key"), ("9.3", "unsigned")]:
+        assert all(why in e for e in errors[version].values()), errors[version]
+        print(f"planted {version}: {errors[version]['replica-1']}")
+    assert all(not set(served(r)[1]) & set(bad) for r in fleet.replicas)  # never READY
+    for version in bad:
+        assert requests.delete(gateway.url + MODELS + f"/versions/{version}", headers=admin,
+                               timeout=300).ok
+    # Rotation: trust both keys, sign again with the new one, then drop the old one.
+    clients = [BackgroundPredictions(gateway, token) for _ in range(2)]
+    for client in clients:
+        client.start()
+    try:
+        clients[0].wait_for_more(5)
+        new_key = signing.new_key(tmp_path / "new")
+        old_public = trusted_keys.read_bytes()
+        replace_file(trusted_keys, old_public + new_key.with_name(signing.TRUSTED_KEYS).read_bytes())
+        for version in ("1.0", "2.0"):
+            again = Path(shutil.copy(model_store / f"classifier-{version}.mar", tmp_path / "new"))
+            signing.sign(again, new_key)
+            assert push(gateway, admin, again).status_code == 201
+        fresh = archive.build("9.5", weights.random_weights(4), tmp_path / "new",
+                              signing_key=new_key)
+        assert push(gateway, admin, fresh).status_code == 201
+        replace_file(trusted_keys, new_key.with_name(signing.TRUSTED_KEYS).read_bytes())
+        registered = requests.post(gateway.url + MODELS + "/versions", headers=admin,
+                                   json={"archive": fresh.name}, timeout=300)
+        assert registered.status_code == 201, registered.text
+        old_signed = push(gateway, admin, model_store / "classifier-2.0.mar")
+        assert old_signed.status_code == 422, old_signed.text
+        clients[0].wait_for_more(5)
+    finally:
+        for client in clients:
+            client.stop()
+    results = [r for c in clients for r in c.results]
+    statuses = Counter(status for status, _ in results)
+    print(f"key rotation under 2-way load: {len(results)} predictions, statuses {dict(statuses)}")
+    assert statuses == {200: len(results)}
+    history = requests.get(gateway.url + MODELS + "/history", headers=admin, timeout=30,
+                           params={"limit": 5}).json()["items"]
+    assert [r["action"] for r in history][:4] == ["register", "push", "sign", "sign"]
+    assert requests.delete(gateway.url + MODELS + "/versions/9.5", headers=admin,
+                           timeout=300).ok
 
 
 def restart_on_an_empty_disk(replica: ReplicaServer) -> list[str]:

@@ -3,6 +3,7 @@
 that is not ours (a torchvision network with TorchServe's built-in image_classifier
 handler)."""
 
+import base64
 import json
 import os
 import subprocess
@@ -14,9 +15,35 @@ from pathlib import Path
 import torch
 from torchvision.models import mobilenet_v3_small
 
+from modelbuild import signing
 from modelbuild.weights import IMAGENET_CATEGORIES
 
 MANIFEST = "MAR-INF/MANIFEST.json"
+
+
+def signed(archive: Path) -> Path:
+    """The archive, signed (NAME.mar.sig beside it) with the run's key, MODEL_SIGNING_KEY."""
+    signing.sign(archive, Path(os.environ["MODEL_SIGNING_KEY"]))
+    return archive
+
+
+def signature_header(archive: Path) -> dict:
+    """The push's Model-Signature header for an archive signed beside it."""
+    return {"Model-Signature": base64.b64encode(
+        archive.with_name(archive.name + ".sig").read_bytes()).decode()}
+
+
+def one_label_changed(good: Path, dest: Path) -> Path:
+    """`good`'s archive with one byte of its class names changed, still a valid archive,
+    carrying `good`'s signature: what an attacker who edits a signed archive has."""
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(dest, "w") as out:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "index_to_name.json":
+                data = data.replace(b"tench", b"tencH", 1)
+            out.writestr(info, data)
+    dest.with_name(dest.name + ".sig").write_bytes(good.with_name(good.name + ".sig").read_bytes())
+    return dest
 
 
 def raising_in_initialize(good: Path, dest_dir: Path, version: str) -> Path:
@@ -37,7 +64,7 @@ def raising_in_initialize(good: Path, dest_dir: Path, version: str) -> Path:
                 data = data.replace(marker, marker + b"        raise RuntimeError("
                                     b"'this version cannot load (a test)')\n", 1)
             out.writestr(info, data)
-    return dest
+    return signed(dest)
 
 
 def flipped(good: Path) -> bytes:
@@ -66,4 +93,4 @@ def builtin_image_classifier(dest_dir: Path, name: str, version: str, seed: int)
              "--export-path", str(work)],
             check=True, env={**os.environ, "TMPDIR": str(work)})
         (work / f"{name}.mar").replace(dest)
-    return dest
+    return signed(dest)

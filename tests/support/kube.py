@@ -46,6 +46,7 @@ import yaml
 
 from devstack.servers import ROOT
 from devstack.stack import signing_keys
+from modelbuild import signing
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 WORKLOADS = ("Deployment", "StatefulSet")
@@ -63,6 +64,8 @@ def render(work: Path) -> str:
     signing_keys(copy_dir / "secrets/jwt-keys.json")
     (copy_dir / "secrets/postgres-password").write_text("p" * 48)
     shutil.copy(ROOT / "config/users.json", copy_dir / "secrets/users.json")
+    shutil.copy(signing.new_key(work / "model-signing").with_name(signing.TRUSTED_KEYS),
+                copy_dir / "secrets/model-trusted-keys.pem")
     result = subprocess.run([str(KUBECTL), "kustomize", str(copy_dir)], capture_output=True,
                             text=True, timeout=120)
     if result.returncode != 0:

@@ -15,12 +15,14 @@ from core.database.engine import database_engine
 from core.database.tables import model_archive_chunks, model_replicas
 from core.errors import ApiError
 from core.model_history import Actor
+from core.signatures import ArchiveSignatures
 from gateway.models.control_snapshot import ModelState
 from gateway.models.versions import ModelVersions
 from tests.support.small_archives import mar
 
 
 OPS, AGENT = Actor("ops"), Actor("agent")
+UNSIGNED_ALLOWED = ArchiveSignatures("", allow_unsigned=True)  # signing: test_signatures
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def catalog(tmp_path):
 
 
 def versions(catalog, tmp_path, wait_seconds=0.2) -> ModelVersions:
-    return ModelVersions(catalog, str(tmp_path), stale_seconds=30,
+    return ModelVersions(catalog, UNSIGNED_ALLOWED, str(tmp_path), stale_seconds=30,
                          wait_seconds=wait_seconds)
 
 

@@ -15,6 +15,7 @@ from core.database.engine import database_engine
 from core.database.tables import model_history
 from core.errors import ApiError
 from core.model_history import GUARD, Actor, ModelHistory, check_chain, default_stack
+from core.signatures import ArchiveSignatures
 from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.store import RolloutStore
 from gateway.models.versions import ModelVersions
@@ -38,7 +39,8 @@ def served_everywhere(catalog: Catalog, *versions: str, default: str) -> None:
 def model(engine, tmp_path, *versions: str) -> ModelVersions:
     """A model with `versions` registered in that order (the first: its default)."""
     catalog = Catalog(engine, "classifier")
-    models = ModelVersions(catalog, str(tmp_path), stale_seconds=30, wait_seconds=0)
+    models = ModelVersions(catalog, ArchiveSignatures("", allow_unsigned=True), str(tmp_path),
+                           stale_seconds=30, wait_seconds=0)
     for version in versions:
         mar(tmp_path / f"classifier-{version}.mar", version)
         models.register(f"classifier-{version}.mar", ANN, wait=False)

@@ -25,7 +25,8 @@ def models(tmp_path):
                            *((f"m{i}", "1.0") for i in range(5))]:
         mar(store / f"{model}-{version}.mar", version, model)
     return Models(Settings(jwt_secret="s" * 40, model_store=str(store),
-                           version_wait_seconds=0.05), database_engine(url))
+                           version_wait_seconds=0.05, allow_unsigned_archives=True),
+                  database_engine(url))
 
 
 def management(models, may=lambda name: True) -> TorchServeManagement:
