@@ -2,6 +2,7 @@
 signed with it (MODEL_SIGNING_KEY) and every gateway and agent trusts it
 (MODEL_TRUSTED_KEYS_FILE), as `make run` does with its own key."""
 
+import base64
 import os
 from pathlib import Path
 
@@ -15,3 +16,9 @@ def use_signing_key(directory: Path) -> Path:
     trusted = directory / signing.TRUSTED_KEYS
     os.environ["MODEL_TRUSTED_KEYS_FILE"] = str(trusted)
     return trusted
+
+
+def signature_header(archive: Path) -> dict:
+    """A push's Model-Signature header for an archive signed beside it."""
+    return {"Model-Signature": base64.b64encode(
+        archive.with_name(archive.name + ".sig").read_bytes()).decode()}

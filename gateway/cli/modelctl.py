@@ -33,8 +33,8 @@ from pathlib import Path
 from core.database.engine import database_engine
 from core.errors import ApiError
 from core.model_history import Actor, ModelHistory
-from core.signatures import SIGNATURE_SUFFIX, signature_beside
 from core.settings import Settings, cli_settings
+from core.signatures import SIGNATURE_SUFFIX, signature_beside
 from gateway.models.rollouts.control import RolloutControl
 from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.state import MODES

@@ -15,11 +15,11 @@ import yaml
 from core.database import schema
 from core.settings import Settings
 from devstack.servers import ROOT, free_port
+from devstack.signing import signature_header
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, get_token, signing_keys, users_file_with
 from devstack.waiting import CONTAINER_READY_S, wait_for
 from gateway.identity.keys import KeyRing
 from modelbuild import archive, signing, weights
-from tests.support.archives import signature_header
 from tests.support.containers import COMPOSE_FILE, round_trip, wait_ready
 from tests.support.outage import assert_served_through, outage_under_load
 

@@ -137,6 +137,17 @@ def test_replicas_bench_smoke(tmp_path):
 
 
 @pytest.mark.timeout(REPLICAS_S + 60)
+def test_signing_bench_smoke(tmp_path):
+    """`make bench-signing`'s harness, one round on the ResNet-18 archive."""
+    report = run_bench("signing", "signing.json", tmp_path, REPLICAS_S, "--archs", "resnet18",
+                       "--rounds", "1")
+    figures = report["archives"]["resnet18"]
+    assert figures["size_bytes"] > 40_000_000
+    assert all(len(runs) == 1 and runs[0] > 0 for runs in figures["runs"].values()), figures
+    assert a_figure(figures["verified_push_over_unverified"])
+
+
+@pytest.mark.timeout(REPLICAS_S + 60)
 def test_log_lifecycle_bench_smoke(tmp_path):
     """`make bench-log`'s harness on 2,000 rows."""
     required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")

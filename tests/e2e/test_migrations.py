@@ -14,7 +14,6 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import DatabaseError
 
 from core.catalog import Catalog
-
 from core.database import engine as database
 from core.database import schema
 from core.database.tables import predictions

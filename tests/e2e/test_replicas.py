@@ -12,15 +12,16 @@ import requests
 
 from agent.model_agent import ModelAgent
 from core.catalog import Catalog
-from core.model_history import Actor
-from core.signatures import signature_beside
 from core.database import schema
 from core.database.engine import database_engine
+from core.model_history import Actor
 from core.settings import Settings
+from core.signatures import signature_beside
 from core.torchserve_client import TorchServeClient
 from devstack import images
 from devstack.backends import Prometheus, required_or_skip
 from devstack.servers import ReplicaServer, TorchServeServer
+from devstack.signing import signature_header
 from devstack.stack import ADMIN_PASSWORD, ADMIN_USER, BackgroundPredictions, get_token
 from devstack.waiting import MODEL_READY_S, wait_for
 from modelbuild import archive, signing, weights
@@ -127,7 +128,7 @@ def test_a_version_that_cannot_load_costs_no_availability(fleet, model_store, tm
     assert damaged.json()["detail"].startswith("damaged archive: member model.pt: ")
     broken = archives.raising_in_initialize(good, tmp_path, "9.0")
     pushed = requests.post(gateway.url + MODELS + "/archives", timeout=300,
-                           headers={**admin, **archives.signature_header(broken)},
+                           headers={**admin, **signature_header(broken)},
                            params={"filename": broken.name}, data=broken.read_bytes())
     assert pushed.status_code == 201, pushed.text
     prometheus = Prometheus(tmp_path, {"gateway": [gateway.url.removeprefix("http://")]}).start()
@@ -173,7 +174,7 @@ def test_a_version_that_cannot_load_costs_no_availability(fleet, model_store, tm
 
 
 def push(gateway, admin, path: Path, signed: bool = True) -> requests.Response:
-    headers = {**admin, **(archives.signature_header(path) if signed else {})}
+    headers = {**admin, **(signature_header(path) if signed else {})}
     return requests.post(gateway.url + MODELS + "/archives", params={"filename": path.name},
                          data=path.read_bytes(), headers=headers, timeout=300)
 

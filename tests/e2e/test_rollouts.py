@@ -344,8 +344,11 @@ def test_history_records_a_session_and_its_chain_shows_a_hand_edit(stack):
     predict_many(gateway, token, 60, concurrency=4)  # the guard rolls it back
     call = {"headers": admin, "timeout": 60}
     assert requests.put(gateway.url + MODELS + "/versions/2.1/default", **call).ok
+    assert requests.put(gateway.url + MODELS + "/versions/2.0/default", **call).ok  # lower
+    back = requests.post(gateway.url + MODELS + "/rollback", **call)  # the previous default
+    assert back.status_code == 200 and back.json()["default_version"] == "2.1", back.text
     assert requests.delete(gateway.url + MODELS + "/versions/2.0", **call).ok
-    back = requests.post(gateway.url + MODELS + "/rollback", **call)
+    back = requests.post(gateway.url + MODELS + "/rollback", **call)  # the one before it
     assert back.status_code == 200 and back.json()["default_version"] == "1.0", back.text
     again = requests.post(gateway.url + MODELS + "/versions", json={"archive": "classifier-2.0.mar"},
                           **call)
@@ -354,13 +357,15 @@ def test_history_records_a_session_and_its_chain_shows_a_hand_edit(stack):
         ("rollout-start", ADMIN_USER, None, "3.0-broken", "1.0"),
         ("rollout-rollback", "guard", None, "3.0-broken", "1.0"),
         ("promote", ADMIN_USER, "1.0", "2.1", "2.1"),
+        ("promote", ADMIN_USER, "2.1", "2.0", "2.0"),
+        ("rollback", ADMIN_USER, "2.0", "2.1", "2.1"),
         ("retire", ADMIN_USER, "2.0", None, "2.1"),
         ("rollback", ADMIN_USER, "2.1", "1.0", "1.0"),
         ("register", ADMIN_USER, None, "2.0", "1.0")]
     exported = requests.get(gateway.url + MODELS + "/history/export",
                             params={"format": "csv", "after": newest}, **call)
     assert exported.status_code == 200 and exported.text.startswith("id,at,model_name,action")
-    assert len(exported.text.splitlines()) == 1 + 6
+    assert len(exported.text.splitlines()) == 1 + 8
     checked = verify_history(gateway)
     assert checked.returncode == 0 and json.loads(checked.stdout)["broken_at"] is None
     # Somebody with the database owner's rights goes round the append-only triggers.

@@ -3,7 +3,6 @@
 that is not ours (a torchvision network with TorchServe's built-in image_classifier
 handler)."""
 
-import base64
 import json
 import os
 import subprocess
@@ -25,12 +24,6 @@ def signed(archive: Path) -> Path:
     """The archive, signed (NAME.mar.sig beside it) with the run's key, MODEL_SIGNING_KEY."""
     signing.sign(archive, Path(os.environ["MODEL_SIGNING_KEY"]))
     return archive
-
-
-def signature_header(archive: Path) -> dict:
-    """The push's Model-Signature header for an archive signed beside it."""
-    return {"Model-Signature": base64.b64encode(
-        archive.with_name(archive.name + ".sig").read_bytes()).decode()}
 
 
 def one_label_changed(good: Path, dest: Path) -> Path:

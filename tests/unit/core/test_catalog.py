@@ -20,7 +20,6 @@ from gateway.models.control_snapshot import ModelState
 from gateway.models.versions import ModelVersions
 from tests.support.small_archives import mar
 
-
 OPS, AGENT = Actor("ops"), Actor("agent")
 UNSIGNED_ALLOWED = ArchiveSignatures("", allow_unsigned=True)  # signing: test_signatures
 
