@@ -1,11 +1,15 @@
 """Archive signatures without a server (core/signatures.py): real model-signing bundles
-over a file, checked against a trusted keys file that rotates without a restart."""
+over a file, by an EC key or a certificate chain, checked against a trusted keys file
+that rotates without a restart."""
 
 import os
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from model_signing import signing
 
 from core.signatures import ArchiveSignatures, SignatureError, signature_beside
@@ -92,3 +96,50 @@ def test_a_trusted_keys_file_holds_public_keys_only(tmp_path, keys):
         path.write_text(text)
         with pytest.raises(ValueError, match=why):
             ArchiveSignatures(str(path), allow_unsigned=False)
+
+
+def certificate(subject: str, key, issuer: str, issuer_key, ca: bool):
+    """An X.509 certificate for `key`, by `issuer_key`: a CA's, or a code signer's."""
+    now = datetime.now(timezone.utc)
+    usage = dict.fromkeys(("digital_signature", "content_commitment", "key_encipherment",
+                           "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign",
+                           "encipher_only", "decipher_only"), False)
+    usage.update(key_cert_sign=ca, crl_sign=ca, digital_signature=not ca)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(**usage), critical=True))
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def test_an_archive_signed_with_a_certificate_of_the_trusted_chain_passes(tmp_path):
+    archive = tmp_path / "a.mar"
+    archive.write_bytes(os.urandom(10_000))
+    bundles = {}
+    for ca_name in ("our-ca", "their-ca"):
+        ca_key, signer_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+            ec.SECP256R1())
+        ca = certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
+        files = {"ca": tmp_path / f"{ca_name}.pem", "cert": tmp_path / f"{ca_name}-signer.pem",
+                 "key": tmp_path / f"{ca_name}-signer-key.pem"}
+        files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        files["cert"].write_bytes(certificate("signer", signer_key, ca_name, ca_key, ca=False)
+                                  .public_bytes(serialization.Encoding.PEM))
+        files["key"].write_bytes(signer_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        bundle = tmp_path / f"{ca_name}.sig"
+        signing.Config().use_certificate_signer(
+            private_key=files["key"], signing_certificate=files["cert"],
+            certificate_chain=[files["ca"]]).sign(archive, bundle)
+        bundles[ca_name] = bundle.read_text()
+    rule = ArchiveSignatures(str(tmp_path / "our-ca.pem"), allow_unsigned=False)
+    assert rule.check(archive, bundles["our-ca"]) == "signed by a certificate of the trusted chain"
+    with pytest.raises(SignatureError, match="not signed by a trusted key"):
+        rule.check(archive, bundles["their-ca"])
