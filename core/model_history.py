@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from core.database.engine import as_utc
@@ -29,8 +29,8 @@ CHAIN_LOCK = 0x6D6F64656C  # "model"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who changes a model: a token's subject, `modelctl (<login>)`, or `agent` and
-    `guard` for automatic changes; the request that did it, when there is one."""
+    """Who changes a model: a token's subject, `modelctl (<login>)`, or for automatic
+    changes `agent <replica>` and `guard`; the request that did it, when there is one."""
 
     name: str
     request_id: str | None = None
@@ -125,10 +125,6 @@ class ModelHistory:
             if len(rows) < chunk:
                 return
             after = rows[-1].id
-
-    def count(self) -> int:
-        with self.engine.connect() as connection:
-            return connection.execute(select(func.count()).select_from(model_history)).scalar()
 
     def verify(self) -> "ChainCheck":
         return check_chain(self.records())

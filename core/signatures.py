@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from model_signing import verifying
 
 from core.errors import ApiError
+from core.settings import Settings
 
 PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
 SIGNATURE_SUFFIX = ".sig"  # a signature's file beside its archive: NAME.mar.sig
@@ -78,11 +79,14 @@ class ArchiveSignatures:
             self.trusted()  # a file that is not one fails the start
 
     @classmethod
-    def from_settings(cls, settings) -> "ArchiveSignatures":
+    def from_settings(cls, settings: Settings) -> "ArchiveSignatures":
         if settings.allow_unsigned_archives:
             log.warning("ALLOW_UNSIGNED_ARCHIVES=true: archives without a signature are "
                         "declared and served. For local experiments only: an archive is "
                         "code that runs inside TorchServe")
+        elif not settings.model_trusted_keys_file:
+            log.warning("no MODEL_TRUSTED_KEYS_FILE: every archive but the image's seeds "
+                        "is refused")
         return cls(settings.model_trusted_keys_file, settings.allow_unsigned_archives)
 
     def trusted(self) -> TrustedKeys | None:

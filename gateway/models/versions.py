@@ -22,8 +22,8 @@ from core.catalog import (CHUNK_BYTES, MODEL_NAME_PATTERN, Catalog, DeclaredVers
                           pushed_archive_model)
 from core.errors import ApiError, unavailable
 from core.model_history import Actor, ModelHistory
-from core.signatures import ArchiveSignatures, signature_beside
 from core.settings import Settings
+from core.signatures import ArchiveSignatures, signature_beside
 
 # A plain archive file name: no URL, no path, no "..".
 ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*\.mar$")

@@ -89,7 +89,7 @@ def test_the_database_refuses_to_edit_or_delete_a_record(engine, tmp_path):
     for statement in (update(model_history).values(actor="mallory"), model_history.delete()):
         with pytest.raises(DatabaseError, match="append-only"), engine.begin() as connection:
             connection.execute(statement)
-    assert ModelHistory(engine).count() == 2
+    assert len(list(ModelHistory(engine).records())) == 2
 
 
 @pytest.mark.parametrize("tamper, broken, intact", [
