@@ -124,8 +124,9 @@ def rollback(name):
 
 @bp.get("/<name>/history")
 def history(name):
-    """The model's changes, newest first, a page at a time (?limit=, ?before=<id>)."""
-    _versions(name)
+    """The model's changes, newest first, a page at a time (?limit=, ?before=<id>); a
+    model whose last version went keeps its history."""
+    _admin(name, known=False)
     limit = int_arg("limit", 20, 1, MAX_LIMIT)
     records = services().history.page(name, limit, int_arg("before", None, 1, 2**63 - 1))
     return {"items": [r.shown() for r in records],
@@ -136,7 +137,7 @@ def history(name):
 def export_history(name):
     """The model's whole history, oldest first, in the prediction log's export formats
     (?format=ndjson|csv, ?after=<id> to resume)."""
-    _versions(name)
+    _admin(name, known=False)
     records = services().history.records(name, int_arg("after", 0, 0, 2**63 - 1))
     return export((r.shown() for r in records), model_history.COLUMNS)
 
