@@ -5,6 +5,8 @@ import os
 import shutil
 import signal
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,21 @@ def predict(gateway, token, version=None) -> requests.Response:
                          files={"file": ("cat.jpg", images.jpeg())}, timeout=120)
 
 
+@contextmanager
+def under_load(gateway, token, clients: int) -> Iterator[list[BackgroundPredictions]]:
+    """`clients` background prediction clients, the block run once 5 answers are in;
+    every client stopped after it, whatever happens."""
+    running = [BackgroundPredictions(gateway, token) for _ in range(clients)]
+    for client in running:
+        client.start()
+    try:
+        running[0].wait_for_more(5)
+        yield running
+    finally:
+        for client in running:
+            client.stop()
+
+
 def test_first_replicas_adopt_the_seed_and_agree(fleet):
     fleet, gateway, admin, _ = fleet
     overview = requests.get(gateway.url + MODELS, headers=admin, timeout=30).json()
@@ -80,18 +97,11 @@ def test_register_reaches_every_replica(fleet):
 
 def test_promote_under_four_way_load_fails_nothing(fleet):
     fleet, gateway, admin, token = fleet
-    clients = [BackgroundPredictions(gateway, token) for _ in range(4)]
-    for client in clients:
-        client.start()
-    try:
-        clients[0].wait_for_more(5)
+    with under_load(gateway, token, 4) as clients:
         promoted = requests.put(gateway.url + MODELS + "/versions/2.0/default", headers=admin,
                                 timeout=300)
         assert promoted.status_code == 200, promoted.text
         clients[0].wait_for_more(5)
-    finally:
-        for client in clients:
-            client.stop()
     results = [r for c in clients for r in c.results]
     statuses = Counter(status for status, _ in results)
     print(f"promote under 4-way load: {len(results)} predictions, statuses {dict(statuses)}")
@@ -132,25 +142,20 @@ def test_a_version_that_cannot_load_costs_no_availability(fleet, model_store, tm
                            params={"filename": broken.name}, data=broken.read_bytes())
     assert pushed.status_code == 201, pushed.text
     prometheus = Prometheus(tmp_path, {"gateway": [gateway.url.removeprefix("http://")]}).start()
-    clients = [BackgroundPredictions(gateway, token) for _ in range(4)]
-    for client in clients:
-        client.start()
     readiness = []
     try:
-        clients[0].wait_for_more(5)
-        registered = requests.post(gateway.url + MODELS + "/versions", headers=admin,
-                                   timeout=300, json={"archive": broken.name})
-        readiness += [r.ready() for r in fleet.replicas]
-        wait_for(lambda: any(a["state"] == "firing"
-                             for a in prometheus.alerts("ModelVersionCannotLoad")),
-                 timeout=MODEL_READY_S, what="ModelVersionCannotLoad to fire",
-                 log=prometheus.log_tail)
-        pinned = predict(gateway, token, "9.0")
-        clients[0].wait_for_more(5)
-        readiness += [r.ready() for r in fleet.replicas]
+        with under_load(gateway, token, 4) as clients:
+            registered = requests.post(gateway.url + MODELS + "/versions", headers=admin,
+                                       timeout=300, json={"archive": broken.name})
+            readiness += [r.ready() for r in fleet.replicas]
+            wait_for(lambda: any(a["state"] == "firing"
+                                 for a in prometheus.alerts("ModelVersionCannotLoad")),
+                     timeout=MODEL_READY_S, what="ModelVersionCannotLoad to fire",
+                     log=prometheus.log_tail)
+            pinned = predict(gateway, token, "9.0")
+            clients[0].wait_for_more(5)
+            readiness += [r.ready() for r in fleet.replicas]
     finally:
-        for client in clients:
-            client.stop()
         prometheus.stop()
     assert registered.status_code == 422, registered.text
     body = registered.json()
@@ -242,11 +247,7 @@ def test_only_archives_signed_by_a_trusted_key_are_declared_or_served(fleet, tru
         assert requests.delete(gateway.url + MODELS + f"/versions/{version}", headers=admin,
                                timeout=300).ok
     # Rotation: trust both keys, sign again with the new one, then drop the old one.
-    clients = [BackgroundPredictions(gateway, token) for _ in range(2)]
-    for client in clients:
-        client.start()
-    try:
-        clients[0].wait_for_more(5)
+    with under_load(gateway, token, 2) as clients:
         new_key = signing.new_key(tmp_path / "new")
         old_public = trusted_keys.read_bytes()
         replace_file(trusted_keys, old_public + new_key.with_name(signing.TRUSTED_KEYS).read_bytes())
@@ -264,9 +265,6 @@ def test_only_archives_signed_by_a_trusted_key_are_declared_or_served(fleet, tru
         old_signed = push(gateway, admin, model_store / "classifier-2.0.mar")
         assert old_signed.status_code == 422, old_signed.text
         clients[0].wait_for_more(5)
-    finally:
-        for client in clients:
-            client.stop()
     results = [r for c in clients for r in c.results]
     statuses = Counter(status for status, _ in results)
     print(f"key rotation under 2-way load: {len(results)} predictions, statuses {dict(statuses)}")
