@@ -172,7 +172,7 @@ lint-containers: install
 	$(BIN)/pytest -q tests/static
 
 stop:
-	-pkill -f 'gunicorn --config $(CURDIR)/config/gunicorn.conf.py'
+	-pkill -f 'gateway-server $(CURDIR)'
 	-pkill -f '$(CURDIR)/scripts/start-serve.sh'
 	-pkill -f 'gateway-db purge --every'
 	-TMPDIR=$(CURDIR)/run/torchserve/tmp $(BIN)/torchserve --stop
@@ -206,11 +206,13 @@ fuzz: check-java install
 	    || { echo "failed with seed $$seed: make fuzz SEEDS=$$seed"; exit 1; }; \
 	done
 
-# In-process vs TorchServe vs gateway, side by side (see bench/README.md).
+# In-process vs TorchServe vs gateway, side by side; then the hop alone, on a model that
+# costs nothing (see bench/README.md).
 REQUESTS ?= 400
 CONCURRENCY ?= 1,16
 bench: check-java install
 	$(BIN)/python -m bench.run --requests $(REQUESTS) --concurrency $(CONCURRENCY) --arch $(ARCH)
+	$(BIN)/python -m bench.hop
 
 # The gateway past capacity: c=16 (reference), 64 and 128, OVERLOAD_SECONDS each, with
 # clients that honour Retry-After and clients that do not; then two users' fairness.

@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import client
-from bench.profile import CpuMeter, server_timing
-from bench.run import bench_images, goal, percentiles, print_goals
+from bench.harness import CpuMeter, bench_images, goal, percentiles, print_goals
+from bench.profile import server_timing
 from core.settings import Settings
 from devstack.servers import ROOT
 from devstack.signing import use_signing_key
@@ -97,8 +97,8 @@ def together(meter: CpuMeter, *crowds) -> list[dict]:
     answers = sum(r["served"] + r["shed"] for r in rows)
     rows[-1]["cores"] = {name: round((after[name] - before.get(name, 0.0)) / rows[-1]["seconds"],
                                      2) for name in after}
-    rows[-1]["gunicorn_cpu_ms_per_answer"] = round(
-        (after["gunicorn"] - before["gunicorn"]) * 1000 / answers, 2) if answers else None
+    rows[-1]["gateway_cpu_ms_per_answer"] = round(
+        (after["gateway"] - before["gateway"]) * 1000 / answers, 2) if answers else None
     return rows
 
 
@@ -191,8 +191,8 @@ def main(argv=None) -> int:
     for mode, mode_rows in rows.items():
         for r in mode_rows:
             if "cores" in r:
-                print(f"{mode} c={r['concurrency']}: cores used {r['cores']}, gunicorn CPU "
-                      f"per answer {r['gunicorn_cpu_ms_per_answer']} ms")
+                print(f"{mode} c={r['concurrency']}: cores used {r['cores']}, gateway CPU "
+                      f"per answer {r['gateway_cpu_ms_per_answer']} ms")
             if r["shed_stages_p50_ms"]:
                 print(f"{mode} c={r['concurrency']}: a refusal's stages in the gateway, p50 ms: "
                       f"{r['shed_stages_p50_ms']}")

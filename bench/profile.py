@@ -1,5 +1,4 @@
-"""Where the time and the CPU go: the per-stage breakdown at c=1 and the CPU each process
-spends per image, which `make bench` prints.
+"""Where the time goes: the per-stage breakdown at c=1 that `make bench` prints.
 
 Stages come from the Server-Timing headers the gateway and the handler send (gateway:
 auth, quota, read, check, upstream, log, app; handler: preprocess, inference, postprocess),
@@ -8,11 +7,9 @@ TorchServe's queue time from its Prometheus counters read before and after each 
 and the client's own clock.
 """
 
-import os
 import statistics
 import time
 
-import psutil
 import requests
 
 from bench import client
@@ -30,7 +27,7 @@ INSIDE_TORCHSERVE = (
 )
 TOTAL = ("total seen by the client", lambda s: s["total"])
 GATEWAY_ROWS = (
-    ("client, HTTP to the gateway, gunicorn", lambda s: s["total"] - s["app"]),
+    ("client, HTTP to the gateway, granian", lambda s: s["total"] - s["app"]),
     ("gateway: token and quota", lambda s: s["auth"] + s["quota"]),
     ("gateway: read the upload", lambda s: s["read"]),
     ("gateway: image header check", lambda s: s["check"]),
@@ -119,64 +116,6 @@ def print_breakdown(result: dict) -> None:
     for path in ("gateway", "torchserve", "in-process"):
         for row in result[path]:
             print(f"  {path:<11}{row['stage']:<56}{row['p50_ms']:>9}")
-
-
-class CpuMeter:
-    """CPU seconds each process of a served path spends, per image: the bench process
-    (the load generator, or the in-process model), gunicorn, TorchServe's Java
-    frontend and its Python model workers."""
-
-    def __init__(self, gateway_pid: int, torchserve_pid: int):
-        self.roots = {"gunicorn": gateway_pid, "torchserve": torchserve_pid}
-        self.totals: dict[str, dict[str, float]] = {}
-
-    def snapshot(self) -> dict[str, float]:
-        """CPU seconds so far, by process."""
-        seconds = {"bench process": _cpu(psutil.Process(os.getpid()))}
-        for name, pid in self.roots.items():
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                with_name = name
-                if name == "torchserve":
-                    cmdline = " ".join(_safe(proc.cmdline))
-                    with_name = ("TorchServe Java frontend" if proc.name() == "java" else
-                                 "TorchServe model worker" if "model_service_worker" in cmdline
-                                 else "torchserve launcher")
-                seconds[with_name] = seconds.get(with_name, 0.0) + _cpu(proc)
-        return seconds
-
-    def wrap(self, mode: str, run):
-        """`run` (concurrency, total) -> result, with its CPU added to `mode`'s totals."""
-        def measured(concurrency: int, total: int) -> dict:
-            before = self.snapshot()
-            result = run(concurrency, total)
-            after = self.snapshot()
-            totals = self.totals.setdefault(f"{mode}, c={concurrency}", {"images": 0})
-            totals["images"] += len(result["latencies"])
-            for name, value in after.items():
-                totals[name] = totals.get(name, 0.0) + value - before.get(name, 0.0)
-            return result
-        return measured
-
-    def per_image_ms(self) -> dict[str, dict[str, float]]:
-        return {mode: {name: round(seconds * 1000 / totals["images"], 2)
-                       for name, seconds in totals.items() if name != "images"}
-                for mode, totals in self.totals.items()}
-
-
-def _cpu(proc: psutil.Process) -> float:
-    try:
-        times = proc.cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return times.user + times.system
-
-
-def _safe(method) -> list[str]:
-    try:
-        return method()
-    except psutil.Error:
-        return []
 
 
 def per_call_us(call, argument, calls: int = 2000, repeats: int = 5) -> float:

@@ -5,7 +5,7 @@
 Same machine, same images, same weights (a seeded random archive), same handler
 code: the in-process row runs the handler's own decode + transform + forward in this
 process with TorchServe's batch size and thread budget; the other two go over HTTP
-to a real TorchServe and a real gunicorn gateway started by our start scripts.
+to a real TorchServe and a real gateway (granian) started by our start scripts.
 The load generator is a thread pool, each thread with its own keep-alive urllib3
 connection and bodies encoded once (bench/client.py): 0.65 ms of client CPU per request.
 Failed requests are counted, never dropped.
@@ -14,30 +14,25 @@ Failed requests are counted, never dropped.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import threading
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import requests
 import torch
-import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
-from tritonclient.utils import InferenceServerException
 
 from bench import client, profile
+from bench.harness import (CpuMeter, Sections, alternate, bench_images, goal, oip_infer, print_cpu,
+                           print_rows, print_summary, run_http)
 from core.database import schema
 from core.database.engine import database_engine
 from core.model_history import Actor
 from core.served_model import MODEL_NAME
 from core.settings import Settings
-from devstack import images
 from devstack.backends import Postgres
 from devstack.otlp import OtlpReceiver
 from devstack.servers import ROOT, GatewayServer, TorchServeServer
@@ -45,7 +40,7 @@ from devstack.stack import signing_keys
 from devstack.waiting import wait_for
 from gateway.identity.keys import KeyRing
 from gateway.identity.tokens import Tokens
-from gateway.models.rollouts.guard import Guard, percentile
+from gateway.models.rollouts.guard import Guard
 from gateway.models.rollouts.store import RolloutStore
 from handler import resnet_handler as handler
 from modelbuild import archive, weights
@@ -63,37 +58,12 @@ SPANS_EXPORTED_S = 60
 OUTBOX_REPORTED_S = 60
 
 
-def bench_images() -> list[bytes]:
-    """A fixed mix of uploads: photos-sized JPEGs, a PNG, greyscale."""
-    return [images.jpeg((640, 480)), images.jpeg((1024, 768)), images.png(), images.grey_png(),
-            images.jpeg((320, 240)), images.rgba_png()]
-
-
-def percentiles(latencies: list[float]) -> dict:
-    if not latencies:
-        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-    return {"p50_ms": round(statistics.median(latencies) * 1000, 2),
-            "p95_ms": round(percentile(latencies, 0.95) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2)}
-
-
-def goal(figure: float | None, op: str, target: float) -> dict:
-    """A goal's figure beside its target ("<=" or ">="), and whether it was met."""
-    met = figure is not None and (figure >= target if op == ">=" else figure <= target)
-    return {"figure": figure, "goal": f"{op} {target}", "met": met}
-
-
-def print_goals(goals: dict) -> None:
-    for name, g in goals.items():
-        print(f"{name}: {g['figure']} (goal {g['goal']}: {'met' if g['met'] else 'missed'})")
-
-
-def round_three_goals(summary: dict, cpu: dict, top: int) -> dict:
-    """#30's goals for the gateway's own cost, from this run's figures."""
+def gateway_goals(summary: dict, cpu: dict, top: int) -> dict:
+    """#30's and #42's goals for the gateway's own cost, from this run's figures."""
     split = cpu[f"gateway, c={top}"]
     goals = {
         f"gateway CPU / TorchServe Java frontend CPU per image, c={top}": goal(round(
-            split["gunicorn"] / split["TorchServe Java frontend"], 2), "<=", 1.0),
+            split["gateway"] / split["TorchServe Java frontend"], 2), "<=", 1.0),
         f"gateway / in-process images/s, c={top}": goal(
             summary[f"gateway_over_in_process_throughput_c{top}"], ">=", 0.95),
         f"gateway-int8 / in-process-int8 images/s, c={top}": goal(
@@ -102,73 +72,10 @@ def round_three_goals(summary: dict, cpu: dict, top: int) -> dict:
                       ("gateway_int8_minus_in_process_int8_p50_ms_c1", "gateway-int8")):
         if key in summary:
             goals[f"{name} p50 minus in-process's, c=1 (ms)"] = goal(summary[key], "<=", 5)
+    if "gateway_minus_torchserve_p50_ms_c1" in summary:
+        goals["gateway p50 minus TorchServe's, c=1 (ms)"] = goal(
+            summary["gateway_minus_torchserve_p50_ms_c1"], "<=", 1.5)
     return goals
-
-
-def summarise(mode: str, concurrency: int, runs: list[dict]) -> dict:
-    """One row from several rounds: all latencies pooled, throughput over total wall time."""
-    latencies = [x for r in runs for x in r["latencies"]]
-    errors = [e for r in runs for e in r["errors"]]
-    wall = sum(r["wall"] for r in runs)
-    return {"mode": mode, "concurrency": concurrency, "requests": len(latencies) + len(errors),
-            "errors": len(errors), "error_kinds": sorted({str(e) for e in errors}),
-            "images_per_s": round(len(latencies) / wall, 2), **percentiles(latencies)}
-
-
-def run_http(concurrency: int, total: int, call) -> dict:
-    """`total` calls from `concurrency` threads; call(i, pool) -> status code, where pool
-    is the thread's own client.new_pool()."""
-    local = threading.local()
-    latencies, errors = [], []
-
-    def one(i):
-        if not hasattr(local, "pool"):
-            local.pool = client.new_pool()
-        started = time.perf_counter()
-        try:
-            status = call(i, local.pool)
-        except client.FAILURES as exc:
-            status = type(exc).__name__
-        elapsed = time.perf_counter() - started
-        if status == 200:
-            latencies.append(elapsed)
-        else:
-            errors.append(status)
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(concurrency)))  # warm-up: connections, not counted
-        latencies.clear()
-        errors.clear()
-        started = time.perf_counter()
-        list(pool.map(one, range(total)))
-    return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - started}
-
-
-def oip_infer(url: str, token: str, payloads: list[bytes]):
-    """A run_http call: one image through /v2 infer with tritonclient, a client per thread."""
-    local = threading.local()
-
-    def call(i, _pool):
-        if not hasattr(local, "client"):
-            local.client = triton.InferenceServerClient(url.removeprefix("http://"))
-        tensor = triton.InferInput("image", [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([payloads[i % len(payloads)]], dtype=np.object_))
-        try:
-            local.client.infer("classifier", [tensor], headers={"Authorization": f"Bearer {token}"})
-        except InferenceServerException as exc:
-            return f"InferenceServerException {exc.status()}"
-        return 200
-    return call
-
-
-def alternate(modes: dict, concurrency: int, rounds: int, per_round: int) -> list[dict]:
-    """One row per mode; the modes take turns in short rounds, so that drift in the
-    machine's load hits all of them alike."""
-    runs = {mode: [] for mode in modes}
-    for _ in range(rounds):
-        for mode, run in modes.items():
-            runs[mode].append(run(concurrency, per_round))
-    return [summarise(mode, concurrency, runs[mode]) for mode in modes]
 
 
 class InProcess:
@@ -411,7 +318,7 @@ def main(argv=None) -> int:
             int8_in_process = InProcess(payloads, handler.load_model(int8_file, "int8", resolved.arch))
             # Each mode's CPU per image, by process: what the served paths spend that the
             # in-process ones do not.
-            meter = profile.CpuMeter(gateways["gateway"].proc.pid, torchserve.proc.pid)
+            meter = CpuMeter(gateways["gateway"].proc.pid, torchserve.proc.pid)
             variant_modes = {mode: meter.wrap(mode, run) for mode, run in {
                 "in-process": modes["in-process"],
                 "in-process-int8": lambda c, n: int8_in_process.run(c, n),
@@ -502,7 +409,7 @@ def main(argv=None) -> int:
                         prediction_log=[log_on, log_off], variants=variants, oip=oip,
                         torchserve_api=torchserve_api,
                         tracing=tracing, signing=signing, shadow=shadow, outage=outage,
-                        cpu_ms_per_image=cpu, goals=round_three_goals(summary, cpu, top))
+                        cpu_ms_per_image=cpu, goals=gateway_goals(summary, cpu, top))
 
 
 def main_summary(results: list[dict], ready_s: float, levels: list[int], top: int) -> dict:
@@ -532,17 +439,6 @@ def report_main(args, ready_s: float, results: list[dict], levels: list[int], to
     return write_report(args, summary, stages, clock, results=results)
 
 
-class Sections:
-    """How long each section of the run took, in seconds."""
-
-    def __init__(self):
-        self.seconds, self.last = {}, time.perf_counter()
-
-    def done(self, name: str) -> None:
-        now = time.perf_counter()
-        self.seconds[name], self.last = round(now - self.last, 1), now
-
-
 def write_report(args, summary: dict, stages: dict, clock: Sections,
                  cpu_ms_per_image: dict | None = None, goals: dict | None = None,
                  **sections) -> int:
@@ -552,21 +448,12 @@ def write_report(args, summary: dict, stages: dict, clock: Sections,
         "section_seconds": clock.seconds, "summary": summary, "goals": goals}
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     plot(sections["results"], args.out / "bench.png")
-    print(f"{'mode':<16}{'c':>4}{'img/s':>9}{'p50':>9}{'p95':>9}{'p99':>9}{'errors':>8}")
-    for r in [row for rows in sections.values() for row in rows]:
-        print(f"{r['mode']:<16}{r['concurrency']:>4}{r['images_per_s']:>9}{r['p50_ms']:>9}"
-              f"{r['p95_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}")
+    print_rows([row for rows in sections.values() for row in rows])
     profile.print_breakdown(stages)
     if cpu_ms_per_image:
-        print("\nCPU ms per image, by process")
-        for mode, split in cpu_ms_per_image.items():
-            print(f"  {mode:<22}" + ", ".join(f"{name} {ms}" for name, ms in split.items()))
+        print_cpu(cpu_ms_per_image, "image")
     print(f"\nseconds per section: {clock.seconds}")
-    for key, value in summary.items():
-        print(f"{key}: {value}")
-    if goals:
-        print("\ngoals (#30)")
-        print_goals(goals)
+    print_summary(summary, goals, "#30, #42")
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 1 if summary["errors"] else 0
 

@@ -5,7 +5,7 @@
 
 In-process: the archive's sha256 alone (what every push and agent load already
 computes), signing it (modelbuild.signing) and verifying it (core.signatures, as the
-gateway and every agent do). Through a real gateway (gunicorn, SQLite): the same
+gateway and every agent do). Through a real gateway (granian, SQLite): the same
 archive pushed with its signature (verified) and without one (ALLOW_UNSIGNED_ARCHIVES:
 not verified), taking turns, each push stored afresh under its own name.
 """

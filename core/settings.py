@@ -1,7 +1,7 @@
 """Every setting (the gateway, the model agent, the CLIs), read once from the environment
 into one object.
 
-The app, gunicorn's config (config/gunicorn.conf.py) and the CLIs all read the
+The app, its server (gateway/serve.py) and the CLIs all read the
 environment through Settings.from_env: one variable, one default, one parser.
 """
 
@@ -98,7 +98,7 @@ class Settings:
     model_seed: str = "classifier-1.0.mar"  # declared from MODEL_STORE on an empty database
     shadow_workers: int = 2  # threads per process sending shadow copies
     shadow_queue_size: int = 16  # copies running or waiting per process; more are dropped
-    # gunicorn (config/gunicorn.conf.py)
+    # the gateway's server (gateway/serve.py)
     gateway_bind: str = "127.0.0.1:8000"
     gateway_workers: int = 1
     gateway_threads: int = 32  # above MAX_INFLIGHT_PREDICTIONS: spare threads shed load

@@ -37,14 +37,22 @@ class TorchServeClient:
         # client's back) and no proxy from the environment.
         self.pool = urllib3.PoolManager(num_pools=4, maxsize=settings.upstream_pool_size,
                                         retries=False)
+        # The inference API's own pool, called with paths: every prediction skips the
+        # PoolManager's per-call lookup (bench/HISTORY.md, "Session 18").
+        self.inference = urllib3.connection_from_url(
+            self.url, maxsize=settings.upstream_pool_size, retries=False)
+        self.inference_prefix = (urllib3.util.parse_url(self.url).path or "").rstrip("/")
 
     def _request(self, method: str, url: str, timeout: urllib3.Timeout | None = None,
-                 params: dict | None = None, **kwargs) -> urllib3.BaseHTTPResponse:
-        """One HTTP call; a transport failure is an ApiError 502/503/504."""
+                 params: dict | None = None, pool: urllib3.connectionpool.HTTPConnectionPool
+                 | urllib3.PoolManager | None = None, **kwargs) -> urllib3.BaseHTTPResponse:
+        """One HTTP call (`url` a path when `pool` is one host's); a transport failure is an
+        ApiError 502/503/504."""
         if params:
             url += "?" + urlencode(params)
         try:
-            return self.pool.request(method, url, timeout=timeout or self.timeout, **kwargs)
+            return (pool or self.pool).request(method, url, timeout=timeout or self.timeout,
+                                               **kwargs)
         except ReadTimeoutError as exc:
             raise ApiError(504, "model server did not answer in time") from exc
         except (ConnectTimeoutError, ProtocolError) as exc:  # refused, reset, slow connect
@@ -72,7 +80,7 @@ class TorchServeClient:
         name = model or self.model_name
         path = f"/predictions/{name}" + (f"/{version}" if version else "")
         response = self._request(
-            "POST", self.url + path, body=image,
+            "POST", self.inference_prefix + path, pool=self.inference, body=image,
             headers=tracing.inject({"Content-Type": "application/octet-stream",
                                     "X-Request-ID": request_id}),
         )
@@ -93,7 +101,7 @@ class TorchServeClient:
     def ping(self) -> None:
         """ApiError 503 unless the inference API (through whatever balances the replicas)
         answers its /ping."""
-        response = self._request("GET", self.url + "/ping")
+        response = self._request("GET", self.inference_prefix + "/ping", pool=self.inference)
         if response.status != 200:
             raise unavailable(f"model server is unavailable ({response.status})")
 

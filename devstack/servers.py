@@ -1,4 +1,4 @@
-"""Real TorchServe (alone, or as a replica with its model agent) and gunicorn processes on
+"""Real TorchServe (alone, or as a replica with its model agent) and gateway processes (granian) on
 free loopback ports, through our start scripts."""
 
 import json
@@ -161,7 +161,7 @@ class GatewayServer(Process):
         self.metrics_dir = run_dir / "metrics"
 
     def wait_up(self, timeout: float = SERVER_START_S) -> None:
-        """Until /healthz answers 200: gunicorn listens before its workers answer."""
+        """Until /healthz answers 200: granian listens before its workers answer."""
         self.wait(lambda: requests.get(self.url + "/healthz", timeout=10).status_code == 200,
                   timeout, "the gateway's /healthz")
 

@@ -1,5 +1,5 @@
 """The real stack for tests: users, a model replica (TorchServe and its agent) serving
-the declared versions, and a gunicorn gateway, sharing one database."""
+the declared versions, and a granian gateway, sharing one database."""
 
 import secrets
 import shutil

@@ -13,7 +13,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 # Deadlines for a new 2-core machine whose cores are both busy with other work:
-# a gunicorn that imports the app, a TorchServe that loads a model, a container.
+# a gateway that imports the app, a TorchServe that loads a model, a container.
 SERVER_START_S = 180
 MODEL_READY_S = 300
 CONTAINER_READY_S = 600

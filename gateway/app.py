@@ -19,6 +19,7 @@ from gateway.web import (auth, docs, health, models, observability, oip, predict
                          ratelimits, torchserve)
 from gateway.web.extension import EXTENSION
 from gateway.web.responses import detail_error
+from gateway.web.unread_body import DrainUnreadBody
 
 BLUEPRINTS = (auth.bp, predict.bp, oip.bp, torchserve.bp, models.bp, prediction_log.bp, health.bp,
               docs.bp)
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # only; every other forwarded header is ignored.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0,
                                 x_host=0, x_port=0, x_prefix=0)
+    app.wsgi_app = DrainUnreadBody(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])
     ratelimits.init_app(app, settings.rate_limit_storage_uri)
     observability.init_app(app, settings)
     app.extensions[EXTENSION] = Services.build(settings, ratelimits.limiter.limiter)

@@ -1,12 +1,16 @@
 """The gateway's Prometheus metrics (plain prometheus_client: the CLIs load it too).
 GET /metrics is in gateway.web.health.
 
-Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set by config/gunicorn.conf.py) makes every
-worker write its samples to files there, and a scrape aggregates all of them, so
-one scrape sees every worker, not one at random.
+PROMETHEUS_MULTIPROC_DIR (set by scripts/start-gateway.sh) makes every worker process
+write its samples to files there, and a scrape aggregates all of them, so one scrape
+sees every worker, not one at random.
 """
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import re
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -64,6 +68,23 @@ OUTBOX_REJECTED_ROWS = Counter("gateway_outbox_rejected_rows_total",
                                "in the outbox's file")
 UPLOAD_BYTES = Histogram("gateway_upload_bytes", "Size of uploaded images",
                          buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 2.5e6, 5e6, 1e7))
+
+LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
+
+
+def forget_dead_processes(directory: str) -> None:
+    """Drop the live gauges (livemin, livemax) of worker processes that are gone: the
+    server replaces a dead worker without telling the app, so each scrape checks."""
+    pids = {int(m.group(1)) for path in Path(directory).glob("gauge_live*.db")
+            if (m := LIVE_GAUGE_FILE.fullmatch(path.name))}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except PermissionError:  # alive, another user's
+            pass
+
 
 # Labels known in advance start at 0, so that rates and alerts see them before the first.
 for _route in ("/token", "/predict"):

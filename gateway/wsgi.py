@@ -1,4 +1,4 @@
-"""gunicorn entry point: settings come from the environment."""
+"""The WSGI app that gateway/serve.py serves: settings come from the environment."""
 
 from gateway.app import create_app
 

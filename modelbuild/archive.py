@@ -47,12 +47,17 @@ def write_model_files(weights: weights_mod.ResolvedWeights, work: Path,
         record.update(report)
     else:
         torch.save(weights.state_dict, work / SERIALIZED_FILE)
+    write_labels(work, record)
+    return record
+
+
+def write_labels(work: Path, record: dict) -> None:
+    """index_to_name.json (ImageNet's classes) and weights.json (`record`)."""
     categories = weights_mod.IMAGENET_CATEGORIES
     (work / "index_to_name.json").write_text(
         json.dumps({str(i): name for i, name in enumerate(categories)})
     )
     (work / "weights.json").write_text(json.dumps(record))
-    return record
 
 
 def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
@@ -69,19 +74,21 @@ def build(version: str, weights: weights_mod.ResolvedWeights, export_dir: Path,
 
 
 def package(work: Path, version: str, export_dir: Path,
-            signing_key: Path | None = None) -> Path:
-    """torch-model-archiver on a model directory (write_model_files' files) and the
-    shipped handler; the archive lands in export_dir, signed with `signing_key` (or
-    MODEL_SIGNING_KEY's) if there is one."""
+            signing_key: Path | None = None, handler: Path = HANDLER_FILE) -> Path:
+    """torch-model-archiver on a model directory (write_model_files' files; a handler
+    that runs no network needs no model.pt) and the shipped handler (or `handler`); the
+    archive lands in export_dir, signed with `signing_key` (or MODEL_SIGNING_KEY's) if
+    there is one."""
     target = archive_path(export_dir, version)
     export_dir.mkdir(parents=True, exist_ok=True)
+    serialized = work / SERIALIZED_FILE
     subprocess.run(
         [
             str(Path(sys.executable).with_name("torch-model-archiver")),
             "--model-name", MODEL_NAME,
             "--version", version,
-            "--serialized-file", str(work / SERIALIZED_FILE),
-            "--handler", str(HANDLER_FILE),
+            *(["--serialized-file", str(serialized)] if serialized.exists() else []),
+            "--handler", str(handler),
             "--extra-files", f"{work / 'index_to_name.json'},{work / 'weights.json'}",
             "--config-file", str(CONFIG_FILE),
             "--export-path", str(work),

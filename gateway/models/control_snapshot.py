@@ -169,7 +169,7 @@ class ControlSnapshot:
 
     def start(self) -> None:
         """The first state (read, else the saved one), then the refresher, in the
-        process that serves (after gunicorn's fork)."""
+        process that serves (a server's worker)."""
         if not self.refresh():
             self.load()
         threading.Thread(target=self._run, daemon=True, name="control-snapshot").start()

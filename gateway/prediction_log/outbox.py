@@ -2,7 +2,7 @@
 file (WAL, synchronous=FULL: a row is on disk when put() returns), until the drainer
 (gateway.prediction_log.writer) delivers them, oldest first.
 
-Every gunicorn process of one gateway shares the file. Each row gets an id of its own
+Every worker process of one gateway shares the file. Each row gets an id of its own
 (`uid`, the predictions table's `outbox_id`), so that a row delivered twice (the
 database committed, the outbox's delete did not) stays one row. The rows stay in one
 run of `seq` (they leave from the oldest end), so the count and the oldest row are two
@@ -74,7 +74,7 @@ class Outbox:
         self.max_rows, self.max_age_seconds = max_rows, max_age_seconds
         # FULL: a row is on disk, not only in the operating system's cache, when put() returns.
         self.engine = database_engine(f"sqlite:///{self.path}", synchronous="FULL")
-        # gunicorn's processes start together: one at a time turns a new file to WAL (a
+        # A gateway's worker processes start together: one at a time turns a new file to WAL (a
         # change SQLite refuses at once, busy timeout or not, while another connection
         # has the file open) and makes the tables.
         with open(f"{self.path}.init-lock", "w") as lock:

@@ -1,14 +1,13 @@
 """The prediction log: one row per image asked for, success or failure.
 
 SQLAlchemy Core on DATABASE_URL: a SQLite file by default (WAL mode, so readers
-never block the single writer and several gunicorn processes can share it),
+never block the single writer and several worker processes can share it),
 PostgreSQL in Kubernetes. The row is written before the response is sent, in a short
 transaction from the connection pool that the rows of calls arriving meanwhile share
 (group commit); only the rows of calls shed before their body was read are written
 behind (WriteBehind). The table is in core/database/tables.py.
 """
 
-import atexit
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from core.database.engine import as_utc
 from core.database.tables import predictions
+from gateway.lifecycle import at_process_exit
 
 logger = logging.getLogger(__name__)
 INSERT = insert(predictions)
@@ -187,7 +187,7 @@ class WriteBehind:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="shed-rows")
                 self._thread.start()
-                atexit.register(self.flush)
+                at_process_exit(self.flush)
 
     def flush(self) -> None:
         """Write every waiting row now."""

@@ -12,7 +12,6 @@ of users erased since (gateway.prediction_log.erasures): an erasure that ran whi
 undone by its delivery.
 """
 
-import atexit
 import fcntl
 import logging
 import threading
@@ -26,6 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from gateway import metrics
+from gateway.lifecycle import at_process_exit
 from gateway.prediction_log.outbox import Depth, Outbox, OutboxFull, Queued
 from gateway.prediction_log.store import LogWriteError, PredictionLog, PredictionRow
 
@@ -87,9 +87,9 @@ class LogWriter:
 
     # ---- the drainer ----------------------------------------------------------------
     def start(self) -> None:
-        """The drainer, in the process that serves (after gunicorn's fork)."""
+        """The drainer, in the process that serves (a server's worker)."""
         threading.Thread(target=self._run, daemon=True, name="outbox").start()
-        atexit.register(self.drain_once)
+        at_process_exit(self.drain_once)
 
     def _run(self) -> None:
         while True:

@@ -1,14 +1,14 @@
 """The operational endpoints: the index, liveness, readiness (gateway.predictions.readiness: a
 live replica serves the default version, the prediction log takes rows; with or without
-the database) and GET /metrics (this process's, or every gunicorn
-worker's, and the model replicas' as reported to the database)."""
+the database) and GET /metrics (this process's, or every worker process's, and the model
+replicas' as reported to the database)."""
 
 from flask import Blueprint, Response
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest,
                                multiprocess)
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.metrics import FleetCollector
+from gateway.metrics import FleetCollector, forget_dead_processes
 from gateway.web.extension import services
 
 bp = Blueprint("health", __name__)
@@ -36,8 +36,9 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    """Every gunicorn worker's samples, aggregated, when PROMETHEUS_MULTIPROC_DIR is set."""
-    if services().settings.prometheus_multiproc_dir:
+    """Every worker process's samples, aggregated, when PROMETHEUS_MULTIPROC_DIR is set."""
+    if directory := services().settings.prometheus_multiproc_dir:
+        forget_dead_processes(directory)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:

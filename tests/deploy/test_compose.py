@@ -83,7 +83,7 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     for service in HEALTHCHECKED:  # serve: its image's HEALTHCHECK (the declared default)
         for container in stack["replicas"][service]:
             engine.wait_healthy(container)
-    # gunicorn migrated the schema before it served.
+    # The gateway migrated the schema before it served.
     revision = engine("exec", containers["postgres"], "psql", "-U", "classifier", "-d",
                       "classifier", "-tAc", "SELECT version_num FROM alembic_version")
     assert revision.stdout.strip() == schema.head()
@@ -113,9 +113,9 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     wait_for(lambda: jwt.get_unverified_header(get_token(gateway))["kid"] == rotated,
              timeout=CONTAINER_READY_S, what="a token of the rotated key")
 
-    # Two gunicorn processes share the login limit through Redis.
+    # Two gateway worker processes share the login limit through Redis.
     workers = engine("exec", containers["gateway"], "python", "-c",
-                     "import os, pathlib; print(sum(b'gunicorn' in p.read_bytes() "
+                     "import os, pathlib; print(sum(b'gateway-server' in p.read_bytes() "
                      "for p in pathlib.Path('/proc').glob('[0-9]*/cmdline') "
                      "if p.parent.name != str(os.getpid())))").stdout
     assert int(workers) == 3  # the master and GATEWAY_WORKERS=2
@@ -143,14 +143,14 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     assert int(psql("SELECT count(*) FROM predictions")) == kept
     assert "purged 1 rows older than" in engine.logs(containers["purge"])
 
-    # PostgreSQL stopped under load, the gateway's gunicorn workers SIGKILLed meanwhile
+    # PostgreSQL stopped under load, the gateway's worker processes SIGKILLed meanwhile
     # (podman starts no container whose depends_on are stopped, so the process stands in
     # for the container): the calls are answered, the new workers serve from the control
     # snapshot on the named volume, every row arrives once from the outbox there.
     kill_workers = ("import os, pathlib, signal\n"
                     "for proc in pathlib.Path('/proc').glob('[0-9]*'):\n"
                     "    try:\n"
-                    "        worker = b'gunicorn' in (proc / 'cmdline').read_bytes() \\\n"
+                    "        worker = b'gateway-server' in (proc / 'cmdline').read_bytes() \\\n"
                     "            and (proc / 'stat').read_text().split()[3] == '1'\n"
                     "    except OSError:\n"
                     "        continue  # ended meanwhile\n"

@@ -1,4 +1,4 @@
-"""The end-to-end tests' fixtures: model archives, a real TorchServe, a real gunicorn
+"""The end-to-end tests' fixtures: model archives, a real TorchServe, a real granian
 gateway."""
 
 import shutil

@@ -1,5 +1,5 @@
 """Tokens that can be taken back, per-user quotas and real client addresses, proven on a
-real gunicorn (two processes sharing Redis) in front of the real TorchServe."""
+real granian (two processes sharing Redis) in front of the real TorchServe."""
 
 import shutil
 import subprocess
@@ -64,7 +64,7 @@ def test_old_tokens_stop_at_once_after(auth_stack, user, change):
     old = get_token(gateway, user, PASSWORD)
     assert predict(gateway, old).status_code == 200
     users_cli(users, *change, password=PASSWORD if change[0] != "revoke" else None)
-    for _ in range(6):  # fresh connections: both gunicorn processes answer
+    for _ in range(6):  # fresh connections: both worker processes answer
         refused = predict(gateway, old)
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"] == "invalid_token"

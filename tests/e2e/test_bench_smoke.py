@@ -78,7 +78,7 @@ def test_bench_smoke(tmp_path):
     cpu = report["cpu_ms_per_image"]
     assert set(cpu) == {f"{m}, c={c}" for m in ("in-process", "in-process-int8", "gateway",
                                                  "gateway-int8") for c in (1, 2)}
-    assert cpu["gateway, c=2"]["gunicorn"] > 0 and cpu["gateway, c=2"]["TorchServe model worker"] > 0
+    assert cpu["gateway, c=2"]["gateway"] > 0 and cpu["gateway, c=2"]["TorchServe model worker"] > 0
     assert cpu["in-process, c=2"]["bench process"] > 0
     # Traces exported to a collector, side by side with export off, at each level.
     assert {(r["mode"], r["concurrency"]) for r in report["tracing"]} == {
@@ -102,10 +102,25 @@ def test_bench_smoke(tmp_path):
     assert summary["database_down_over_up_throughput_c2"] > 0
     assert summary["database_down_gateway_database_up"] == 0
     assert summary["database_down_gateway_outbox_rows"] >= 4  # its rows, waiting
-    # #30's goals, each a figure beside its target.
-    assert len(report["goals"]) == 5
+    # #30's and #42's goals, each a figure beside its target.
+    assert len(report["goals"]) == 6
     assert all(a_figure(g["figure"]) for g in report["goals"].values()), report["goals"]
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+@pytest.mark.timeout(REPLICAS_S + 60)
+def test_hop_bench_smoke(tmp_path):
+    """`make bench`'s hop section: the instant model, every path, two levels."""
+    report = run_bench("hop", "hop.json", tmp_path, REPLICAS_S, "--requests", "6", "--rounds", "2",
+                       "--concurrency", "1,4")
+    assert {(r["mode"], r["concurrency"]) for r in report["results"]} == {
+        (m, c) for m in ("torchserve", "predict", "oip", "ts-api") for c in (1, 4)}
+    assert all(r["errors"] == 0 and r["requests"] == 6 for r in report["results"])
+    cpu = report["cpu_ms_per_request"]
+    assert cpu["predict, c=4"]["gateway"] > 0 and cpu["torchserve, c=4"]["TorchServe Java frontend"] > 0
+    assert report["summary"]["predict_requests_per_gateway_core_c4"] > 0
+    assert len(report["goals"]) == 3
+    assert all(a_figure(g["figure"]) for g in report["goals"].values()), report["goals"]
 
 
 @pytest.mark.timeout(OVERLOAD_S + 60)

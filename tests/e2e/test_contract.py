@@ -1,5 +1,5 @@
 """The API contract: Schemathesis, with every check but response time, against the real
-gunicorn + TorchServe stack, once with a user's token and once with an admin's.
+granian + TorchServe stack, once with a user's token and once with an admin's.
 
 The stack is this module's own: admin operations (register, promote, unregister)
 act on the archives the tests built, never on the shared stack's default.

@@ -1,4 +1,4 @@
-"""Faults injected into real processes: a killed model worker, a killed gunicorn worker,
+"""Faults injected into real processes: a killed model worker, a killed gateway worker process,
 PostgreSQL stopped under load (with the gateway killed and restarted meanwhile)."""
 
 import os
@@ -26,7 +26,7 @@ READ_TIMEOUT = 35  # the gateway's UPSTREAM_READ_TIMEOUT
 
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory, model_store, users_file, jwt_keys):
-    """Two gunicorn processes on Redis and a PostgreSQL that the tests may stop."""
+    """Two gateway worker processes on Redis and a PostgreSQL that the tests may stop."""
     required_or_skip(shutil.which("redis-server") is not None, "redis-server")
     required_or_skip(postgres_available(), "PostgreSQL (initdb, pg_ctl)")
     redis, postgres = Redis().start(), Postgres().start()
@@ -110,7 +110,7 @@ def test_killed_model_worker_is_replaced_and_the_stream_recovers(fault_stack):
           f"worker back and /readyz 200 after {recovered_after:.1f}s")
 
 
-def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_stack):
+def test_killed_gateway_worker_is_replaced_and_nothing_is_half_written(fault_stack):
     torchserve, gateway, postgres = fault_stack
     database_url = postgres.url
     token = get_token(gateway)
@@ -144,7 +144,7 @@ def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_st
         workers = {p.pid for p in master.children()}
         return workers if len(workers) == 2 and workers != workers_before else None
 
-    wait_for(replaced, timeout=SERVER_START_S, what="gunicorn replaced its killed worker",
+    wait_for(replaced, timeout=SERVER_START_S, what="granian replaced its killed worker",
              log=gateway.log_tail)
 
     engine = create_engine(database_url)
@@ -167,7 +167,7 @@ def test_killed_gunicorn_worker_is_replaced_and_nothing_is_half_written(fault_st
         expected = 200 if int(rid.split("-")[1]) % 3 else 415
         assert outcomes[rid] == expected, (rid, outcomes[rid])
     lost = len(plan) - len(answered)
-    print(f"gunicorn worker kill: {len(plan)} requests, {len(answered)} answered, "
+    print(f"gateway worker kill: {len(plan)} requests, {len(answered)} answered, "
           f"{lost} cut by the kill, {len(rows)} rows, all complete")
 
 

@@ -1,4 +1,4 @@
-"""The README's round trip and every documented error, through real gunicorn + TorchServe."""
+"""The README's round trip and every documented error, through real granian + TorchServe."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Hostile input through real gunicorn + TorchServe: exact status and detail, never a 500.
+"""Hostile input through real granian + TorchServe: exact status and detail, never a 500.
 
 Every case is followed by a good request, which must still succeed.
 """

@@ -1,4 +1,4 @@
-"""Our own identity, on real gunicorn (two processes) in front of the real TorchServe:
+"""Our own identity, on real granian (two processes) in front of the real TorchServe:
 signing keys rotated and retired under load, the JWKS read by a verifier that is not us,
 service accounts by client credentials, and the scope each route needs."""
 
@@ -139,7 +139,7 @@ def test_a_compromised_key_retired_at_once_refuses_its_live_tokens(identity):
     cli("gateway.cli.keys", "--file", str(keys), "rotate")
     assert predict(gateway, token).status_code == 200
     cli("gateway.cli.keys", "--file", str(keys), "retire", suspect)
-    for _ in range(4):  # both gunicorn processes
+    for _ in range(4):  # both worker processes
         refused = predict(gateway, token)
         assert refused.status_code == 401
         assert refused.json()["detail"] == "token's signing key is unknown or retired"

@@ -1,4 +1,4 @@
-"""The prediction log's lifecycle through real gateways (gunicorn) and a real model
+"""The prediction log's lifecycle through real gateways (granian) and a real model
 replica, on SQLite and on a real PostgreSQL: a purge of a million rows while clients
 predict, erasure, pseudonymous rows, usage reports and the export."""
 
@@ -215,7 +215,7 @@ def test_an_export_of_100000_rows_streams_in_bounded_memory(life):
                "exported", filename="f" * 250 + ".jpg")
     admin = get_token(gateway, ADMIN_USER, ADMIN_PASSWORD)
     workers = [p for p in psutil.Process(gateway.proc.pid).children(recursive=True)
-               if "gunicorn" in " ".join(p.cmdline())] or [psutil.Process(gateway.proc.pid)]
+               if "gateway-server" in " ".join(p.cmdline())] or [psutil.Process(gateway.proc.pid)]
     for worker in workers:  # each worker's peak RSS from now on (VmHWM)
         with open(f"/proc/{worker.pid}/clear_refs", "w") as refs:
             refs.write("5")

@@ -1,4 +1,4 @@
-"""Database migrations on SQLite and a real PostgreSQL, through real gunicorn gateways, and
+"""Database migrations on SQLite and a real PostgreSQL, through real granian gateways, and
 what the model history's table guarantees on both."""
 
 import subprocess

@@ -1,4 +1,5 @@
-"""Metrics across gunicorn workers, JSON request logs, and the prediction log on SQLite and PostgreSQL."""
+"""Metrics across gateway worker processes, JSON request logs, and the prediction log on
+SQLite and PostgreSQL."""
 
 import json
 import shutil
@@ -27,7 +28,7 @@ def redis_server():
 
 @pytest.fixture(scope="module")
 def two_worker_gateway(tmp_path_factory, torchserve, users_file, jwt_keys, redis_server):
-    """Two gunicorn processes in front of the stack's replica, on its database (where the
+    """Two gateway worker processes in front of the stack's replica, on its database (where the
     replica's agent reports, which /readyz reads)."""
     gateway = GatewayServer(torchserve, tmp_path_factory.mktemp("gw2"), jwt_keys_file=jwt_keys,
                             users_file=users_file, gateway_workers=2,

@@ -1,5 +1,5 @@
 """The Open Inference Protocol at the gateway, driven by the unmodified standard clients
-(tritonclient, the kserve SDK) against the real gunicorn + TorchServe stack; our code
+(tritonclient, the kserve SDK) against the real granian + TorchServe stack; our code
 only passes the Authorization header."""
 
 import asyncio

@@ -1,5 +1,5 @@
 """Over capacity the gateway answers at once with 503 + Retry-After, counts and logs
-every shed request, and keeps serving what it accepted (a real TorchServe + gunicorn)."""
+every shed request, and keeps serving what it accepted (a real TorchServe + granian)."""
 
 import statistics
 import threading

@@ -1,5 +1,5 @@
 """Canary and shadow rollouts, guarded: a real TorchServe serving two real archive
-versions (different seeded weights) behind gunicorn with two processes and Redis."""
+versions (different seeded weights) behind granian with two processes and Redis."""
 
 import base64
 import io

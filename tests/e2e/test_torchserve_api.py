@@ -1,6 +1,6 @@
 """TorchServe's own management and inference APIs at the gateway, called as TorchServe's
 documentation calls them (its base URL changed to the gateway's /torchserve, a token
-added), on gunicorn, two replicas behind HAProxy and PostgreSQL (tests/support/fleet.py):
+added), on granian, two replicas behind HAProxy and PostgreSQL (tests/support/fleet.py):
 a second version of `classifier` and a second model that is not ours (a torchvision
 network with TorchServe's built-in image_classifier handler), scaled, promoted,
 described, listed page by page, unregistered; both replicas serve what was declared and

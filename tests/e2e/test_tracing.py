@@ -1,4 +1,4 @@
-"""Traces with real parts: a gateway (gunicorn) and a model replica (TorchServe, the
+"""Traces with real parts: a gateway (granian) and a model replica (TorchServe, the
 handler) exporting OTLP/HTTP to a receiver that decodes the real protobufs; and, with
 export off, a caller's `traceparent` honoured from the gateway to the handler."""
 

@@ -18,10 +18,8 @@ from tests.support.kube import render
 
 BIN = Path(sys.executable).parent
 K8S_VERSION = "1.37.0"
-GUNICORN_VARS = set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', (ROOT / "config/gunicorn.conf.py").read_text()))
-GUNICORN_VARS |= set(re.findall(r'os\.environ\.setdefault\("([A-Z_]+)"', (ROOT / "config/gunicorn.conf.py").read_text()))
 SETTINGS_VARS = {name.upper() for name in Settings.__dataclass_fields__}
-GATEWAY_VARS = SETTINGS_VARS | GUNICORN_VARS | {"POSTGRES_PASSWORD"}  # used to build DATABASE_URL
+GATEWAY_VARS = SETTINGS_VARS | {"POSTGRES_PASSWORD"}  # used to build DATABASE_URL
 TS_SCRIPT = (ROOT / "scripts/start-torchserve.sh").read_text()
 TS_VARS = set(re.findall(r"^#   ([A-Z_]+) ", TS_SCRIPT, re.M))
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|KEY", re.I)

@@ -1,6 +1,6 @@
 """Which processes a test run left behind.
 
-Every process the suite starts (gunicorn, TorchServe and its workers, PostgreSQL,
+Every process the suite starts (granian, TorchServe and its workers, PostgreSQL,
 Redis, Chromium, Schemathesis, the bench) inherits RUN_MARKER from the run's
 environment, so the run can find them all at its end, and only its own: another run
 on the same machine has another value.

@@ -1,4 +1,4 @@
-"""A database outage under load, for any gateway (a gunicorn of the tests, a Compose
+"""A database outage under load, for any gateway (one of the tests, a Compose
 stack): four callers, the database stopped for OUTAGE_S while /readyz is watched, then
 started again; what the callers, /readyz and the prediction log saw."""
 

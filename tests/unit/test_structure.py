@@ -42,7 +42,7 @@ def test_modelctl_runs_without_flask():
 def test_database_commands_run_where_the_metrics_directory_is_not_made_yet(tmp_path):
     """`python -m gateway.cli.db upgrade` runs first in the gateway's container and the
     migrate init container, and the purge beside them, all with the gateway's
-    PROMETHEUS_MULTIPROC_DIR, which gunicorn makes only later: they load no metrics."""
+    PROMETHEUS_MULTIPROC_DIR, which gateway/serve.py makes only later: they load no metrics."""
     for command in (["upgrade"], ["current"], ["check"], ["purge", "--days", "30"]):
         result = subprocess.run(
             [sys.executable, "-m", "gateway.cli.db", "--database-url",

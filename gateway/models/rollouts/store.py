@@ -1,4 +1,4 @@
-"""Rollouts in the prediction-log database (table `rollouts`), so every gunicorn process
+"""Rollouts in the prediction-log database (table `rollouts`), so every gateway process
 and replica routes by the same configuration, which predictions read from their
 process's control snapshot (gateway.models.control_snapshot). Their figures come from the
 prediction log itself: every row of a rollout carries its id and arm, so counts,

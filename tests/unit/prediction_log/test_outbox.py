@@ -68,7 +68,7 @@ def rows(count: int, **changes) -> list[PredictionRow]:
     return [replace(ROW, request_id=f"r{i}", **changes) for i in range(count)]
 
 
-def test_every_gunicorn_process_may_open_a_new_outbox_at_once(tmp_path):
+def test_every_worker_process_may_open_a_new_outbox_at_once(tmp_path):
     """Workers boot together, each a process: each opens the new file (one turns it to
     WAL, which SQLite refuses at once while another connection has it open) and makes the
     tables if they are missing ("table already exists")."""

@@ -54,7 +54,8 @@ def app(tmp_path, request):
                               max_upload_bytes=200_000, max_image_pixels=1_000_000,
                               database_url=database_url, gateway_state_dir=str(tmp_path),
                               **getattr(request, "param", {})))
-    app.extensions["gateway"].torchserve.pool = FakePool()
+    torchserve = app.extensions["gateway"].torchserve
+    torchserve.pool = torchserve.inference = FakePool()  # management and inference calls
     return app
 
 
