@@ -72,8 +72,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         instant_archive(tmp / "store")
         torchserve = TorchServeServer(tmp / "store", tmp / "torchserve")
-        gateway = GatewayServer(torchserve, tmp / "gateway", users_file=ROOT / "config/users.json",
-                                jwt_secret=os.urandom(32).hex(),
+        gateway = GatewayServer(torchserve, tmp / "gateway", jwt_secret=os.urandom(32).hex(),
+                                users_file=ROOT / "config/users.json",
                                 # one user drives every cell, up to 64 at once: no quota,
                                 # and nothing shed
                                 predict_rate_limit="1000000 per minute",
