@@ -147,11 +147,12 @@ def test_compose_up_healthy_round_trip_postgres_redis(engine, stack):
     # (podman starts no container whose depends_on are stopped, so the process stands in
     # for the container): the calls are answered, the new workers serve from the control
     # snapshot on the named volume, every row arrives once from the outbox there.
+    # The parent pid follows the name in /proc/PID/stat, which may hold spaces (ours do).
     kill_workers = ("import os, pathlib, signal\n"
                     "for proc in pathlib.Path('/proc').glob('[0-9]*'):\n"
                     "    try:\n"
                     "        worker = b'gateway-server' in (proc / 'cmdline').read_bytes() \\\n"
-                    "            and (proc / 'stat').read_text().split()[3] == '1'\n"
+                    "            and (proc / 'stat').read_text().rsplit(')', 1)[1].split()[1] == '1'\n"
                     "    except OSError:\n"
                     "        continue  # ended meanwhile\n"
                     "    if worker:\n"
