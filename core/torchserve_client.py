@@ -5,16 +5,21 @@ Built on urllib3 (the pool under `requests`) directly: less CPU per call than a
 """
 
 import contextlib
+import functools
 import json
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
+                                ReadTimeoutError)
 
 from core import tracing
 from core.errors import ApiError, unavailable
 from core.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,14 +50,24 @@ class TorchServeClient:
 
     def _request(self, method: str, url: str, timeout: urllib3.Timeout | None = None,
                  params: dict | None = None, pool: urllib3.connectionpool.HTTPConnectionPool
-                 | urllib3.PoolManager | None = None, **kwargs) -> urllib3.BaseHTTPResponse:
+                 | urllib3.PoolManager | None = None, resend_dropped: bool = False,
+                 **kwargs) -> urllib3.BaseHTTPResponse:
         """One HTTP call (`url` a path when `pool` is one host's); a transport failure is an
-        ApiError 502/503/504."""
+        ApiError 502/503/504. With `resend_dropped`, a call refused or dropped before any
+        answer goes once more, on another connection: a balancer reloaded, or a replica went
+        away, under a connection the pool held (never after a timeout)."""
         if params:
             url += "?" + urlencode(params)
+        send = functools.partial((pool or self.pool).request, method, url,
+                                 timeout=timeout or self.timeout, **kwargs)
         try:
-            return (pool or self.pool).request(method, url, timeout=timeout or self.timeout,
-                                               **kwargs)
+            try:
+                return send()
+            except (NewConnectionError, ProtocolError) as exc:
+                if not resend_dropped:
+                    raise
+                logger.warning("%s %s: %s; sending it once more", method, url, exc)
+                return send()
         except ReadTimeoutError as exc:
             raise ApiError(504, "model server did not answer in time") from exc
         except (ConnectTimeoutError, ProtocolError) as exc:  # refused, reset, slow connect
@@ -80,7 +95,8 @@ class TorchServeClient:
         name = model or self.model_name
         path = f"/predictions/{name}" + (f"/{version}" if version else "")
         response = self._request(
-            "POST", self.inference_prefix + path, pool=self.inference, body=image,
+            "POST", self.inference_prefix + path, pool=self.inference, resend_dropped=True,
+            body=image,
             headers=tracing.inject({"Content-Type": "application/octet-stream",
                                     "X-Request-ID": request_id}),
         )

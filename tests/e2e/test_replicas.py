@@ -306,7 +306,8 @@ def test_a_killed_replica_returns_on_an_empty_disk_with_every_version(fleet):
     os.killpg(victim.proc.pid, signal.SIGKILL)
     victim.proc.wait(30)
     fleet.route_to_ready()
-    assert predict(gateway, token).status_code == 200  # the other replica serves meanwhile
+    meanwhile = predict(gateway, token)
+    assert meanwhile.status_code == 200, meanwhile.text  # the other replica serves meanwhile
     answers = restart_on_an_empty_disk(victim)
     assert len(answers) > 1, answers  # it was not ready at first
     fleet.route_to_ready()

@@ -6,19 +6,20 @@ import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 
 from agent.model_agent import ModelReconciler, store_file_name
 from core.catalog import CHUNK_BYTES, ArchiveError, Catalog, read_archive
 from core.database import schema
 from core.database.engine import database_engine
-from core.database.tables import model_archive_chunks, model_replicas
+from core.database.tables import model_archive_chunks, model_archives, model_replicas
 from core.errors import ApiError
 from core.model_history import Actor
 from core.signatures import ArchiveSignatures
 from gateway.models.control_snapshot import ModelState
 from gateway.models.versions import ModelVersions
 from tests.support.small_archives import mar
+from tests.unit.core.test_signatures import new_key, signed
 
 OPS, AGENT = Actor("ops"), Actor("agent")
 UNSIGNED_ALLOWED = ArchiveSignatures("", allow_unsigned=True)  # signing: test_signatures
@@ -50,6 +51,26 @@ def test_an_archive_goes_in_by_chunks_and_comes_out_checked(catalog, tmp_path):
     copy = tmp_path / "copy.mar"
     catalog.fetch_archive(stored, copy)
     assert copy.read_bytes() == source.read_bytes()
+
+
+def test_a_new_signature_reaches_every_stored_copy(catalog, tmp_path):
+    """Two agents adopting one seed at once may each store it: signed again by a rotated
+    key, both copies take the signature, whichever one a version was declared with."""
+    source = mar(tmp_path / "classifier-1.0.mar", "1.0")
+    first = catalog.store_archive(source, source.name, OPS)
+    with catalog.engine.begin() as connection:
+        row = connection.execute(select(model_archives).where(
+            model_archives.c.id == first.id)).mappings().one()
+        connection.execute(insert(model_archives).values(
+            {k: v for k, v in row.items() if k != "id"}))
+    key, trusted = tmp_path / "key.pem", tmp_path / "trusted.pem"
+    trusted.write_bytes(new_key(key))
+    signature = signed(source, key)
+    catalog.store_archive(source, source.name, OPS, signature=signature,
+                          signatures=ArchiveSignatures(str(trusted), allow_unsigned=False))
+    with catalog.engine.begin() as connection:
+        assert connection.execute(select(model_archives.c.signature)).scalars().all() == [
+            signature, signature]
 
 
 def test_a_tampered_archive_is_refused_and_never_written(catalog, tmp_path):
