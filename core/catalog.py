@@ -190,10 +190,11 @@ class Catalog:
                       version_named: str | None = None, signature: str | None = None,
                       signatures: ArchiveSignatures | None = None) -> Archive:
         """The archive at `path` as `name` with its signature, stored once per content
-        and name (twice at most when two agents adopt one seed at once); with `version_named`, only if that is its manifest's version
-        (ArchiveError); with `signatures`, only if its signature passes their rule
-        (SignatureError, checked once its members are), and a stored archive takes a
-        new signature that passes (signed at last, or by a rotated key)."""
+        and name (or once per agent, when agents adopt one seed at once); with
+        `version_named`, only if that is its manifest's version (ArchiveError); with
+        `signatures`, only if its signature passes their rule (SignatureError, checked
+        once its members are), and every stored copy takes a new signature that passes
+        (signed at last, or by a rotated key)."""
         version, weights = read_archive(path, self.model_name)
         if version_named is not None and version_named != version:
             raise ArchiveError(f"{name} is version {version} by its manifest, not "
@@ -208,8 +209,7 @@ class Catalog:
                                              model_archives.c.name == name)).first()
             if found and (signatures is None or signature in (None, found.signature)):
                 return _archive(found)
-            if found:  # signed again (a first signature, or a rotated key's); every row
-                # of these bytes and name, as two agents adopting one seed may store two
+            if found:  # signed again (a first signature, or a rotated key's): every copy
                 connection.execute(update(model_archives).where(
                     model_archives.c.sha256 == sha256, model_archives.c.name == name)
                     .values(signature=signature))
